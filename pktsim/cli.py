@@ -1,0 +1,170 @@
+"""``python -m pktsim``: the command line (DESIGN.md section 4).
+
+Exit codes: 0 success, 2 bad input (one line on stderr naming file, field and problem), 1 anything
+else. Input is validated completely before the run directory is created.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import sys
+import time
+from datetime import datetime
+from pathlib import Path
+from typing import Sequence
+
+from . import __version__
+from .errors import InputError
+from .scenario import LB_SCHEMES, Scenario, load_scenario
+from .units import format_bytes, format_ns
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse, but usage errors are bad input: one line, exit code 2."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        raise InputError("command line", "", message)
+
+
+def _scenario_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("scenario", nargs="?", help="scenario YAML file (default: the built-in scenario)")
+    p.add_argument("--topology", "-t", help="topology preset name or YAML path")
+    p.add_argument("--workload", "-w", help="workload preset name or YAML path")
+    p.add_argument("--lb", help=f"load-balancing scheme ({' | '.join(LB_SCHEMES)})")
+    p.add_argument("--seed", type=int, help="seed of every random choice (default: the scenario's)")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a scenario field by dotted path, e.g. --set topology.spines=8")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="python -m pktsim", description="Packet-level simulation of ML training traffic.")
+    parser.add_argument("--version", action="version", version=f"pktsim {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+    run = sub.add_parser("run", help="simulate a scenario and write its traces")
+    _scenario_options(run)
+    run.add_argument("--out", "-o", help="run directory (default: traces/<name>-<lb>-seed<N>-<time>)")
+    run.add_argument("--quiet", "-q", action="store_true", help="no progress bar and no summary table")
+    return parser
+
+
+def _resolve(args: argparse.Namespace) -> Scenario:
+    return load_scenario(
+        args.scenario, topology=args.topology, workload=args.workload, lb=args.lb, seed=args.seed,
+        overrides=args.overrides,
+    )
+
+
+def _run_dir(args: argparse.Namespace, scenario: Scenario) -> Path:
+    if args.out:
+        out = Path(args.out)
+        if out.exists() and (not out.is_dir() or any(out.iterdir())):
+            raise InputError("--out", "", f"{out} already exists and is not an empty directory")
+        return out
+    stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
+    base = Path("traces") / f"{scenario.name}-{scenario.lb.scheme}-seed{scenario.seed}-{stamp}"
+    out, n = base, 1
+    while out.exists():
+        n += 1
+        out = base.with_name(f"{base.name}-{n}")
+    return out
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from .simulation import Simulation
+    from .traces import Recorder
+
+    scenario = _resolve(args)
+    sim = Simulation(scenario)  # builds the workload: placement errors surface here, before any output
+    out = _run_dir(args, scenario)
+    out.mkdir(parents=True, exist_ok=True)
+    scenario_json = scenario.model_dump(mode="json")
+    try:
+        recorder = Recorder(out, scenario_json, scenario.traces.part_rows)
+        with _progress(args.quiet, len(sim.workload.messages)) as progress:
+            summary = sim.run(recorder, progress)
+        summary["out"] = str(out)
+        # summary.json is written last: a run directory without it is incomplete.
+        (out / "summary.json").write_text(json.dumps(summary, indent=2, sort_keys=True) + "\n")
+    except BaseException:
+        if not (out / "summary.json").exists():
+            (out / "INCOMPLETE").write_text("this run did not finish; its tables end at the last flush\n")
+        raise
+    if not args.quiet:
+        print_summary(summary)
+    return 0
+
+
+class _progress:
+    """A rich progress bar over completed messages, shown only when the run lasts over ~2 s."""
+
+    def __init__(self, quiet: bool, total: int) -> None:
+        self.quiet, self.total = quiet, total
+        self.bar = None
+        self.t0 = time.perf_counter()
+
+    def __enter__(self):
+        return self.update
+
+    def update(self, p) -> None:
+        if self.quiet:
+            return
+        if self.bar is None:
+            if time.perf_counter() - self.t0 < 2.0:
+                return
+            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+            self.bar = Progress(
+                TextColumn("[bold]simulating"), BarColumn(), MofNCompleteColumn(), TextColumn("messages"),
+                TextColumn("sim {task.fields[sim]}"), TimeElapsedColumn(), transient=True,
+            )
+            self.bar.start()
+            self.task = self.bar.add_task("run", total=self.total, sim="")
+        self.bar.update(self.task, completed=p.messages_done, sim=format_ns(p.sim_time_ns))
+
+    def __exit__(self, *exc) -> None:
+        if self.bar is not None:
+            self.bar.stop()
+
+
+def print_summary(summary: dict) -> None:
+    """The human-readable end of a run: per job CCT vs ideal, the largest queue, the speed."""
+    from rich.console import Console
+    from rich.table import Table
+
+    console = Console()
+    table = Table(title=f"pktsim run '{summary['name']}' (lb={summary['lb']}, seed={summary['seed']})")
+    for col in ("job", "collective", "ranks", "bytes", "iters", "CCT", "ideal", "slowdown"):
+        table.add_column(col, justify="left" if col in ("job", "collective") else "right")
+    for j in summary["jobs"]:
+        table.add_row(
+            j["name"], j["collective"], str(j["ranks"]), format_bytes(j["bytes"]), str(j["iterations"]),
+            format_ns(j["mean_cct_ns"]), format_ns(j["mean_ideal_cct_ns"]),
+            f"{j['slowdown']:.3f}x" if j["slowdown"] else "-",
+        )
+    console.print(table)
+    q = summary["largest_queue"]
+    console.print(f"largest queue: {format_bytes(q['max_bytes'])} at {q['node']} -> {q['port']} "
+                  f"(t = {format_ns(q['time_ns'])})")
+    console.print(
+        f"simulated {format_ns(summary['sim_time_ns'])} in {summary['wall_s']:.2f} s wall: "
+        f"{summary['packet_hops']:,} packet-hops, {summary['packet_hops_per_s']:,.0f} packet-hops/s, "
+        f"{summary['events_per_packet_hop']:.2f} events per packet-hop"
+    )
+    console.print(f"traces: {summary['out']}/")
+
+
+COMMANDS = {"run": cmd_run}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    try:
+        args = build_parser().parse_args(argv)
+        return COMMANDS[args.command](args)
+    except InputError as e:
+        print(f"pktsim: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("pktsim: interrupted", file=sys.stderr)
+        return 1

@@ -1,0 +1,13 @@
+"""Errors meant for people: one line naming the file, the field and the problem."""
+
+from __future__ import annotations
+
+
+class InputError(Exception):
+    """Bad user input (scenario, preset, option). The CLI prints it as one line and exits 2."""
+
+    def __init__(self, source: str, field: str, problem: str) -> None:
+        self.source = source
+        self.field = field
+        self.problem = problem
+        super().__init__(f"{source}: {field}: {problem}" if field else f"{source}: {problem}")

@@ -1,0 +1,99 @@
+"""Load balancing: how a (sub)flow's packets get their entropy, and how a switch picks a next hop.
+
+One mechanism (DESIGN.md principle 2): every packet carries a 5-tuple hash ``key`` that includes an
+entropy value chosen by the sending NIC; a switch picks among its equal-cost next hops with a
+per-switch salted hash of that key. The schemes differ only in their parameters:
+
+=============  ==========================  =====================  ==================
+scheme         subflows per message        entropy                switch choice
+=============  ==========================  =====================  ==================
+ecmp           1                           fixed per connection   salted hash
+split          ``lb.subflows``             fixed per subflow      salted hash
+spray          1                           new per packet         salted hash
+spray_switch   1                           fixed per connection   uniform random
+=============  ==========================  =====================  ==================
+"""
+
+from __future__ import annotations
+
+import hashlib
+import random
+from dataclasses import dataclass
+from typing import Sequence
+
+from .scenario import LbSpec
+
+MASK32 = 0xFFFFFFFF
+ROCE_DST_PORT = 4791
+
+
+def stable_hash(*parts: object) -> int:
+    """A 64-bit hash of ``parts`` that is the same in every process (unlike ``hash()``)."""
+    text = "\x1f".join(str(p) for p in parts).encode()
+    return int.from_bytes(hashlib.blake2b(text, digest_size=8).digest(), "little")
+
+
+def fmix32(h: int) -> int:
+    """MurmurHash3's 32-bit finaliser: every input bit flips each output bit with probability ~1/2."""
+    h ^= h >> 16
+    h = (h * 0x85EBCA6B) & MASK32
+    h ^= h >> 13
+    h = (h * 0xC2B2AE35) & MASK32
+    return h ^ (h >> 16)
+
+
+def flow_key(src: int, dst: int, entropy: int) -> int:
+    """Hash key of the RoCEv2 5-tuple (src IP, dst IP, UDP src port = entropy, dst port 4791, UDP)."""
+    return fmix32((src * 0x01000193) ^ fmix32(dst ^ (ROCE_DST_PORT << 16)) ^ (entropy * 0x9E3779B1)) & MASK32
+
+
+@dataclass(frozen=True, slots=True)
+class LoadBalancing:
+    """What a scheme asks of NICs and switches."""
+
+    subflows: int
+    entropy_per_packet: bool
+    switch_random: bool
+
+    @classmethod
+    def from_spec(cls, lb: LbSpec) -> LoadBalancing:
+        return cls(
+            subflows=lb.subflows if lb.scheme == "split" else 1,
+            entropy_per_packet=lb.scheme == "spray",
+            switch_random=lb.scheme == "spray_switch",
+        )
+
+
+class HashSelect:
+    """ECMP next-hop choice: salted hash of the packet key modulo the group size."""
+
+    __slots__ = ("salt",)
+
+    def __init__(self, salt: int) -> None:
+        self.salt = salt & MASK32
+
+    def __call__(self, pkt, group: Sequence):
+        h = pkt.key ^ self.salt
+        h ^= h >> 16
+        h = (h * 0x85EBCA6B) & MASK32
+        h ^= h >> 13
+        h = (h * 0xC2B2AE35) & MASK32
+        return group[(h ^ (h >> 16)) % len(group)]
+
+
+class RandomSelect:
+    """Per-packet uniformly random next hop (switch-side spraying), from a seeded generator."""
+
+    __slots__ = ("random",)
+
+    def __init__(self, seed: int) -> None:
+        self.random = random.Random(seed).random
+
+    def __call__(self, pkt, group: Sequence):
+        return group[int(self.random() * len(group))]
+
+
+def make_selector(lb: LoadBalancing, seed: int, switch: str) -> HashSelect | RandomSelect:
+    """The next-hop selector of one switch; its salt (or random stream) depends on seed and name."""
+    salt = stable_hash("salt", seed, switch)
+    return RandomSelect(salt) if lb.switch_random else HashSelect(salt)

@@ -1,0 +1,305 @@
+"""The packet backend: executes a workload DAG on the packet-level network.
+
+Data flows one way: the workload's messages are posted to NICs when their dependencies are done;
+the network moves packets; completions are handed to the recorder and release dependent messages.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Callable
+
+import networkx as nx
+import simpy
+from simpy.core import EmptySchedule
+
+from . import __version__
+from .collectives import build_workload, critical_path, split_bytes
+from .ideal import Hop, message_fct_ps
+from .network import Network
+from .nic import Flow
+from .routing import stable_hash
+from .scenario import Scenario
+from .topology import build_graph, host_tor
+from .traces import Recorder, ps_to_ns
+from .workload import Message
+
+STEPS_PER_CHUNK = 20_000
+
+
+@dataclass
+class Progress:
+    """What a progress display needs, updated every chunk of engine events."""
+
+    messages_done: int
+    messages_total: int
+    sim_time_ns: int
+    events: int
+
+
+@dataclass
+class RunResult:
+    summary: dict
+    jobs: list[dict] = field(default_factory=list)
+
+
+class Simulation:
+    """One run of one scenario on the packet backend."""
+
+    def __init__(self, scenario: Scenario) -> None:
+        self.scenario = scenario
+        self.env = simpy.Environment()
+        self.graph = build_graph(scenario.topology)
+        self.net = Network(self.env, self.graph, scenario, self._flow_done)
+        self.workload = build_workload(
+            scenario.workload.jobs, self.net.host_names, scenario.topology.hosts_per_tor, scenario.seed
+        )
+        msgs = self.workload.messages
+        n = len(msgs)
+        self.dependents = self.workload.dependents()
+        self.waiting_on_op: list[list[int]] = [[] for _ in self.workload.collectives]
+        for m in msgs:
+            if m.after_op >= 0:
+                self.waiting_on_op[m.after_op].append(m.msg_id)
+        self.pending = [len(m.deps) + (m.after_op >= 0) for m in msgs]
+        self.ready_ps = [-1] * n
+        self.start_ps = [-1] * n
+        self.end_ps = [-1] * n
+        self.rx_bytes = [0] * n
+        self.op_left = [len(op.msg_ids) for op in self.workload.collectives]
+        self.op_end_ps = [-1] * len(self.workload.collectives)
+        self.messages_done = 0
+        self.flows_started = 0
+        self.subflows = self.net.lb.subflows
+        self._tor_paths: dict[tuple[str, str], list[str]] = {}
+        self._ideal_cache: dict[tuple, int] = {}
+        self.ideal_fct_ps = [self._ideal_fct_ps(m) for m in msgs]
+        self.ideal_op_ps = self._ideal_ops()
+        self.recorder: Recorder | None = None
+
+    # -- ideal times ---------------------------------------------------------------------------
+
+    def _path_hops(self, src: str, dst: str) -> list[Hop]:
+        """The links of a shortest path from ``src`` to ``dst`` (all equal-cost paths look alike)."""
+        g, lat = self.graph, self.scenario.switch.latency_ns
+        a, b = host_tor(g, src), host_tor(g, dst)
+        if (a, b) not in self._tor_paths:
+            self._tor_paths[a, b] = nx.shortest_path(g, a, b)
+        nodes = [src, *self._tor_paths[a, b], dst]
+        return [
+            Hop(g.edges[u, v]["gbps"], g.edges[u, v]["delay_ns"], lat if i else 0)
+            for i, (u, v) in enumerate(zip(nodes, nodes[1:]))
+        ]
+
+    def _ideal_fct_ps(self, m: Message) -> int:
+        """FCT of ``m`` alone on an idle fabric, from the closed form (memoised per path shape)."""
+        g = self.graph
+        key = (host_tor(g, m.src), host_tor(g, m.dst), m.bytes)
+        if key not in self._ideal_cache:
+            nic = self.scenario.nic
+            self._ideal_cache[key] = message_fct_ps(
+                m.bytes, nic.mtu_bytes, nic.header_bytes, self._path_hops(m.src, m.dst)
+            )
+        return self._ideal_cache[key]
+
+    def _ideal_ops(self) -> list[int]:
+        """Per collective op, a lower bound on its duration on an idle fabric (ps): the larger of its
+        critical path with every message at its ideal FCT and the time every host's NIC needs to
+        serialise the wire bytes it sends (or receives) in the op."""
+        nic = self.scenario.nic
+        chain = critical_path(self.workload, lambda m: self.ideal_fct_ps[m.msg_id])
+        out = []
+        for op, cp in zip(self.workload.collectives, chain):
+            sent: dict[str, int] = {}
+            recv: dict[str, int] = {}
+            for i in op.msg_ids:
+                m = self.workload.messages[i]
+                wire = m.bytes + -(-m.bytes // nic.payload_bytes) * nic.header_bytes
+                sent[m.src] = sent.get(m.src, 0) + wire
+                recv[m.dst] = recv.get(m.dst, 0) + wire
+            nic_bound = 0
+            for host, b in list(sent.items()) + list(recv.items()):
+                nic_bound = max(nic_bound, self.net.nics[self.net.host_index[host]].port.serialisation_ps(b))
+            out.append(max(int(cp), nic_bound))
+        return out
+
+    # -- the DAG -------------------------------------------------------------------------------
+
+    def _post(self, msg_id: int) -> None:
+        """Hand a ready message to its source NIC, split into the scheme's subflows."""
+        m = self.workload.messages[msg_id]
+        self.ready_ps[msg_id] = self.env._now
+        src = self.net.host_index[m.src]
+        dst = self.net.host_index[m.dst]
+        nic = self.net.nics[src]
+        payload = nic.payload_max
+        seed = self.scenario.seed
+        for sub, size in enumerate(split_bytes(m.bytes, min(self.subflows, m.bytes))):
+            key = (m.job, m.channel, sub)
+            qp = nic.qps.get((key, dst)) or nic.queue_pair(
+                (key, dst), dst, stable_hash("entropy", seed, m.job, m.src, m.dst, m.channel, sub) & 0xFFFF
+            )
+            flow = Flow(self.flows_started, msg_id, sub, src, dst, size, -(-size // payload), qp.entropy)
+            self.flows_started += 1
+            nic.post(qp, flow)
+
+    def _release(self, msg_id: int) -> None:
+        """One dependency of ``msg_id`` completed now; post it when none is left."""
+        self.pending[msg_id] -= 1
+        if self.pending[msg_id] == 0:
+            gap_ps = self.workload.messages[msg_id].gap_ns * 1000
+            if gap_ps:
+                self.env.timeout(gap_ps, msg_id).callbacks.append(self._on_ready)
+            else:
+                self._post(msg_id)
+
+    def _on_ready(self, event: simpy.Event) -> None:
+        self._post(event.value)
+
+    def _flow_done(self, flow: Flow, t_ps: int) -> None:
+        """The last byte of ``flow`` arrives at ``t_ps`` (now or up to one link ahead)."""
+        msg_id = flow.msg
+        if self.start_ps[msg_id] < 0 or flow.start_ps < self.start_ps[msg_id]:
+            self.start_ps[msg_id] = flow.start_ps
+        self.rx_bytes[msg_id] += flow.bytes
+        if self.recorder is not None:
+            self._record_flow(flow)
+        if self.rx_bytes[msg_id] == self.workload.messages[msg_id].bytes:
+            self.end_ps[msg_id] = t_ps
+            self.env.timeout(t_ps - self.env._now, msg_id).callbacks.append(self._on_message_done)
+
+    def _on_message_done(self, event: simpy.Event) -> None:
+        msg_id = event.value
+        m = self.workload.messages[msg_id]
+        self.messages_done += 1
+        if self.recorder is not None:
+            self._record_message(m)
+        for d in self.dependents[msg_id]:
+            self._release(d)
+        self.op_left[m.op] -= 1
+        if self.op_left[m.op] == 0:
+            self.op_end_ps[m.op] = self.env._now
+            if self.recorder is not None:
+                self._record_op(m.op)
+            for d in self.waiting_on_op[m.op]:
+                self._release(d)
+
+    # -- recording -----------------------------------------------------------------------------
+
+    def _record_flow(self, f: Flow) -> None:
+        names = self.net.switch_names
+        spine_bytes = [{"node": names[v], "bytes": b} for v, b in sorted(f.via_bytes.items())]
+        path = f.path if len(f.via_bytes) == 1 else None
+        self.recorder.tables["flows"].append((
+            f.flow_id, f.msg, f.subflow, self.net.host_names[f.src], self.net.host_names[f.dst], f.bytes,
+            ps_to_ns(f.start_ps), ps_to_ns(f.end_ps), f.packets, 0, f.entropy, path, spine_bytes,
+        ))
+
+    def _record_message(self, m: Message) -> None:
+        i = m.msg_id
+        ready, end = ps_to_ns(self.ready_ps[i]), ps_to_ns(self.end_ps[i])
+        self.recorder.tables["messages"].append((
+            i, m.job, m.collective, m.iteration, m.step, m.channel, m.src, m.dst, m.bytes, ready,
+            ps_to_ns(self.start_ps[i]), end, end - ready, ps_to_ns(self.ideal_fct_ps[i]),
+        ))
+
+    def _op_start_ps(self, op: int) -> int:
+        return min(self.ready_ps[i] for i in self.workload.collectives[op].msg_ids)
+
+    def _record_op(self, op: int) -> None:
+        c = self.workload.collectives[op]
+        start, end = ps_to_ns(self._op_start_ps(op)), ps_to_ns(self.op_end_ps[op])
+        self.recorder.tables["collectives"].append((
+            c.job, c.collective, c.iteration, c.ranks, c.bytes, start, end, end - start,
+            ps_to_ns(self.ideal_op_ps[op]),
+        ))
+
+    # -- running -------------------------------------------------------------------------------
+
+    def run(self, recorder: Recorder | None = None, progress: Callable[[Progress], None] | None = None) -> dict:
+        """Run to completion; returns the summary (see ``summary.json`` in traces/README.md)."""
+        self.recorder = recorder
+        if recorder is not None:
+            ports = self.net.ports
+            recorder.describe_ports(
+                [p.owner for p in ports], [p.peer for p in ports], [p.ppb_num / p.ppb_den for p in ports],
+                self.scenario.traces.queue_interval_ns * 1000,
+            )
+        for m in self.workload.messages:
+            if self.pending[m.msg_id] == 0:
+                self.env.timeout(m.gap_ns * 1000, m.msg_id).callbacks.append(self._on_ready)
+        part_rows = self.scenario.traces.part_rows
+        log = self.net.port_log
+        step = self.env.step
+        events = 0
+        wall0 = time.perf_counter()
+        while True:
+            n = 0
+            try:
+                for n in range(STEPS_PER_CHUNK):  # noqa: B007 - n counts the steps taken
+                    step()
+                n = STEPS_PER_CHUNK
+            except EmptySchedule:
+                events += n
+                break
+            events += n
+            if len(log) >= part_rows:
+                self._flush_ports(recorder)
+            if progress is not None:
+                progress(Progress(self.messages_done, len(self.workload.messages), ps_to_ns(self.env.now), events))
+        wall = time.perf_counter() - wall0
+        self.net.close()
+        self._flush_ports(recorder)
+        if self.messages_done != len(self.workload.messages):
+            raise RuntimeError(
+                f"simulation stalled: {self.messages_done} of {len(self.workload.messages)} messages completed"
+            )
+        if recorder is not None:
+            recorder.close()
+        if progress is not None:
+            progress(Progress(self.messages_done, len(self.workload.messages), ps_to_ns(self.env.now), events))
+        return self._summary(wall, events)
+
+    def _flush_ports(self, recorder: Recorder | None) -> None:
+        if recorder is not None:
+            recorder.port_samples(self.net.port_log)
+        self.net.port_log.clear()
+
+    def _summary(self, wall_s: float, events: int) -> dict:
+        hops = sum(p.packets for p in self.net.ports)
+        jobs = []
+        for job in self.scenario.workload.jobs:
+            ops = [op for op in self.workload.collectives if op.job == job.name]
+            cct = [ps_to_ns(self.op_end_ps[op.op] - self._op_start_ps(op.op)) for op in ops]
+            ideal = [ps_to_ns(self.ideal_op_ps[op.op]) for op in ops]
+            mean = sum(cct) / len(cct)
+            ideal_mean = sum(ideal) / len(ideal)
+            jobs.append({
+                "name": job.name, "collective": job.collective, "ranks": job.ranks, "bytes": job.bytes,
+                "iterations": job.iterations, "cct_ns": cct, "ideal_cct_ns": ideal, "mean_cct_ns": mean,
+                "mean_ideal_cct_ns": ideal_mean, "slowdown": mean / ideal_mean if ideal_mean else None,
+                "start_ns": ps_to_ns(self._op_start_ps(ops[0].op)), "end_ns": ps_to_ns(self.op_end_ps[ops[-1].op]),
+            })
+        peak = max(self.net.ports, key=lambda p: p.peak_bytes())
+        largest = {"node": peak.owner, "port": peak.peer, "max_bytes": round(peak.peak_bytes()),
+                   "time_ns": peak.peak_t // 1000}
+        return {
+            "name": self.scenario.name,
+            "version": __version__,
+            "seed": self.scenario.seed,
+            "backend": "packet",
+            "lb": self.scenario.lb.scheme,
+            "wall_s": wall_s,
+            "events": events,
+            "packet_hops": hops,
+            "events_per_packet_hop": events / hops if hops else None,
+            "packet_hops_per_s": hops / wall_s if wall_s > 0 else None,
+            "sim_time_ns": ps_to_ns(self.env.now),
+            "messages": len(self.workload.messages),
+            "flows": self.flows_started,
+            "packets": sum(nic.port.packets for nic in self.net.nics),
+            "largest_queue": largest,
+            "jobs": jobs,
+            "scenario": self.scenario.model_dump(mode="json"),
+        }

@@ -1,0 +1,165 @@
+"""Switches and their egress ports.
+
+A :class:`Port` is a FIFO egress queue feeding one link: serialisation at the link rate, then
+propagation. Because the rate is fixed, a packet's departure is known when it is enqueued
+(``depart = max(now, busy_until) + size / rate``), so each packet costs one scheduled event per hop:
+its arrival at the next switch. Arrivals at a host need no event at all: the last port hands the
+packet to the receiving NIC together with its arrival time (all packets to a host cross that one
+port, so they reach the NIC in the order the port sends them).
+
+Occupancy is tracked exactly between enqueues: the backlog (bytes not yet serialised, the packet on
+the wire included) jumps by a packet's size at enqueue and drains linearly at the link rate, so its
+maximum and time average over each sampling interval are closed-form sums.
+"""
+
+from __future__ import annotations
+
+from fractions import Fraction
+from heapq import heappush
+from typing import Callable
+
+import simpy
+from simpy.core import NORMAL
+
+from .packet import Packet
+
+PS_PER_NS = 1000
+
+
+class Port:
+    """Egress port of ``owner`` onto the link to ``peer``. Times are integer picoseconds."""
+
+    __slots__ = (
+        "env", "heap", "eid", "port_id", "owner", "peer", "gbps", "delay_ps", "ppb_num", "ppb_den", "busy_until",
+        "arrival", "deliver", "down", "interval_ps", "log", "last_t", "iv_end", "iv_max", "iv_area2", "iv_busy",
+        "packets", "peak", "peak_t",
+    )
+
+    def __init__(
+        self, env: simpy.Environment, port_id: int, owner: str, peer: str, gbps: float, delay_ns: int,
+        interval_ns: int, log: list, down: bool,
+    ) -> None:
+        self.env = env
+        # SimPy's event heap and id counter: Port.send pushes arrivals exactly as
+        # Environment.schedule does, without the call (the hottest line of the simulator).
+        self.heap = env._queue
+        self.eid = env._eid
+        self.port_id = port_id
+        self.owner = owner
+        self.peer = peer
+        self.gbps = gbps
+        self.delay_ps = delay_ns * PS_PER_NS
+        # picoseconds per byte as an exact fraction: 8e6 / (Mbit/s)
+        ppb = Fraction(8_000_000) / Fraction(round(gbps * 1000))
+        self.ppb_num, self.ppb_den = ppb.numerator, ppb.denominator
+        self.busy_until = 0
+        self.arrival: tuple[Callable[[Packet], None], ...] = ()
+        """Callbacks of the packet's arrival event: the next switch's ``on_arrival``."""
+        self.deliver: Callable[[Packet, int], None] | None = None
+        """Receiving NIC's ``deliver(pkt, arrival_ps)``, called at enqueue (no event)."""
+        self.down = down
+        """True when the link goes down the tree (toward hosts)."""
+        self.interval_ps = interval_ns * PS_PER_NS
+        self.log = log
+        self.last_t = 0
+        self.iv_end = self.interval_ps
+        self.iv_max = 0      # largest backlog in the interval, in ps of serialisation
+        self.iv_area2 = 0    # twice the integral of the backlog over the interval, ps * ps
+        self.iv_busy = 0     # time the link transmitted in the interval, ps
+        self.packets = 0     # packets sent through this port (packet-hops)
+        self.peak = 0        # largest backlog so far (ps of serialisation) and when (ps)
+        self.peak_t = 0
+
+    def serialisation_ps(self, size: int) -> int:
+        """Time to put ``size`` bytes on the wire, rounded up to a whole picosecond."""
+        return -(-size * self.ppb_num // self.ppb_den)
+
+    def backlog_bytes(self, t_ps: int) -> float:
+        """Bytes queued or on the wire at time ``t_ps`` (valid for ``t_ps`` >= the last enqueue)."""
+        return max(0, self.busy_until - t_ps) * self.ppb_den / self.ppb_num
+
+    def peak_bytes(self) -> float:
+        """The largest backlog seen in any closed sampling interval, in bytes."""
+        return self.peak * self.ppb_den / self.ppb_num
+
+    def send(self, pkt: Packet, t: int) -> int:
+        """Enqueue ``pkt`` at time ``t`` (>= now); returns its arrival time at the peer, in ps."""
+        if t >= self.iv_end:
+            self._roll(t)
+        busy_until = self.busy_until
+        last = busy_until - self.last_t
+        if last > 0:
+            rem = busy_until - t
+            if rem < 0:
+                rem = 0
+            self.iv_area2 += last * last - rem * rem
+            self.iv_busy += last - rem
+        else:
+            rem = 0
+        self.last_t = t
+        self.packets += 1
+        rem += -(-pkt.size * self.ppb_num // self.ppb_den)
+        if rem > self.iv_max:
+            self.iv_max = rem
+        self.busy_until = t + rem
+        arrival = t + rem + self.delay_ps
+        if self.deliver is not None:
+            self.deliver(pkt, arrival)
+        else:
+            pkt.callbacks = self.arrival
+            heappush(self.heap, (arrival, NORMAL, next(self.eid), pkt))
+        return arrival
+
+    def _advance(self, t: int) -> None:
+        last = self.busy_until - self.last_t
+        if last > 0:
+            rem = max(0, self.busy_until - t)
+            self.iv_area2 += last * last - rem * rem
+            self.iv_busy += last - rem
+        self.last_t = t
+
+    def _roll(self, t: int) -> None:
+        """Close every sampling interval that ends at or before ``t`` and log the non-idle ones."""
+        iv = self.interval_ps
+        while self.iv_end <= t:
+            end = self.iv_end
+            self._advance(end)
+            if self.iv_busy:
+                self.log.append((end - iv, self.port_id, self.iv_max, self.iv_area2, self.iv_busy))
+                if self.iv_max > self.peak:
+                    self.peak, self.peak_t = self.iv_max, end - iv
+            rem = self.busy_until - end
+            start = end if rem > 0 else (t // iv) * iv
+            self.iv_end = start + iv
+            self.iv_max = max(rem, 0)
+            self.iv_area2 = 0
+            self.iv_busy = 0
+            self.last_t = start
+
+    def close(self) -> None:
+        """Log the intervals up to the end of the last transmission."""
+        self._roll(max(self.busy_until, self.last_t) + self.interval_ps)
+
+
+class Switch:
+    """Forwards each arriving packet to an egress port chosen among the equal-cost next hops
+    toward its destination (``fib[dst_host]``) by the switch's selector (salted hash, random, ...)."""
+
+    __slots__ = ("env", "index", "name", "fib", "select", "latency_ps")
+
+    def __init__(self, env: simpy.Environment, index: int, name: str, select, latency_ns: int) -> None:
+        self.env = env
+        self.index = index
+        self.name = name
+        self.fib: list[tuple[Port, ...]] = []
+        self.select = select
+        self.latency_ps = latency_ns * PS_PER_NS
+
+    def on_arrival(self, pkt: Packet) -> None:
+        group = self.fib[pkt.dst]
+        port = group[0] if len(group) == 1 else self.select(pkt, group)
+        if port.down and pkt.via < 0:
+            pkt.via = self.index
+        if pkt.record is not None:
+            pkt.record.append(self.name)
+        port.send(pkt, self.env._now + self.latency_ps)
