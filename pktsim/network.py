@@ -8,7 +8,7 @@ import networkx as nx
 import simpy
 
 from .nic import Flow, Nic
-from .routing import LoadBalancing, make_selector, stable_hash
+from .routing import LoadBalancing, make_selector, stable_hash, switch_salt
 from .scenario import Scenario
 from .switch import Port, Switch
 from .topology import host_tor, hosts, next_hops
@@ -38,7 +38,7 @@ class Network:
         switch_names = [n for n, d in graph.nodes(data=True) if d["kind"] == "switch"]
         for i, name in enumerate(switch_names):
             self.switches[name] = Switch(
-                env, i, name, make_selector(self.lb, seed, name), scenario.switch.latency_ns
+                env, i, name, switch_salt(seed, name), make_selector(self.lb, seed, name), scenario.switch.latency_ns
             )
         self.switch_names = switch_names
 
@@ -62,7 +62,7 @@ class Network:
 
         for (a, b), port in self.port_of.items():
             if b in self.switches:
-                port.arrival = (self.switches[b].on_arrival,)
+                port.arrival_callbacks = (self.switches[b].on_arrival,)
             else:
                 port.deliver = self.nics[self.host_index[b]].deliver
 

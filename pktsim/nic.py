@@ -9,13 +9,14 @@ load-balancing scheme says otherwise. Each message is handed to the NIC as one o
 The transport is the part that decides *what* to send next and what to do with what arrives; this
 "ideal" transport sends every byte once at line rate and the receiver completes a flow when its
 last byte arrives, in any order. A reliable transport (ACKs, retransmission, congestion control)
-replaces :meth:`Nic._next_packet` and :meth:`Nic.deliver`.
+replaces :meth:`Nic._transmit` and :meth:`Nic.deliver`.
 """
 
 from __future__ import annotations
 
 import random
 from collections import deque
+from heapq import heappush
 from typing import Callable
 
 import simpy
@@ -89,9 +90,12 @@ class Nic:
         self.qps: dict[tuple, QueuePair] = {}
         self.active: deque[QueuePair] = deque()
         self.busy = False
-        # The NIC is itself the SimPy event of its own wake-up (see Packet): one per packet sent.
+        # The NIC is itself the SimPy event of its wake-up when a packet has been serialised (as a
+        # port is of its head packet's arrival): one heap entry per packet sent, no allocation.
         self.callbacks: tuple | None = None
-        self._wake_callbacks = (self._wake,)
+        self.wake_callbacks = (self._transmit,)
+        self.heap = env._queue
+        self.eid = env._eid
 
     _ok = True  # read by simpy.Environment.step
 
@@ -108,42 +112,39 @@ class Nic:
             self.active.append(qp)
         qp.flows.append(flow)
         if not self.busy:
-            self._transmit()
+            self._transmit(self)
 
-    def _wake(self, _event: Nic) -> None:
-        self.busy = False
-        if self.active:
-            self._transmit()
-
-    def _transmit(self) -> None:
-        """Put the next packet on the wire and wake when it has been serialised."""
-        pkt = self._next_packet()
-        now = self.env._now
-        self.port.send(pkt, now)
-        self.busy = True
-        self.callbacks = self._wake_callbacks
-        self.env.schedule(self, NORMAL, self.port.busy_until - now)
-
-    def _next_packet(self) -> Packet:
-        """Round-robin over active queue pairs; each turn sends one packet of the head flow."""
-        qp = self.active.popleft()
+    def _transmit(self, _event: Nic) -> None:
+        """Put the next packet on the wire (round-robin over active queue pairs, one packet of the
+        head flow per turn) and wake when it has been serialised."""
+        active = self.active
+        if not active:
+            self.busy = False
+            return
+        qp = active.popleft()
         flow = qp.flows[0]
-        payload = min(self.payload_max, flow.bytes - flow.sent)
+        now = self.env._now
+        payload = flow.bytes - flow.sent
+        if payload > self.payload_max:
+            payload = self.payload_max
         seq = flow.next_seq
-        if seq == 0:
-            flow.start_ps = self.env._now
         flow.next_seq = seq + 1
         flow.sent += payload
+        if seq == 0:
+            flow.start_ps = now
+            record = [self.name]
+        else:
+            record = None
         if flow.sent == flow.bytes:
             qp.flows.popleft()
         if qp.flows:
-            self.active.append(qp)
-        if self.entropy_per_packet:
-            key = flow_key(self.index, qp.dst, self.rand16(16))
-        else:
-            key = qp.fkey
-        record = [self.name] if seq == 0 else None
-        return Packet(flow, seq, payload + self.header, payload, qp.dst, key, record)
+            active.append(qp)
+        key = flow_key(self.index, qp.dst, self.rand16(16)) if self.entropy_per_packet else qp.fkey
+        port = self.port
+        port.send(Packet(flow, seq, payload + self.header, payload, qp.dst, key, record), now)
+        self.busy = True
+        self.callbacks = self.wake_callbacks
+        heappush(self.heap, (port.busy_until, NORMAL, next(self.eid), self))
 
     def deliver(self, pkt: Packet, t_ps: int) -> None:
         """Receive ``pkt`` at time ``t_ps`` (the future, at most one link ahead of now)."""

@@ -15,13 +15,10 @@ class Packet:
     the packet turned from going up to going down (its spine in a leaf-spine); ``record`` collects
     the node names of the path on the first packet of a flow only.
 
-    A packet in flight on a link *is* the SimPy event of its arrival at the next switch: it carries
-    the two attributes ``Environment.step`` reads (``callbacks`` and ``_ok``), so a hop costs one
-    heap entry and no allocation (see :meth:`pktsim.switch.Port.send`).
+    ``t`` is the time (ps) the packet reaches the far end of the link it is queued on.
     """
 
-    __slots__ = ("flow", "seq", "size", "payload", "dst", "key", "via", "record", "callbacks")
-    _ok = True  # read by simpy.Environment.step: the event (the arrival) succeeded
+    __slots__ = ("flow", "seq", "size", "payload", "dst", "key", "via", "record", "t")
 
     def __init__(self, flow: Flow, seq: int, size: int, payload: int, dst: int, key: int, record: list | None):
         self.flow = flow

@@ -64,21 +64,10 @@ class LoadBalancing:
         )
 
 
-class HashSelect:
-    """ECMP next-hop choice: salted hash of the packet key modulo the group size."""
-
-    __slots__ = ("salt",)
-
-    def __init__(self, salt: int) -> None:
-        self.salt = salt & MASK32
-
-    def __call__(self, pkt, group: Sequence):
-        h = pkt.key ^ self.salt
-        h ^= h >> 16
-        h = (h * 0x85EBCA6B) & MASK32
-        h ^= h >> 13
-        h = (h * 0xC2B2AE35) & MASK32
-        return group[(h ^ (h >> 16)) % len(group)]
+def salted_hash(key: int, salt: int) -> int:
+    """A switch's ECMP hash of a packet's 5-tuple key (:meth:`pktsim.switch.Switch.on_arrival`
+    inlines it); the next hop is ``group[salted_hash(key, salt) % len(group)]``."""
+    return fmix32((key ^ salt) & MASK32)
 
 
 class RandomSelect:
@@ -93,7 +82,11 @@ class RandomSelect:
         return group[int(self.random() * len(group))]
 
 
-def make_selector(lb: LoadBalancing, seed: int, switch: str) -> HashSelect | RandomSelect:
-    """The next-hop selector of one switch; its salt (or random stream) depends on seed and name."""
-    salt = stable_hash("salt", seed, switch)
-    return RandomSelect(salt) if lb.switch_random else HashSelect(salt)
+def switch_salt(seed: int, switch: str) -> int:
+    """Per-switch hash salt: different at every switch (no polarisation), fixed by the seed."""
+    return stable_hash("salt", seed, switch) & MASK32
+
+
+def make_selector(lb: LoadBalancing, seed: int, switch: str) -> RandomSelect | None:
+    """A switch's next-hop policy other than the salted hash (None: the hash)."""
+    return RandomSelect(stable_hash("random", seed, switch)) if lb.switch_random else None

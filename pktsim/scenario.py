@@ -139,7 +139,7 @@ class WorkloadSpec(_Strict):
 
 class TracesSpec(_Strict):
     queue_interval_ns: Annotated[int, BeforeValidator(parse_ns), Field(ge=1)] = 10_000
-    part_rows: Annotated[int, Field(ge=1)] = 200_000
+    part_rows: Annotated[int, Field(ge=1)] = 65_536
     """Rows buffered per table before a Parquet part is written."""
 
 
@@ -335,7 +335,8 @@ def load_scenario(
                 msg = f"{msg} (got {err['input']!r})"
         source = origin
         for key in set_keys:
-            if field == key or field.startswith(key + ".") or key.startswith(field + ".") and field:
+            norm = _dotted(tuple(int(k) if k.isdigit() else k for k in key.split(".")))
+            if field and (field == norm or field.startswith(norm + ".") or norm.startswith(field + ".")):
                 source = f"--set {key}"
         if source == origin and loc and loc[0] in sources:
             source = sources[loc[0]]

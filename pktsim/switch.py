@@ -3,9 +3,11 @@
 A :class:`Port` is a FIFO egress queue feeding one link: serialisation at the link rate, then
 propagation. Because the rate is fixed, a packet's departure is known when it is enqueued
 (``depart = max(now, busy_until) + size / rate``), so each packet costs one scheduled event per hop:
-its arrival at the next switch. Arrivals at a host need no event at all: the last port hands the
-packet to the receiving NIC together with its arrival time (all packets to a host cross that one
-port, so they reach the NIC in the order the port sends them).
+its arrival at the next switch. Packets queued or on the wire wait in the port's FIFO, stamped with
+their arrival time, and only the head is in SimPy's event heap (the port itself is that event), so
+the heap stays as small as the number of busy links. Arrivals at a host need no event at all: the
+last port hands the packet to the receiving NIC with its arrival time (all packets to a host cross
+that one port, so they reach the NIC in the order the port sends them).
 
 Occupancy is tracked exactly between enqueues: the backlog (bytes not yet serialised, the packet on
 the wire included) jumps by a packet's size at enqueue and drains linearly at the link rate, so its
@@ -14,6 +16,7 @@ maximum and time average over each sampling interval are closed-form sums.
 
 from __future__ import annotations
 
+from collections import deque
 from fractions import Fraction
 from heapq import heappush
 from typing import Callable
@@ -22,6 +25,7 @@ import simpy
 from simpy.core import NORMAL
 
 from .packet import Packet
+from .routing import MASK32
 
 PS_PER_NS = 1000
 
@@ -31,8 +35,8 @@ class Port:
 
     __slots__ = (
         "env", "heap", "eid", "port_id", "owner", "peer", "gbps", "delay_ps", "ppb_num", "ppb_den", "busy_until",
-        "arrival", "deliver", "down", "interval_ps", "log", "last_t", "iv_end", "iv_max", "iv_area2", "iv_busy",
-        "packets", "peak", "peak_t",
+        "fifo", "callbacks", "deliver", "down", "interval_ps", "log", "last_t", "iv_end", "iv_max", "iv_area2", "iv_busy",
+        "packets", "peak", "peak_t", "arrival_callbacks",
     )
 
     def __init__(
@@ -53,8 +57,11 @@ class Port:
         ppb = Fraction(8_000_000) / Fraction(round(gbps * 1000))
         self.ppb_num, self.ppb_den = ppb.numerator, ppb.denominator
         self.busy_until = 0
-        self.arrival: tuple[Callable[[Packet], None], ...] = ()
-        """Callbacks of the packet's arrival event: the next switch's ``on_arrival``."""
+        self.fifo: deque[Packet] = deque()
+        """Packets sent on this link and not yet arrived at a switch, in order."""
+        self.callbacks: tuple | None = None
+        self.arrival_callbacks: tuple = ()
+        """The next switch's ``on_arrival(port)``, run when the head packet reaches it."""
         self.deliver: Callable[[Packet, int], None] | None = None
         """Receiving NIC's ``deliver(pkt, arrival_ps)``, called at enqueue (no event)."""
         self.down = down
@@ -82,8 +89,8 @@ class Port:
         """The largest backlog seen in any closed sampling interval, in bytes."""
         return self.peak * self.ppb_den / self.ppb_num
 
-    def send(self, pkt: Packet, t: int) -> int:
-        """Enqueue ``pkt`` at time ``t`` (>= now); returns its arrival time at the peer, in ps."""
+    def send(self, pkt: Packet, t: int) -> None:
+        """Enqueue ``pkt`` at time ``t`` (>= now, in ps)."""
         if t >= self.iv_end:
             self._roll(t)
         busy_until = self.busy_until
@@ -106,9 +113,19 @@ class Port:
         if self.deliver is not None:
             self.deliver(pkt, arrival)
         else:
-            pkt.callbacks = self.arrival
-            heappush(self.heap, (arrival, NORMAL, next(self.eid), pkt))
-        return arrival
+            pkt.t = arrival
+            fifo = self.fifo
+            fifo.append(pkt)
+            if len(fifo) == 1:
+                self.callbacks = self.arrival_callbacks
+                heappush(self.heap, (arrival, NORMAL, next(self.eid), self))
+
+    _ok = True  # the port is the SimPy event of its head packet's arrival; step() reads this
+
+    def _reschedule(self) -> None:
+        """Put the port back in the event heap for its new head packet (the FIFO is not empty)."""
+        self.callbacks = self.arrival_callbacks
+        heappush(self.heap, (self.fifo[0].t, NORMAL, next(self.eid), self))
 
     def _advance(self, t: int) -> None:
         last = self.busy_until - self.last_t
@@ -143,23 +160,42 @@ class Port:
 
 class Switch:
     """Forwards each arriving packet to an egress port chosen among the equal-cost next hops
-    toward its destination (``fib[dst_host]``) by the switch's selector (salted hash, random, ...)."""
+    toward its destination (``fib[dst_host]``): by default a salted hash of the packet's 5-tuple
+    key (:func:`pktsim.routing.salted_hash`, inlined here), or by a ``select(pkt, group)`` policy
+    such as per-packet random choice."""
 
-    __slots__ = ("env", "index", "name", "fib", "select", "latency_ps")
+    __slots__ = ("env", "index", "name", "fib", "salt", "select", "latency_ps")
 
-    def __init__(self, env: simpy.Environment, index: int, name: str, select, latency_ns: int) -> None:
+    def __init__(self, env: simpy.Environment, index: int, name: str, salt: int, select, latency_ns: int) -> None:
         self.env = env
         self.index = index
         self.name = name
         self.fib: list[tuple[Port, ...]] = []
+        self.salt = salt & MASK32
         self.select = select
         self.latency_ps = latency_ns * PS_PER_NS
 
-    def on_arrival(self, pkt: Packet) -> None:
+    def on_arrival(self, link: Port) -> None:
+        """The head packet of ``link`` (an upstream port) has arrived: forward it."""
+        fifo = link.fifo
+        pkt = fifo.popleft()
+        if fifo:
+            link._reschedule()
         group = self.fib[pkt.dst]
-        port = group[0] if len(group) == 1 else self.select(pkt, group)
+        n = len(group)
+        if n == 1:
+            port = group[0]
+        elif self.select is None:
+            h = pkt.key ^ self.salt
+            h ^= h >> 16
+            h = (h * 0x85EBCA6B) & 0xFFFFFFFF
+            h ^= h >> 13
+            h = (h * 0xC2B2AE35) & 0xFFFFFFFF
+            port = group[(h ^ (h >> 16)) % n]
+        else:
+            port = self.select(pkt, group)
         if port.down and pkt.via < 0:
             pkt.via = self.index
         if pkt.record is not None:
             pkt.record.append(self.name)
-        port.send(pkt, self.env._now + self.latency_ps)
+        port.send(pkt, pkt.t + self.latency_ps)  # pkt.t: its arrival time, i.e. now

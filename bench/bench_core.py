@@ -1,0 +1,88 @@
+"""Core benchmark: speed and memory of the packet backend, side by side with its ceilings.
+
+Scenario: 4 spines x 8 leaves x 4 hosts, all links 100 Gb/s, 1 us propagation, 4096-byte packets,
+a cross-leaf permutation (rank r -> r + 4) of 64 MiB flows under ECMP, traces on.
+
+Prints, from one run on this machine:
+  - pktsim: packet-hops per second, engine events per packet-hop, peak RSS of the run's process;
+  - raw SimPy: events per second of a trivial process (the ceiling any SimPy design can reach);
+  - ns.py on the same scenario (if installed: pip install -e ".[bench]") and the speed ratio.
+
+    python bench/bench_core.py            # the full benchmark (~1 min with ns.py)
+    python bench/bench_core.py --mib 8    # quicker, smaller flows
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+
+
+def run_pktsim(mib: int, extra: list[str]) -> dict:
+    """One run in a child process, so its peak RSS is its own."""
+    with tempfile.TemporaryDirectory() as tmp:
+        out = Path(tmp) / "run"
+        cmd = [sys.executable, "-m", "pktsim", "run", "--topology", "bench", "--workload", "permutation",
+               "--lb", "ecmp", "--set", f"workload.jobs.0.bytes={mib}MiB", "--out", str(out), "--quiet", *extra]
+        before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+        subprocess.run(cmd, check=True, cwd=HERE.parent)
+        peak_kib = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+        summary = json.loads((out / "summary.json").read_text())
+    summary["peak_rss_mib"] = peak_kib / 1024 if peak_kib > before else float("nan")
+    return summary
+
+
+def simpy_event_rate(n: int = 1_000_000) -> float:
+    """Events per second of a trivial SimPy process (one timeout per step)."""
+    import simpy
+
+    env = simpy.Environment()
+
+    def ticker(env: simpy.Environment):
+        for _ in range(n):
+            yield env.timeout(1)
+
+    env.process(ticker(env))
+    t0 = time.perf_counter()
+    env.run()
+    return n / (time.perf_counter() - t0)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--mib", type=int, default=64, help="flow size in MiB (default 64)")
+    parser.add_argument("--no-nspy", action="store_true", help="skip ns.py")
+    args = parser.parse_args()
+
+    s = run_pktsim(args.mib, [])
+    print(f"pktsim   {s['packet_hops']:>10,} packet-hops in {s['wall_s']:6.2f} s: "
+          f"{s['packet_hops_per_s']:>9,.0f} packet-hops/s, {s['events_per_packet_hop']:.3f} events/packet-hop, "
+          f"peak RSS {s['peak_rss_mib']:.0f} MiB, CCT {s['jobs'][0]['mean_cct_ns'] / 1e6:.3f} ms "
+          f"(slowdown {s['jobs'][0]['slowdown']:.2f}x, ECMP collisions)")
+    raw = simpy_event_rate()
+    print(f"simpy    {raw:>10,.0f} events/s of a trivial process (ceiling): pktsim reaches "
+          f"{s['packet_hops_per_s'] / raw:.2f} packet-hops per raw SimPy event")
+    if args.no_nspy:
+        return
+    try:
+        from nspy_baseline import run_nspy
+
+        n = run_nspy(flow_bytes=args.mib * 2**20)
+    except ImportError as e:
+        print(f"ns.py    not installed, skipped ({e})")
+        return
+    print(f"ns.py    {n['packet_hops']:>10,} packet-hops in {n['wall_s']:6.2f} s: {n['hops_per_s']:>9,.0f} packet-hops/s")
+    print(f"ratio    pktsim / ns.py = {s['packet_hops_per_s'] / n['hops_per_s']:.1f}x packet-hops per second")
+
+
+if __name__ == "__main__":
+    main()
