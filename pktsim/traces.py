@@ -71,12 +71,13 @@ class TableWriter:
             self.flush()
 
     def write_columns(self, columns: Sequence) -> None:
-        """Write one part from ready-made columns (in schema order)."""
+        """Write ready-made columns (in schema order) as parts of at most ``part_rows`` rows."""
         table = pa.Table.from_arrays(
             [pa.array(c, type=f.type) for c, f in zip(columns, self.schema)], schema=self.schema
         )
-        pq.write_table(table, self.dir / f"part-{self.parts:05d}.parquet")
-        self.parts += 1
+        for offset in range(0, max(table.num_rows, 1), self.part_rows):
+            pq.write_table(table.slice(offset, self.part_rows), self.dir / f"part-{self.parts:05d}.parquet")
+            self.parts += 1
         self.total += table.num_rows
 
     def flush(self) -> None:
@@ -105,6 +106,7 @@ class Recorder:
         """Names and rates of the ports whose raw samples :meth:`port_samples` will receive."""
         self._port_info = (np.array(owners, dtype=object), np.array(peers, dtype=object),
                            np.array(ps_per_byte, dtype=np.float64), interval_ps)
+        self._busy_ps = np.zeros(len(owners), dtype=np.int64)  # per port, busy time logged so far
 
     def port_samples(self, raw: list[tuple]) -> None:
         """Convert raw port samples (start_ps, port_id, max_ps, area2_ps2, busy_ps) into rows of the
@@ -112,18 +114,34 @@ class Recorder:
         if not raw:
             return
         owners, peers, ppb, interval = self._port_info
-        start, pid, max_ps, area2, busy = (np.array(c, dtype=np.float64) for c in zip(*raw))
-        port = pid.astype(np.int64)
+        start, port, max_ps, busy = (np.array(c, dtype=np.int64) for c in zip(*((r[0], r[1], r[2], r[4]) for r in raw)))
+        area2 = np.array([r[3] for r in raw], dtype=np.float64)
         rate = ppb[port]
-        time_ns = (start // 1000).astype(np.int64)
+        time_ns = start // 1000
         zeros = np.zeros(len(raw), dtype=np.int64)
         self.tables["queues"].write_columns([
             time_ns, owners[port], peers[port], np.rint(max_ps / rate).astype(np.int64),
             area2 / 2.0 / interval / rate, zeros, zeros,
         ])
         self.tables["links"].write_columns([
-            time_ns, owners[port], peers[port], np.rint(busy / rate).astype(np.int64), busy / interval,
+            time_ns, owners[port], peers[port], self._carried_bytes(port, busy, rate), busy / interval,
         ])
+
+    def _carried_bytes(self, port: np.ndarray, busy_ps: np.ndarray, ps_per_byte: np.ndarray) -> np.ndarray:
+        """Bytes each row's link carried, rounded so that a link's rows add up to its exact total:
+        each row gets round(busy so far / rate) - round(busy before it / rate)."""
+        order = np.argsort(port, kind="stable")
+        p, b = port[order], busy_ps[order]
+        cum = np.cumsum(b)
+        starts = np.flatnonzero(np.r_[True, p[1:] != p[:-1]])
+        ends = np.r_[starts[1:], len(p)]
+        cum_after = cum - np.repeat(cum[starts] - b[starts], ends - starts) + self._busy_ps[p]
+        self._busy_ps[p[ends - 1]] = cum_after[ends - 1]
+        rate = ps_per_byte[order]
+        carried = np.rint(cum_after / rate) - np.rint((cum_after - b) / rate)
+        out = np.empty_like(carried)
+        out[order] = carried
+        return out.astype(np.int64)
 
     def close(self) -> None:
         for table in self.tables.values():
