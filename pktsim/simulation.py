@@ -202,7 +202,8 @@ class Simulation:
         ready, end = ps_to_ns(self.ready_ps[i]), ps_to_ns(self.end_ps[i])
         self.recorder.tables["messages"].append((
             i, m.job, m.collective, m.iteration, m.step, m.channel, m.src, m.dst, m.bytes, ready,
-            ps_to_ns(self.start_ps[i]), end, end - ready, ps_to_ns(self.ideal_fct_ps[i]),
+            ps_to_ns(self.start_ps[i]), end, ps_to_ns(self.end_ps[i] - self.ready_ps[i]),
+            ps_to_ns(self.ideal_fct_ps[i]),
         ))
 
     def _op_start_ps(self, op: int) -> int:
@@ -210,9 +211,10 @@ class Simulation:
 
     def _record_op(self, op: int) -> None:
         c = self.workload.collectives[op]
-        start, end = ps_to_ns(self._op_start_ps(op)), ps_to_ns(self.op_end_ps[op])
+        start_ps = self._op_start_ps(op)
         self.recorder.tables["collectives"].append((
-            c.job, c.collective, c.iteration, c.ranks, c.bytes, start, end, end - start,
+            c.job, c.collective, c.iteration, c.ranks, c.bytes, ps_to_ns(start_ps), ps_to_ns(self.op_end_ps[op]),
+            ps_to_ns(self.op_end_ps[op] - start_ps),
             ps_to_ns(self.ideal_op_ps[op]),
         ))
 
