@@ -10,7 +10,7 @@ import simpy
 from .nic import Flow, Nic
 from .routing import LoadBalancing, make_selector, stable_hash, switch_salt
 from .scenario import Scenario
-from .switch import Port, Switch
+from .switch import Port, PortLog, Switch
 from .topology import host_tor, hosts, next_hops
 
 
@@ -18,8 +18,7 @@ class Network:
     """Every element of the fabric, indexed for the simulation and the recorder.
 
     ``ports[i]`` has ``port_id == i``; ``nics[h]`` is the NIC of host ``h<h>``; ``switches``
-    follow the graph's node order. ``port_log`` receives one tuple per port per non-idle sampling
-    interval (see :meth:`Port._roll`).
+    follow the graph's node order. ``port_log`` receives the ports' occupancy samples.
     """
 
     def __init__(
@@ -28,7 +27,7 @@ class Network:
         self.env = env
         self.graph = graph
         self.lb = LoadBalancing.from_spec(scenario.lb)
-        self.port_log: list[tuple] = []
+        self.port_log = PortLog()
         self.ports: list[Port] = []
         interval = scenario.traces.queue_interval_ns
         seed = scenario.seed

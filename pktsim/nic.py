@@ -125,8 +125,10 @@ class Nic:
         flow = qp.flows[0]
         now = self.env._now
         payload = flow.bytes - flow.sent
-        if payload > self.payload_max:
-            payload = self.payload_max
+        if payload >= self.payload_max:  # full packet: share the int objects, don't make new ones
+            payload, size = self.payload_max, self.mtu
+        else:
+            size = payload + self.header
         seq = flow.next_seq
         flow.next_seq = seq + 1
         flow.sent += payload
@@ -141,7 +143,7 @@ class Nic:
             active.append(qp)
         key = flow_key(self.index, qp.dst, self.rand16(16)) if self.entropy_per_packet else qp.fkey
         port = self.port
-        port.send(Packet(flow, seq, payload + self.header, payload, qp.dst, key, record), now)
+        port.send(Packet(flow, seq, size, payload, qp.dst, key, record), now)
         self.busy = True
         self.callbacks = self.wake_callbacks
         heappush(self.heap, (port.busy_until, NORMAL, next(self.eid), self))

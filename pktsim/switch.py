@@ -16,6 +16,7 @@ maximum and time average over each sampling interval are closed-form sums.
 
 from __future__ import annotations
 
+from array import array
 from collections import deque
 from fractions import Fraction
 from heapq import heappush
@@ -30,6 +31,24 @@ from .routing import MASK32
 PS_PER_NS = 1000
 
 
+class PortLog:
+    """Raw occupancy samples of every port, one row per port per non-idle sampling interval, in
+    compact columns (8 bytes a value) until the recorder converts them (:meth:`Recorder.port_samples`)."""
+
+    def __init__(self) -> None:
+        self.clear()
+
+    def clear(self) -> None:
+        self.start_ps = array("q")   # interval start
+        self.port_id = array("q")
+        self.max_ps = array("q")     # largest backlog, in ps of serialisation
+        self.area2 = array("d")      # twice the time integral of the backlog, ps * ps
+        self.busy_ps = array("q")    # time the link transmitted
+
+    def __len__(self) -> int:
+        return len(self.port_id)
+
+
 class Port:
     """Egress port of ``owner`` onto the link to ``peer``. Times are integer picoseconds."""
 
@@ -41,7 +60,7 @@ class Port:
 
     def __init__(
         self, env: simpy.Environment, port_id: int, owner: str, peer: str, gbps: float, delay_ns: int,
-        interval_ns: int, log: list, down: bool,
+        interval_ns: int, log: PortLog, down: bool,
     ) -> None:
         self.env = env
         # SimPy's event heap and id counter: Port.send pushes arrivals exactly as
@@ -122,11 +141,6 @@ class Port:
 
     _ok = True  # the port is the SimPy event of its head packet's arrival; step() reads this
 
-    def _reschedule(self) -> None:
-        """Put the port back in the event heap for its new head packet (the FIFO is not empty)."""
-        self.callbacks = self.arrival_callbacks
-        heappush(self.heap, (self.fifo[0].t, NORMAL, next(self.eid), self))
-
     def _advance(self, t: int) -> None:
         last = self.busy_until - self.last_t
         if last > 0:
@@ -142,7 +156,12 @@ class Port:
             end = self.iv_end
             self._advance(end)
             if self.iv_busy:
-                self.log.append((end - iv, self.port_id, self.iv_max, self.iv_area2, self.iv_busy))
+                log = self.log
+                log.start_ps.append(end - iv)
+                log.port_id.append(self.port_id)
+                log.max_ps.append(self.iv_max)
+                log.area2.append(self.iv_area2)
+                log.busy_ps.append(self.iv_busy)
                 if self.iv_max > self.peak:
                     self.peak, self.peak_t = self.iv_max, end - iv
             rem = self.busy_until - end
@@ -179,8 +198,9 @@ class Switch:
         """The head packet of ``link`` (an upstream port) has arrived: forward it."""
         fifo = link.fifo
         pkt = fifo.popleft()
-        if fifo:
-            link._reschedule()
+        if fifo:  # the link's next packet becomes the event (inlined Port._reschedule)
+            link.callbacks = link.arrival_callbacks
+            heappush(link.heap, (fifo[0].t, NORMAL, next(link.eid), link))
         group = self.fib[pkt.dst]
         n = len(group)
         if n == 1:

@@ -16,6 +16,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from . import __version__
+from .switch import PortLog
 
 _SPINE_BYTES = pa.list_(pa.struct([("node", pa.string()), ("bytes", pa.int64())]))
 
@@ -108,20 +109,20 @@ class Recorder:
                            np.array(ps_per_byte, dtype=np.float64), interval_ps)
         self._busy_ps = np.zeros(len(owners), dtype=np.int64)  # per port, busy time logged so far
 
-    def port_samples(self, raw: list[tuple]) -> None:
-        """Convert raw port samples (start_ps, port_id, max_ps, area2_ps2, busy_ps) into rows of the
+    def port_samples(self, log: PortLog) -> None:
+        """Convert the ports' raw samples (picoseconds and serialisation times) into rows of the
         ``queues`` and ``links`` tables."""
-        if not raw:
+        if not len(log):
             return
         owners, peers, ppb, interval = self._port_info
-        start, port, max_ps, busy = (np.array(c, dtype=np.int64) for c in zip(*((r[0], r[1], r[2], r[4]) for r in raw)))
-        area2 = np.array([r[3] for r in raw], dtype=np.float64)
+        port = np.frombuffer(log.port_id, dtype=np.int64)
+        busy = np.frombuffer(log.busy_ps, dtype=np.int64)
         rate = ppb[port]
-        time_ns = start // 1000
-        zeros = np.zeros(len(raw), dtype=np.int64)
+        time_ns = np.frombuffer(log.start_ps, dtype=np.int64) // 1000
+        zeros = np.zeros(len(port), dtype=np.int64)
         self.tables["queues"].write_columns([
-            time_ns, owners[port], peers[port], np.rint(max_ps / rate).astype(np.int64),
-            area2 / 2.0 / interval / rate, zeros, zeros,
+            time_ns, owners[port], peers[port], np.rint(np.frombuffer(log.max_ps, dtype=np.int64) / rate).astype(np.int64),
+            np.frombuffer(log.area2, dtype=np.float64) / 2.0 / interval / rate, zeros, zeros,
         ])
         self.tables["links"].write_columns([
             time_ns, owners[port], peers[port], self._carried_bytes(port, busy, rate), busy / interval,

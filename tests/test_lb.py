@@ -104,8 +104,8 @@ def test_conservation(build, lb: str, subflows: int, tmp_path: Path) -> None:
         w = wl[m["msg_id"]]
         assert (m["src"], m["dst"], m["bytes"], m["job"], m["step"]) == (w.src, w.dst, w.bytes, w.job, w.step)
         assert m["ready_ns"] <= m["start_ns"] < m["end_ns"]
-        assert m["fct_ns"] == m["end_ns"] - m["ready_ns"]
-        assert m["fct_ns"] >= m["ideal_fct_ns"] - 1  # nothing beats the idle fabric (1 ns of rounding)
+        assert abs(m["fct_ns"] - (m["end_ns"] - m["ready_ns"])) <= 1  # each rounded once from ps
+        assert m["fct_ns"] >= m["ideal_fct_ns"]
 
     # Flows: bytes = sum of per-turning-point bytes; flows of a message sum to the message.
     assert len(flows) == summary["flows"] == len({f["flow_id"] for f in flows})
@@ -174,7 +174,8 @@ def test_conservation(build, lb: str, subflows: int, tmp_path: Path) -> None:
     assert sorted((c["job"], c["iteration"]) for c in colls) == sorted(
         (j.name, i) for j in sc.workload.jobs for i in range(j.iterations))
     for c in colls:
-        assert c["duration_ns"] == c["end_ns"] - c["start_ns"] >= c["ideal_ns"] - 1
+        assert abs(c["duration_ns"] - (c["end_ns"] - c["start_ns"])) <= 1
+        assert c["duration_ns"] >= c["ideal_ns"]
     assert summary["sim_time_ns"] >= max(m["end_ns"] for m in msgs)
 
 
