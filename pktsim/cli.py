@@ -7,6 +7,7 @@ else. Input is validated completely before the run directory is created.
 from __future__ import annotations
 
 import argparse
+import importlib.abc
 import json
 import shutil
 import sys
@@ -69,6 +70,18 @@ def _run_dir(args: argparse.Namespace, scenario: Scenario) -> Path:
         n += 1
         out = base.with_name(f"{base.name}-{n}")
     return out
+
+
+class _NoPandas(importlib.abc.MetaPathFinder):
+    """pyarrow imports pandas (about 50 MiB) on its first array conversion whenever pandas is
+    installed, though pktsim never hands it pandas objects. A run's own process hides pandas from
+    it; pyarrow then treats pandas as absent. Only :func:`main` run as a program installs it, so
+    library users, notebooks and tests calling ``main(argv)`` are unaffected."""
+
+    def find_spec(self, name: str, path: object = None, target: object = None) -> None:
+        if name == "pandas" or name.startswith("pandas."):
+            raise ImportError("pandas is not used by a pktsim run")
+        return None
 
 
 def cmd_run(args: argparse.Namespace) -> int:
@@ -159,6 +172,8 @@ COMMANDS = {"run": cmd_run}
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    if argv is None and "pandas" not in sys.modules:
+        sys.meta_path.insert(0, _NoPandas())
     try:
         args = build_parser().parse_args(argv)
         return COMMANDS[args.command](args)

@@ -139,7 +139,7 @@ class WorkloadSpec(_Strict):
 
 class TracesSpec(_Strict):
     queue_interval_ns: Annotated[int, BeforeValidator(parse_ns), Field(ge=1)] = 10_000
-    part_rows: Annotated[int, Field(ge=1)] = 65_536
+    part_rows: Annotated[int, Field(ge=1)] = 16_384
     """Rows buffered per table before a Parquet part is written."""
 
 
