@@ -82,6 +82,36 @@ class RandomSelect:
         return group[int(self.random() * len(group))]
 
 
+def connection_entropy(seed: int, job: str, src: str, dst: str, channel: int, subflow: int) -> int:
+    """The 16-bit entropy (UDP source port) of the connection carrying a job's traffic from ``src``
+    to ``dst`` on ``channel`` / ``subflow``: fixed for the run, whatever the order of events."""
+    return stable_hash("entropy", seed, job, src, dst, channel, subflow) & 0xFFFF
+
+
+def subflow_sizes(message_bytes: int, lb: LoadBalancing) -> list[int]:
+    """How a message is cut into subflows (equal sizes summing exactly to the message)."""
+    n = min(lb.subflows, message_bytes)
+    base, extra = divmod(message_bytes, n)
+    return [base + (i < extra) for i in range(n)]
+
+
+def ecmp_path(
+    next_hops: dict[str, dict[str, list[str]]], tor_of: dict[str, str], salts: dict[str, int],
+    src: str, dst: str, key: int,
+) -> list[str]:
+    """The nodes a packet with 5-tuple ``key`` crosses from host ``src`` to host ``dst`` when every
+    switch hashes (what :meth:`pktsim.switch.Switch.on_arrival` does, for backends without packets).
+    ``next_hops`` is :func:`pktsim.topology.next_hops`; ``salts`` maps switch to :func:`switch_salt`."""
+    path = [src]
+    node, target = tor_of[src], tor_of[dst]
+    while node != target:
+        path.append(node)
+        group = next_hops[node][target]
+        node = group[salted_hash(key, salts[node]) % len(group)]
+    path += [node, dst]
+    return path
+
+
 def switch_salt(seed: int, switch: str) -> int:
     """Per-switch hash salt: different at every switch (no polarisation), fixed by the seed."""
     return stable_hash("salt", seed, switch) & MASK32

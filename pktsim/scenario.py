@@ -211,6 +211,14 @@ def preset_names(section: str) -> list[str]:
     return sorted(names)
 
 
+def _shown(path: Path) -> str:
+    """A path as short as it can be said: relative to the working directory when under it."""
+    try:
+        return str(path.resolve().relative_to(Path.cwd().resolve()))
+    except ValueError:
+        return str(path)
+
+
 def _resolve_ref(section: str, ref: str, origin: str) -> tuple[dict, str]:
     """A preset name or a path -> (mapping, the file it came from)."""
     candidates = [Path(ref)] if ref.endswith((".yaml", ".yml")) or "/" in ref else []
@@ -223,7 +231,7 @@ def _resolve_ref(section: str, ref: str, origin: str) -> tuple[dict, str]:
             # A full scenario file may be given as a topology/workload: take its section.
             if section in data and isinstance(data[section], dict):
                 data = data[section]
-            return data, str(path)
+            return data, _shown(path)
     known = ", ".join(preset_names(section)) or "none"
     raise InputError(origin, section, f"no preset or file named {ref!r} (presets: {known})")
 

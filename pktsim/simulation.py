@@ -16,11 +16,11 @@ import simpy
 from simpy.core import EmptySchedule
 
 from . import __version__
-from .collectives import build_workload, critical_path, split_bytes
+from .collectives import build_workload, critical_path
 from .ideal import Hop, message_fct_ps
 from .network import Network
 from .nic import Flow
-from .routing import stable_hash
+from .routing import connection_entropy, subflow_sizes
 from .scenario import Scenario
 from .topology import build_graph, host_tor
 from .traces import Recorder, ps_to_ns
@@ -72,7 +72,6 @@ class Simulation:
         self.op_end_ps = [-1] * len(self.workload.collectives)
         self.messages_done = 0
         self.flows_started = 0
-        self.subflows = self.net.lb.subflows
         self._tor_paths: dict[tuple[str, str], list[str]] = {}
         self._ideal_cache: dict[tuple, int] = {}
         self.ideal_fct_ps = [self._ideal_fct_ps(m) for m in msgs]
@@ -136,10 +135,10 @@ class Simulation:
         nic = self.net.nics[src]
         payload = nic.payload_max
         seed = self.scenario.seed
-        for sub, size in enumerate(split_bytes(m.bytes, min(self.subflows, m.bytes))):
-            key = (m.job, m.channel, sub)
-            qp = nic.qps.get((key, dst)) or nic.queue_pair(
-                (key, dst), dst, stable_hash("entropy", seed, m.job, m.src, m.dst, m.channel, sub) & 0xFFFF
+        for sub, size in enumerate(subflow_sizes(m.bytes, self.net.lb)):
+            key = (m.job, m.channel, sub, dst)
+            qp = nic.qps.get(key) or nic.queue_pair(
+                key, dst, connection_entropy(seed, m.job, m.src, m.dst, m.channel, sub)
             )
             flow = Flow(self.flows_started, msg_id, sub, src, dst, size, -(-size // payload), qp.entropy)
             self.flows_started += 1

@@ -523,3 +523,31 @@ def test_ecmp_cct_is_set_by_busiest_link(tmp_path: Path) -> None:
     if c_max > 1:
         spray = run(_bench_permutation("spray", "4MiB"), tmp_path / "spray")
         assert spray.summary["jobs"][0]["cct_ns"][0] < cct
+
+
+def test_ecmp_path_function_matches_the_packets(tmp_path: Path) -> None:
+    """routing.ecmp_path (used by backends without packets) predicts every recorded ECMP and split
+    path: same entropies, same salts, same hash as the switches."""
+    from pktsim.routing import connection_entropy, ecmp_path, flow_key, switch_salt
+    from pktsim.topology import build_graph, host_tor, hosts, next_hops
+
+    for lb, subflows in (("ecmp", 1), ("split", 3)):
+        sc = load_scenario(topology="fat_tree_k4", workload="alltoall", lb=lb, seed=5, overrides=[
+            "workload.jobs.0.ranks=16", "workload.jobs.0.bytes=64KiB", "workload.jobs.0.placement=random",
+            f"lb.subflows={subflows}",
+        ])
+        r = run(sc, tmp_path / lb)
+        g = build_graph(sc.topology)
+        names = hosts(g)
+        hops = next_hops(g)
+        tor_of = {h: host_tor(g, h) for h in names}
+        salts = {s: switch_salt(sc.seed, s) for s in hops}
+        msgs = {m["msg_id"]: m for m in r.rows("messages")}
+        flows = r.rows("flows")
+        assert len(flows) == len(msgs) * subflows
+        for f in flows:
+            m = msgs[f["msg_id"]]
+            entropy = connection_entropy(sc.seed, m["job"], f["src"], f["dst"], m["channel"], f["subflow"])
+            assert f["entropy"] == entropy
+            key = flow_key(names.index(f["src"]), names.index(f["dst"]), entropy)
+            assert ecmp_path(hops, tor_of, salts, f["src"], f["dst"], key) == f["path"]
