@@ -143,13 +143,17 @@ class _progress:
 
 def print_summary(summary: dict) -> None:
     """The human-readable end of a run: per job CCT vs ideal, the largest queue, the speed."""
+    from rich import box
     from rich.console import Console
     from rich.table import Table
 
     console = Console()
-    table = Table(title=f"pktsim run '{summary['name']}' (lb={summary['lb']}, seed={summary['seed']})")
+    if not console.is_terminal:  # piped output: no terminal width to respect, keep columns whole
+        console.width = 120
+    table = Table(title=f"pktsim run '{summary['name']}' (lb={summary['lb']}, seed={summary['seed']})",
+                  box=box.SIMPLE_HEAD)
     for col in ("job", "collective", "ranks", "bytes", "iters", "CCT", "ideal", "slowdown"):
-        table.add_column(col, justify="left" if col in ("job", "collective") else "right")
+        table.add_column(col, justify="left" if col in ("job", "collective") else "right", no_wrap=True)
     for j in summary["jobs"]:
         table.add_row(
             j["name"], j["collective"], str(j["ranks"]), format_bytes(j["bytes"]), str(j["iterations"]),
