@@ -231,7 +231,7 @@ def _resolve_ref(section: str, ref: str, origin: str) -> tuple[dict, str]:
             # A full scenario file may be given as a topology/workload: take its section.
             if section in data and isinstance(data[section], dict):
                 data = data[section]
-            return data, _shown(path)
+            return data, str(path) if str(path) == ref else _shown(path)
     known = ", ".join(preset_names(section)) or "none"
     raise InputError(origin, section, f"no preset or file named {ref!r} (presets: {known})")
 
