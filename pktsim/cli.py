@@ -95,7 +95,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     scenario_json = scenario.model_dump(mode="json")
     try:
         recorder = Recorder(out, scenario_json, scenario.traces.part_rows)
-        with _progress(args.quiet, len(sim.workload.messages)) as progress:
+        with _ProgressBar(args.quiet, len(sim.workload.messages)) as progress:
             summary = sim.run(recorder, progress)
         summary["out"] = str(out)
         # summary.json is written last: a run directory without it is incomplete.
@@ -109,7 +109,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     return 0
 
 
-class _progress:
+class _ProgressBar:
     """A rich progress bar over completed messages, shown only when the run lasts over ~2 s."""
 
     def __init__(self, quiet: bool, total: int) -> None:

@@ -99,11 +99,9 @@ class Nic:
 
     _ok = True  # read by simpy.Environment.step
 
-    def queue_pair(self, key: tuple, dst: int, entropy: int) -> QueuePair:
-        """The connection named ``key`` (created on first use with the given entropy)."""
-        qp = self.qps.get(key)
-        if qp is None:
-            qp = self.qps[key] = QueuePair(key, dst, entropy, flow_key(self.index, dst, entropy))
+    def open_queue_pair(self, key: tuple, dst: int, entropy: int) -> QueuePair:
+        """Open the connection ``key`` to host index ``dst`` with the given entropy."""
+        qp = self.qps[key] = QueuePair(key, dst, entropy, flow_key(self.index, dst, entropy))
         return qp
 
     def post(self, qp: QueuePair, flow: Flow) -> None:

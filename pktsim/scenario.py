@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import copy
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, get_args
 
 import yaml
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, model_validator
@@ -77,24 +77,23 @@ class SwitchSpec(_Strict):
     """Fixed forwarding latency added at every switch before the egress queue."""
 
 
-LB_SCHEMES = ("ecmp", "spray", "spray_switch", "split")
+LbScheme = Literal["ecmp", "spray", "spray_switch", "split"]
+LB_SCHEMES: tuple[str, ...] = get_args(LbScheme)
 
 
 class LbSpec(_Strict):
-    scheme: Literal["ecmp", "spray", "spray_switch", "split"] = "ecmp"
+    scheme: LbScheme = "ecmp"
     subflows: Positive = 1
 
 
-COLLECTIVES = (
-    "ring_allreduce", "alltoall_allreduce", "alltoall", "allgather", "reduce_scatter", "permutation", "incast",
-)
+Collective = Literal[
+    "ring_allreduce", "alltoall_allreduce", "alltoall", "allgather", "reduce_scatter", "permutation", "incast"
+]
 
 
 class JobSpec(_Strict):
     name: str = "job0"
-    collective: Literal[
-        "ring_allreduce", "alltoall_allreduce", "alltoall", "allgather", "reduce_scatter", "permutation", "incast"
-    ] = "ring_allreduce"
+    collective: Collective = "ring_allreduce"
     bytes: Bytes = 16 * 2**20
     """Per-rank buffer size of the collective (permutation/incast: bytes per sender)."""
     ranks: Annotated[int, Field(ge=2)] = 16

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import gc
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Callable
 
 import networkx as nx
@@ -37,12 +37,6 @@ class Progress:
     messages_total: int
     sim_time_ns: int
     events: int
-
-
-@dataclass
-class RunResult:
-    summary: dict
-    jobs: list[dict] = field(default_factory=list)
 
 
 class Simulation:
@@ -137,9 +131,9 @@ class Simulation:
         seed = self.scenario.seed
         for sub, size in enumerate(subflow_sizes(m.bytes, self.net.lb)):
             key = (m.job, m.channel, sub, dst)
-            qp = nic.qps.get(key) or nic.queue_pair(
-                key, dst, connection_entropy(seed, m.job, m.src, m.dst, m.channel, sub)
-            )
+            qp = nic.qps.get(key)
+            if qp is None:  # connections persist: opened on first use, reused by later messages
+                qp = nic.open_queue_pair(key, dst, connection_entropy(seed, m.job, m.src, m.dst, m.channel, sub))
             flow = Flow(self.flows_started, msg_id, sub, src, dst, size, -(-size // payload), qp.entropy)
             self.flows_started += 1
             nic.post(qp, flow)

@@ -100,10 +100,6 @@ class Port:
         """Time to put ``size`` bytes on the wire, rounded up to a whole picosecond."""
         return -(-size * self.ppb_num // self.ppb_den)
 
-    def backlog_bytes(self, t_ps: int) -> float:
-        """Bytes queued or on the wire at time ``t_ps`` (valid for ``t_ps`` >= the last enqueue)."""
-        return max(0, self.busy_until - t_ps) * self.ppb_den / self.ppb_num
-
     def peak_bytes(self) -> float:
         """The largest backlog seen in any closed sampling interval, in bytes."""
         return self.peak * self.ppb_den / self.ppb_num
@@ -113,7 +109,7 @@ class Port:
         if t >= self.iv_end:
             self._roll(t)
         busy_until = self.busy_until
-        last = busy_until - self.last_t
+        last = busy_until - self.last_t  # Port._advance(t), inlined: this is the hottest method
         if last > 0:
             rem = busy_until - t
             if rem < 0:
