@@ -95,7 +95,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     scenario_json = scenario.model_dump(mode="json")
     try:
         recorder = Recorder(out, scenario_json, scenario.traces.part_rows)
-        with _ProgressBar(args.quiet, len(sim.workload.messages)) as progress:
+        with _ProgressBar(args.quiet) as progress:
             summary = sim.run(recorder, progress)
         summary["out"] = str(out)
         # summary.json is written last: a run directory without it is incomplete.
@@ -110,10 +110,10 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 class _ProgressBar:
-    """A rich progress bar over completed messages, shown only when the run lasts over ~2 s."""
+    """A rich progress bar over the packets delivered, shown only when the run lasts over ~2 s."""
 
-    def __init__(self, quiet: bool, total: int) -> None:
-        self.quiet, self.total = quiet, total
+    def __init__(self, quiet: bool) -> None:
+        self.quiet = quiet
         self.bar = None
         self.t0 = time.perf_counter()
 
@@ -126,15 +126,19 @@ class _ProgressBar:
         if self.bar is None:
             if time.perf_counter() - self.t0 < 2.0:
                 return
-            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+            from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn, TimeElapsedColumn
 
             self.bar = Progress(
-                TextColumn("[bold]simulating"), BarColumn(), MofNCompleteColumn(), TextColumn("messages"),
-                TextColumn("sim {task.fields[sim]}"), TimeElapsedColumn(), transient=True,
+                TextColumn("[bold]simulating"), BarColumn(), TaskProgressColumn(),
+                TextColumn("{task.fields[msgs]} messages done, {task.fields[sim]} simulated"),
+                TimeElapsedColumn(), transient=True,
             )
             self.bar.start()
-            self.task = self.bar.add_task("run", total=self.total, sim="")
-        self.bar.update(self.task, completed=p.messages_done, sim=format_ns(p.sim_time_ns))
+            self.task = self.bar.add_task("run", total=p.packets_total, msgs="", sim="")
+        self.bar.update(
+            self.task, completed=p.packets_delivered, msgs=f"{p.messages_done:,}/{p.messages_total:,}",
+            sim=format_ns(p.sim_time_ns),
+        )
 
     def __exit__(self, *exc) -> None:
         if self.bar is not None:

@@ -33,6 +33,10 @@ STEPS_PER_CHUNK = 20_000
 class Progress:
     """What a progress display needs, updated every chunk of engine events."""
 
+    packets_delivered: int
+    """Packets handed to the receiving NICs' last links (delivered at most a queue later)."""
+    packets_total: int
+    """Packets the workload will send (its messages segmented into the scheme's subflows)."""
     messages_done: int
     messages_total: int
     sim_time_ns: int
@@ -71,6 +75,10 @@ class Simulation:
         self.ideal_fct_ps = [self._ideal_fct_ps(m) for m in msgs]
         self.ideal_op_ps = self._ideal_ops()
         self.recorder: Recorder | None = None
+        payload = scenario.nic.payload_bytes
+        self.packets_total = sum(
+            -(-size // payload) for m in msgs for size in subflow_sizes(m.bytes, self.net.lb)
+        )
 
     # -- ideal times ---------------------------------------------------------------------------
 
@@ -245,7 +253,7 @@ class Simulation:
         if recorder is not None:
             recorder.close()
         if progress is not None:
-            progress(Progress(self.messages_done, len(self.workload.messages), ps_to_ns(self.env.now), events))
+            progress(self._progress(events))
         return self._summary(wall, events)
 
     def _loop(self, recorder: Recorder | None, progress: Callable[[Progress], None] | None) -> int:
@@ -267,8 +275,15 @@ class Simulation:
             if len(log) >= part_rows:
                 self._flush_ports(recorder)
             if progress is not None:
-                progress(Progress(self.messages_done, len(self.workload.messages), ps_to_ns(self.env.now), events))
+                progress(self._progress(events))
         return events
+
+    def _progress(self, events: int) -> Progress:
+        return Progress(
+            sum(port.packets for port in self.net.ports if port.deliver is not None), self.packets_total,
+            self.messages_done,
+            len(self.workload.messages), ps_to_ns(self.env.now), events,
+        )
 
     def _flush_ports(self, recorder: Recorder | None) -> None:
         if recorder is not None:
