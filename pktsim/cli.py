@@ -9,7 +9,6 @@ from __future__ import annotations
 import argparse
 import importlib.abc
 import json
-import shutil
 import sys
 import time
 from datetime import datetime
@@ -20,6 +19,8 @@ from . import __version__
 from .errors import InputError
 from .scenario import LB_SCHEMES, Scenario, load_scenario
 from .units import format_bytes, format_ns
+
+BACKENDS = ("packet", "fluid")
 
 
 class _Parser(argparse.ArgumentParser):
@@ -45,8 +46,23 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
     run = sub.add_parser("run", help="simulate a scenario and write its traces")
     _scenario_options(run)
-    run.add_argument("--out", "-o", help="run directory (default: traces/<name>-<lb>-seed<N>-<time>)")
+    run.add_argument("--backend", choices=BACKENDS, default="packet",
+                     help="packet: packet-level (default); fluid: flow-level max-min model (pktsim/fluid.py)")
+    run.add_argument("--out", "-o", help="run directory (default: traces/<name>-<lb>[-fluid]-seed<N>-<time>)")
     run.add_argument("--quiet", "-q", action="store_true", help="no progress bar and no summary table")
+
+    val = sub.add_parser("validate", help="compare a flow-level model with the packet backend, message by message")
+    _scenario_options(val)
+    val.add_argument("--against", metavar="FILE",
+                     help="a model's results (Parquet or CSV: msg_id, fct_ns or end_ns) instead of the fluid backend")
+    val.add_argument("--out", "-o", help="output directory (default: traces/<name>-<lb>-seed<N>-validate-<time>)")
+    val.add_argument("--worst", type=int, default=5, metavar="N",
+                     help="explain the N most optimistic and N most pessimistic messages (5)")
+    val.add_argument("--quiet", "-q", action="store_true", help="no progress bars and no report")
+
+    exp = sub.add_parser("export-workload", help="write the message DAG and its paths as Parquet")
+    _scenario_options(exp)
+    exp.add_argument("--out", "-o", required=True, metavar="FILE.parquet", help="the Parquet file to write")
     return parser
 
 
@@ -57,14 +73,17 @@ def _resolve(args: argparse.Namespace) -> Scenario:
     )
 
 
-def _run_dir(args: argparse.Namespace, scenario: Scenario) -> Path:
+def _run_dir(args: argparse.Namespace, scenario: Scenario, tag: str = "") -> Path:
+    """``--out`` (which must be new or an empty directory) or a fresh directory under traces/;
+    ``tag`` (e.g. ``fluid``) is added to the default name."""
     if args.out:
         out = Path(args.out)
         if out.exists() and (not out.is_dir() or any(out.iterdir())):
             raise InputError("--out", "", f"{out} already exists and is not an empty directory")
         return out
     stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
-    base = Path("traces") / f"{scenario.name}-{scenario.lb.scheme}-seed{scenario.seed}-{stamp}"
+    tag = f"-{tag}" if tag else ""
+    base = Path("traces") / f"{scenario.name}-{scenario.lb.scheme}{tag}-seed{scenario.seed}-{stamp}"
     out, n = base, 1
     while out.exists():
         n += 1
@@ -84,18 +103,26 @@ class _NoPandas(importlib.abc.MetaPathFinder):
         return None
 
 
-def cmd_run(args: argparse.Namespace) -> int:
+def _backend(name: str, scenario: Scenario):
+    """The simulation of ``scenario`` on backend ``name`` (built, not run: the workload exists, so
+    placement errors have surfaced)."""
+    if name == "fluid":
+        from .fluid import FluidSimulation
+
+        return FluidSimulation(scenario)
     from .simulation import Simulation
+
+    return Simulation(scenario)
+
+
+def _execute(sim, out: Path, scenario: Scenario, quiet: bool) -> dict:
+    """Run ``sim`` into the run directory ``out``: tables, then summary.json last (INCOMPLETE on failure)."""
     from .traces import Recorder
 
-    scenario = _resolve(args)
-    sim = Simulation(scenario)  # builds the workload: placement errors surface here, before any output
-    out = _run_dir(args, scenario)
     out.mkdir(parents=True, exist_ok=True)
-    scenario_json = scenario.model_dump(mode="json")
     try:
-        recorder = Recorder(out, scenario_json, scenario.traces.part_rows)
-        with _ProgressBar(args.quiet) as progress:
+        recorder = Recorder(out, scenario.model_dump(mode="json"), scenario.traces.part_rows)
+        with _ProgressBar(quiet) as progress:
             summary = sim.run(recorder, progress)
         summary["out"] = str(out)
         # summary.json is written last: a run directory without it is incomplete.
@@ -104,8 +131,65 @@ def cmd_run(args: argparse.Namespace) -> int:
         if not (out / "summary.json").exists():
             (out / "INCOMPLETE").write_text("this run did not finish; its tables end at the last flush\n")
         raise
+    return summary
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    scenario = _resolve(args)
+    sim = _backend(args.backend, scenario)
+    out = _run_dir(args, scenario, "" if args.backend == "packet" else args.backend)
+    summary = _execute(sim, out, scenario, args.quiet)
     if not args.quiet:
         print_summary(summary)
+    return 0
+
+
+def cmd_validate(args: argparse.Namespace) -> int:
+    from . import validate
+
+    if args.worst < 0:
+        raise InputError("--worst", "", f"must not be negative (got {args.worst})")
+    scenario = _resolve(args)
+    packet = _backend("packet", scenario)
+    # Every input is checked before anything is written: the scenario, then the model's file.
+    model = validate.read_model_file(args.against, packet.workload) if args.against else None
+    fluid = None if args.against else _backend("fluid", scenario)
+    out = _run_dir(args, scenario, "validate")
+    out.mkdir(parents=True, exist_ok=True)
+    try:
+        _execute(packet, out / "packet", scenario, args.quiet)
+        if fluid is not None:
+            _execute(fluid, out / "fluid", scenario, args.quiet)
+            model = validate.read_run(out / "fluid", "fluid backend", packet.workload)
+        table, report = validate.compare(scenario, packet.workload, out / "packet", model, args.worst)
+        report["out"] = str(out)
+        note = validate.write_outputs(out, table, report, scenario.model_dump(mode="json"))
+    except BaseException:
+        if not (out / "validation.json").exists():
+            (out / "INCOMPLETE").write_text("this validation did not finish\n")
+        raise
+    if not args.quiet:
+        validate.print_report(report)
+        if note:
+            print(note)
+        runs = "packet/ and fluid/" if fluid is not None else "packet/"
+        print(f"validation: {out}/ (validation.parquet, validation.json; the runs in {runs})")
+    return 0
+
+
+def cmd_export_workload(args: argparse.Namespace) -> int:
+    from .export import write_workload
+
+    out = Path(args.out)
+    if out.suffix.lower() != ".parquet":
+        raise InputError("--out", "", f"{out}: expected a file name ending in .parquet")
+    if out.exists():
+        raise InputError("--out", "", f"{out} already exists")
+    scenario = _resolve(args)
+    table = write_workload(scenario, out)  # builds the whole table (errors surface) before writing
+    subflows = sum(len(x) for x in table["subflow_bytes"].to_pylist())
+    print(f"{table.num_rows:,} messages ({subflows:,} subflows) of '{scenario.name}' "
+          f"(lb={scenario.lb.scheme}) -> {out}")
     return 0
 
 
@@ -166,17 +250,25 @@ def print_summary(summary: dict) -> None:
         )
     console.print(table)
     q = summary["largest_queue"]
-    console.print(f"largest queue: {format_bytes(q['max_bytes'])} at {q['node']} -> {q['port']} "
-                  f"(t = {format_ns(q['time_ns'])})")
-    console.print(
-        f"simulated {format_ns(summary['sim_time_ns'])} in {summary['wall_s']:.2f} s wall: "
-        f"{summary['packet_hops']:,} packet-hops, {summary['packet_hops_per_s']:,.0f} packet-hops/s, "
-        f"{summary['events_per_packet_hop']:.2f} events per packet-hop"
-    )
+    if summary.get("backend") == "fluid":
+        console.print("largest queue: - (the fluid backend does not model queues)")
+        console.print(
+            f"simulated {format_ns(summary['sim_time_ns'])} in {summary['wall_s']:.3f} s wall: "
+            f"{summary['events']:,} rate recomputations, standing for {summary['packet_hops']:,} packet-hops "
+            f"({summary['packet_hops_per_s'] or 0:,.0f} packet-hops/s equivalent)"
+        )
+    else:
+        console.print(f"largest queue: {format_bytes(q['max_bytes'])} at {q['node']} -> {q['port']} "
+                      f"(t = {format_ns(q['time_ns'])})")
+        console.print(
+            f"simulated {format_ns(summary['sim_time_ns'])} in {summary['wall_s']:.2f} s wall: "
+            f"{summary['packet_hops']:,} packet-hops, {summary['packet_hops_per_s']:,.0f} packet-hops/s, "
+            f"{summary['events_per_packet_hop']:.2f} events per packet-hop"
+        )
     console.print(f"traces: {summary['out']}/")
 
 
-COMMANDS = {"run": cmd_run}
+COMMANDS = {"run": cmd_run, "validate": cmd_validate, "export-workload": cmd_export_workload}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -1,0 +1,654 @@
+"""The flow-level (fluid) backend: the packet backend's message DAG, topology and routing, with
+max-min fair rates instead of packets.
+
+What the model includes
+-----------------------
+- **Flows** are the packet backend's flows: each message is cut into subflows by
+  :func:`pktsim.routing.subflow_sizes`, each on its own connection (queue pair: job, src, dst,
+  channel, subflow). A connection sends its flows one after the other, as the packet NIC does: a
+  flow is *active* from the moment it reaches the head of its connection until its last byte has
+  left the sender; then the connection's next flow starts.
+- **Links.** Every direction of every link is a resource whose capacity is the link rate; host NIC
+  links (host -> leaf and leaf -> host) are links like any other. A flow's volume is its *wire*
+  bytes (payload plus one ``nic.header_bytes`` per packet), so a bulk transfer takes exactly as long
+  as the packets' serialisation. (This equals a payload capacity of rate x payload / mtu when all
+  packets are full, and stays exact for a short last packet.)
+- **Rates** are max-min fair over the active flows (progressive filling, :func:`max_min_rates`),
+  recomputed once per distinct event time (flow activations and drains occurring together are
+  batched); between events every flow drains at a constant rate.
+- **Paths.** ECMP and split flows take exactly the packet backend's hash path
+  (:func:`pktsim.routing.ecmp_path`: same entropies, salts and hash). Sprayed flows (``spray``,
+  ``spray_switch``) spread over every equal-cost path, each switch splitting evenly among its next
+  hops: the flow puts a fraction ``w_l`` of its traffic on link ``l`` and its rate ``r`` uses
+  ``w_l * r`` of that link's capacity.
+- **Latency.** A flow's last byte is received a constant ``L`` after it leaves the sender, where
+  ``L`` = (closed-form FCT of the flow alone on an idle fabric, :func:`pktsim.ideal.message_fct_ps`)
+  - (its wire bytes at the path's slowest rate). When every link of the path has the same rate this
+  is the propagation and switch latency of every hop plus one store-and-forward of the flow's first
+  (largest) packet at each hop after the first. A flow alone on the fabric therefore has exactly the
+  packet backend's FCT.
+
+What it ignores
+---------------
+- **Queueing delay.** A flow gets its fair share the instant it starts, however much backlog the
+  FIFO ports on its path hold; in the packet backend it waits behind that backlog.
+- **FIFO sharing.** A congested packet port shares its rate in proportion to the arrival rates of
+  its flows, not max-min fairly; and the packet NIC serves its active connections round-robin at
+  equal shares without giving a connection's unused share (it is slowed downstream) to the others,
+  while max-min does. Bottleneck completion times agree; individual flows can finish earlier or
+  later than with packets.
+- **Packetisation beyond L**: pipelining effects of packets meeting at a port (a flow that reaches a
+  busy bottleneck later than others is still charged the full path latency after the drain).
+- Spraying is modelled by its mean: the ``spine_bytes`` of a sprayed flow are the even split, not a
+  sample of random choices.
+
+Time is float picoseconds inside the engine; tables are written in integer ns (nearest) like the
+packet backend's. Drains due within :data:`DRAIN_TOLERANCE_PS` of each other are one event.
+"""
+
+from __future__ import annotations
+
+import heapq
+import time
+from collections import deque
+from fractions import Fraction
+from typing import Callable
+
+import networkx as nx
+import numpy as np
+
+from . import __version__
+from .ideal import Hop, message_fct_ps
+from .routing import LoadBalancing, connection_entropy, ecmp_path, flow_key, subflow_sizes, switch_salt
+from .scenario import Scenario
+from .simulation import Progress, Simulation
+from .topology import host_tor, next_hops
+from .traces import Recorder, ps_to_ns
+
+DRAIN_TOLERANCE_PS = 1.0
+"""Flows whose drain is due within this much of the earliest are drained together (float noise of
+equal flows; at 800 Gb/s it is 0.1 byte)."""
+
+PROGRESS_EVERY = 2000
+"""Rate recomputations between progress reports."""
+
+FLUID_METADATA = {
+    b"pktsim.backend": b"fluid",
+    b"pktsim.fluid": (
+        b"flow-level model: max-min fair rates, no packets; the queues and links tables are empty "
+        b"because queues are not modelled (see pktsim/fluid.py)"
+    ),
+}
+
+# Kinds of timed events in the heap.
+_READY, _RECEIVED = 0, 1
+
+
+# ---------------------------------------------------------------------------------------------
+# Max-min fair rates
+
+
+def max_min_rates(links: np.ndarray, weights: np.ndarray, capacity: np.ndarray) -> np.ndarray:
+    """Max-min fair rates by progressive filling.
+
+    ``links[f, k]`` is the k-th link used by flow f and ``weights[f, k]`` the fraction of the flow's
+    traffic on it (1 for a single path; rows are padded with weight 0). ``capacity[l]`` is link l's
+    capacity (any rate unit; ``inf`` for a padding link). Returns each flow's rate in that unit.
+
+    Every round raises the rate of all unfrozen flows by the largest step that saturates no link,
+    then freezes the flows crossing the links it saturated: one round per distinct bottleneck level,
+    each a few array operations over the flows x links incidence.
+    """
+    n = len(links)
+    rate = np.zeros(n)
+    if n == 0:
+        return rate
+    flat = links.ravel()
+    left = capacity.astype(np.float64)
+    unfrozen = np.ones(n, dtype=bool)
+    uses = weights > 0
+    while True:
+        load = np.bincount(flat, weights=(weights * unfrozen[:, None]).ravel(), minlength=len(capacity))
+        loaded = load > 0
+        share = np.full(len(capacity), np.inf)
+        np.divide(left, load, out=share, where=loaded)
+        step = share.min()
+        rate[unfrozen] += step
+        left -= step * load
+        saturated = loaded & (share <= step * (1 + 1e-9))
+        hit = (saturated[links] & uses).any(axis=1) & unfrozen
+        unfrozen &= ~hit
+        if not unfrozen.any():
+            return rate
+
+
+# ---------------------------------------------------------------------------------------------
+# Routes: which links a flow loads, and how much
+
+
+class Routes:
+    """The fabric's directed links and the links each flow uses, as the packet backend routes it.
+
+    Links are numbered like the packet backend's ports: ``sorted(graph.edges)``, each edge as
+    (u, v) then (v, u). Capacities are in Gbit/s (= bits per ns).
+    """
+
+    def __init__(self, graph: nx.Graph, scenario: Scenario, host_names: list[str]) -> None:
+        self.graph = graph
+        self.scenario = scenario
+        self.host_index = {h: i for i, h in enumerate(host_names)}
+        self.tor_of = {h: host_tor(graph, h) for h in host_names}
+        self.next_hops = next_hops(graph)
+        self.salts = {s: switch_salt(scenario.seed, s) for s in self.next_hops}
+        self.sprayed = scenario.lb.scheme in ("spray", "spray_switch")
+        self.names: list[tuple[str, str]] = []
+        for u, v in sorted(graph.edges):
+            self.names += [(u, v), (v, u)]
+        self.index = {uv: i for i, uv in enumerate(self.names)}
+        self.gbps = np.array([graph.edges[uv]["gbps"] for uv in self.names], dtype=np.float64)
+        self.node_order = {n: i for i, n in enumerate(graph.nodes)}
+        self._spread_cache: dict[tuple[str, str], tuple[dict, dict]] = {}
+        self._latency_cache: dict[tuple[str, str, int], int] = {}
+        self._hops_cache: dict[tuple[str, str], int] = {}
+
+    def path(self, src: str, dst: str, entropy: int) -> list[str]:
+        """The nodes an ECMP/split flow crosses (the packet backend's hash path)."""
+        key = flow_key(self.host_index[src], self.host_index[dst], entropy)
+        return ecmp_path(self.next_hops, self.tor_of, self.salts, src, dst, key)
+
+    def spread(self, src: str, dst: str) -> tuple[dict[tuple[str, str], Fraction], dict[str, Fraction]]:
+        """A sprayed flow's share of traffic on each link, and on each turning-point switch, when
+        every switch splits evenly among its equal-cost next hops (exact fractions)."""
+        a, b = self.tor_of[src], self.tor_of[dst]
+        if (a, b) not in self._spread_cache:
+            on_node = {a: Fraction(1)}
+            on_link: dict[tuple[str, str], Fraction] = {}
+            level = [a]
+            while level and level != [b]:
+                nxt: dict[str, Fraction] = {}
+                for node in level:
+                    group = self.next_hops[node][b]
+                    for hop in group:
+                        share = on_node[node] / len(group)
+                        on_link[node, hop] = on_link.get((node, hop), Fraction(0)) + share
+                        nxt[hop] = nxt.get(hop, Fraction(0)) + share
+                on_node.update(nxt)
+                level = sorted(nxt)
+            top = max(self.graph.nodes[n]["tier"] for n in on_node)
+            turning = {n: f for n, f in on_node.items() if self.graph.nodes[n]["tier"] == top}
+            self._spread_cache[a, b] = (on_link, turning)
+        on_link, turning = self._spread_cache[a, b]
+        return {(src, a): Fraction(1), **on_link, (b, dst): Fraction(1)}, turning
+
+    def usage(self, path: list[str] | None, src: str, dst: str) -> tuple[np.ndarray, np.ndarray]:
+        """(link ids, fractions of the flow's traffic on them) of a flow on ``path``, or sprayed."""
+        if path is not None:
+            ids = [self.index[uv] for uv in zip(path, path[1:])]
+            return np.array(ids, dtype=np.int64), np.ones(len(ids))
+        on_link, _ = self.spread(src, dst)
+        items = sorted((self.index[uv], float(w)) for uv, w in on_link.items())
+        return np.array([i for i, _ in items], dtype=np.int64), np.array([w for _, w in items])
+
+    def hop_count(self, src: str, dst: str) -> int:
+        """Links on a shortest path from host ``src`` to host ``dst``."""
+        a, b = self.tor_of[src], self.tor_of[dst]
+        if (a, b) not in self._hops_cache:
+            self._hops_cache[a, b] = nx.shortest_path_length(self.graph, a, b) + 2
+        return self._hops_cache[a, b]
+
+    def turning_point(self, path: list[str]) -> str:
+        """The switch where ``path`` stops going up (highest tier on it)."""
+        return max(path[1:-1], key=lambda n: self.graph.nodes[n]["tier"])
+
+    def latency_ps(self, src: str, dst: str, nbytes: int) -> int:
+        """``L``: closed-form FCT of ``nbytes`` alone on a shortest src -> dst path minus its wire
+        bytes at the path's slowest rate (ps). All equal-cost paths of these fabrics look alike."""
+        a, b = self.tor_of[src], self.tor_of[dst]
+        key = (a, b, nbytes)
+        if key not in self._latency_cache:
+            g, nic, lat = self.graph, self.scenario.nic, self.scenario.switch.latency_ns
+            nodes = [src, *nx.shortest_path(g, a, b), dst]
+            hops = [Hop(g.edges[u, v]["gbps"], g.edges[u, v]["delay_ns"], lat if i else 0)
+                    for i, (u, v) in enumerate(zip(nodes, nodes[1:]))]
+            wire = wire_bytes(nbytes, nic.mtu_bytes, nic.header_bytes)
+            slowest = Fraction(min(round(h.gbps * 1000) for h in hops), 1000)
+            drain = Fraction(wire * 8000) / slowest
+            self._latency_cache[key] = message_fct_ps(nbytes, nic.mtu_bytes, nic.header_bytes, hops) - int(drain)
+        return self._latency_cache[key]
+
+
+def wire_bytes(payload: int, mtu_bytes: int, header_bytes: int) -> int:
+    """Bytes on the wire for ``payload`` bytes: one header per (mtu - header) bytes of payload."""
+    return payload + -(-payload // (mtu_bytes - header_bytes)) * header_bytes
+
+
+# ---------------------------------------------------------------------------------------------
+# The backend
+
+
+class _Flow:
+    """One flow of the fluid run (a row of ``flows``). Times in float ps."""
+
+    __slots__ = ("flow_id", "msg", "subflow", "src", "dst", "bytes", "packets", "entropy", "path",
+                 "links", "link_list", "weights", "bits", "latency_ps", "start_ps", "end_ps", "qp")
+
+    def __init__(self, flow_id: int, msg: int, subflow: int, src: str, dst: str, nbytes: int, packets: int,
+                 entropy: int, path: list[str] | None, qp: tuple) -> None:
+        self.flow_id = flow_id
+        self.msg = msg
+        self.subflow = subflow
+        self.src = src
+        self.dst = dst
+        self.bytes = nbytes
+        self.packets = packets
+        self.entropy = entropy
+        self.path = path
+        self.qp = qp
+        self.links: np.ndarray | None = None
+        self.link_list: list[int] = []
+        self.weights: np.ndarray | None = None
+        self.bits = 0
+        self.latency_ps = 0
+        self.start_ps = -1.0
+        self.end_ps = -1.0
+
+
+class _Active:
+    """The active flows, in slots of fixed-width arrays so that a rate computation is array work.
+
+    Per slot: ``links`` / ``weights`` (the flow's links and traffic fractions, padded with the dummy
+    link of infinite capacity and weight 0), ``rate`` (Gbit/s), ``bits`` (left to send at time
+    ``t_ref``, ps) and ``due`` (absolute drain time at the current rate, ps; inf for a free slot).
+    ``on_link[l]`` is the set of slots using link l (kept only when ``track_links``)."""
+
+    def __init__(self, n_links: int, track_links: bool) -> None:
+        self.dummy = n_links
+        self.links = np.full((0, 1), n_links, dtype=np.int64)
+        self.weights = np.zeros((0, 1))
+        self.rate = np.zeros(0)
+        self.bits = np.zeros(0)
+        self.t_ref = np.zeros(0)
+        self.due = np.zeros(0)
+        self.used = np.zeros(0, dtype=bool)
+        self.flow: list[_Flow | None] = []
+        self.free: list[int] = []
+        self.count = 0
+        self.on_link: list[set[int]] | None = [set() for _ in range(n_links)] if track_links else None
+
+    def _grow(self) -> None:
+        old = len(self.flow)
+        grow = max(old, 64)
+        width = self.links.shape[1]
+        self.links = np.vstack([self.links, np.full((grow, width), self.dummy, dtype=np.int64)])
+        self.weights = np.vstack([self.weights, np.zeros((grow, width))])
+        self.rate = np.concatenate([self.rate, np.zeros(grow)])
+        self.bits = np.concatenate([self.bits, np.zeros(grow)])
+        self.t_ref = np.concatenate([self.t_ref, np.zeros(grow)])
+        self.due = np.concatenate([self.due, np.full(grow, np.inf)])
+        self.used = np.concatenate([self.used, np.zeros(grow, dtype=bool)])
+        self.flow += [None] * grow
+        self.free = list(range(old + grow - 1, old - 1, -1))  # lowest slot first
+
+    def add(self, flow: _Flow, now: float) -> int:
+        """Put ``flow`` in a free slot (rate 0 until the next rate computation); returns the slot."""
+        n = len(flow.links)
+        if n > self.links.shape[1]:
+            pad = n - self.links.shape[1]
+            self.links = np.pad(self.links, ((0, 0), (0, pad)), constant_values=self.dummy)
+            self.weights = np.pad(self.weights, ((0, 0), (0, pad)))
+        if not self.free:
+            self._grow()
+        s = self.free.pop()
+        self.links[s, :n] = flow.links
+        self.weights[s, :n] = flow.weights
+        self.rate[s] = 0.0
+        self.bits[s] = flow.bits
+        self.t_ref[s] = now
+        self.used[s] = True
+        self.flow[s] = flow
+        self.count += 1
+        if self.on_link is not None:
+            for link in flow.link_list:
+                self.on_link[link].add(s)
+        return s
+
+    def remove(self, slot: int) -> _Flow:
+        flow = self.flow[slot]
+        self.flow[slot] = None
+        self.links[slot] = self.dummy
+        self.weights[slot] = 0.0
+        self.rate[slot] = 0.0
+        self.due[slot] = np.inf
+        self.used[slot] = False
+        self.free.append(slot)
+        self.count -= 1
+        if self.on_link is not None:
+            for link in flow.link_list:
+                self.on_link[link].discard(slot)
+        return flow
+
+    def component(self, links: set[int], limit: int) -> list[int] | None:
+        """The slots connected to ``links`` through shared links (their max-min rates depend on
+        nothing else), sorted; None when there are more than ``limit`` (recompute everything)."""
+        on_link, flow = self.on_link, self.flow
+        seen = set(links)
+        stack = list(links)
+        slots: set[int] = set()
+        while stack:
+            for s in on_link[stack.pop()]:
+                if s not in slots:
+                    slots.add(s)
+                    if len(slots) > limit:
+                        return None
+                    for link in flow[s].link_list:
+                        if link not in seen:
+                            seen.add(link)
+                            stack.append(link)
+        return sorted(slots)
+
+    def set_rates(self, slots: np.ndarray, rate: np.ndarray, now: float) -> None:
+        """New rates (Gbit/s) for ``slots`` from ``now``: bring their bits up to date, reschedule."""
+        self.bits[slots] = np.maximum(self.bits[slots] - self.rate[slots] * ((now - self.t_ref[slots]) / 1000.0), 0.0)
+        self.t_ref[slots] = now
+        self.rate[slots] = rate
+        self.due[slots] = now + self.bits[slots] / rate * 1000.0
+
+
+class FluidSimulation:
+    """One run of one scenario on the fluid backend (same DAG, topology and routing as
+    :class:`pktsim.simulation.Simulation`, which it builds, unrun, for the workload and ideal times)."""
+
+    def __init__(self, scenario: Scenario, incremental: bool = True) -> None:
+        """``incremental``: recompute only the rates of flows connected to a change (the same
+        allocation as recomputing every rate, which ``False`` does, for tests and comparison)."""
+        self.scenario = scenario
+        self.incremental = incremental
+        ref = Simulation(scenario)
+        self.workload = ref.workload
+        self.graph = ref.graph
+        self.host_names = ref.net.host_names
+        self.ideal_fct_ps = ref.ideal_fct_ps
+        self.ideal_op_ps = ref.ideal_op_ps
+        self.packets_total = ref.packets_total
+        self.packets_received = 0
+        self.lb = LoadBalancing.from_spec(scenario.lb)
+        self.routes = Routes(self.graph, scenario, self.host_names)
+        self.capacity = np.append(self.routes.gbps, np.inf)  # the last link pads rows of _Active
+        msgs = self.workload.messages
+        n = len(msgs)
+        self.dependents = self.workload.dependents()
+        self.waiting_on_op: list[list[int]] = [[] for _ in self.workload.collectives]
+        for m in msgs:
+            if m.after_op >= 0:
+                self.waiting_on_op[m.after_op].append(m.msg_id)
+        self.pending = [len(m.deps) + (m.after_op >= 0) for m in msgs]
+        self.ready_ps = [-1.0] * n
+        self.start_ps = [-1.0] * n
+        self.end_ps = [-1.0] * n
+        self.rx_bytes = [0] * n
+        self.op_left = [len(op.msg_ids) for op in self.workload.collectives]
+        self.op_end_ps = [-1.0] * len(self.workload.collectives)
+        self.messages_done = 0
+        self.flows_posted = 0
+        self.packets_posted = 0
+        self.packet_hops = 0
+        """Packets x links of their path: what the packet backend would count for these flows."""
+        self.qps: dict[tuple, deque[_Flow]] = {}
+        self._paths: dict[tuple, list[str]] = {}
+        # Sprayed flows load every uplink of their leaf: the fabric is one connected component and
+        # finding components would cost more than recomputing every rate.
+        self.active = _Active(len(self.routes.names), track_links=not self.routes.sprayed)
+        self.touched: set[int] = set()
+        """Links whose set of active flows changed since the last rate computation."""
+        self.heap: list[tuple[float, int, int, object]] = []
+        self._seq = 0
+        self.now = 0.0
+        self.recorder: Recorder | None = None
+
+    # -- the DAG -------------------------------------------------------------------------------
+
+    def _schedule(self, t_ps: float, kind: int, item: object) -> None:
+        heapq.heappush(self.heap, (t_ps, self._seq, kind, item))
+        self._seq += 1
+
+    def _post(self, msg_id: int) -> None:
+        """Cut a ready message into subflows and queue them on their connections."""
+        m = self.workload.messages[msg_id]
+        self.ready_ps[msg_id] = self.now
+        nic, seed = self.scenario.nic, self.scenario.seed
+        for sub, size in enumerate(subflow_sizes(m.bytes, self.lb)):
+            qp = (m.src, m.job, m.channel, sub, m.dst)
+            entropy = connection_entropy(seed, m.job, m.src, m.dst, m.channel, sub)
+            path = None
+            if not self.routes.sprayed:
+                if qp not in self._paths:
+                    self._paths[qp] = self.routes.path(m.src, m.dst, entropy)
+                path = self._paths[qp]
+            flow = _Flow(self.flows_posted, msg_id, sub, m.src, m.dst, size, -(-size // nic.payload_bytes),
+                         entropy, path, qp)
+            flow.links, flow.weights = self.routes.usage(path, m.src, m.dst)
+            flow.link_list = flow.links.tolist()
+            flow.bits = 8 * wire_bytes(size, nic.mtu_bytes, nic.header_bytes)
+            flow.latency_ps = self.routes.latency_ps(m.src, m.dst, size)
+            self.flows_posted += 1
+            self.packets_posted += flow.packets
+            hops = len(path) - 1 if path is not None else self.routes.hop_count(m.src, m.dst)
+            self.packet_hops += flow.packets * hops
+            queue = self.qps.setdefault(qp, deque())
+            queue.append(flow)
+            if len(queue) == 1:
+                self._activate(flow)
+
+    def _activate(self, flow: _Flow) -> None:
+        flow.start_ps = self.now
+        self.active.add(flow, self.now)
+        self.touched.update(flow.link_list)
+
+    def _drained(self, slot: int) -> None:
+        """The flow in ``slot`` has sent its last byte now: its connection moves to its next flow."""
+        flow = self.active.remove(slot)
+        self.touched.update(flow.link_list)
+        flow.links = flow.weights = None  # only the active flows hold arrays: memory stays bounded
+        self._schedule(self.now + flow.latency_ps, _RECEIVED, flow)
+        queue = self.qps[flow.qp]
+        queue.popleft()
+        if queue:
+            self._activate(queue[0])
+
+    def _release(self, msg_id: int) -> None:
+        """One dependency of ``msg_id`` completed now; post it when none is left."""
+        self.pending[msg_id] -= 1
+        if self.pending[msg_id] == 0:
+            gap_ps = self.workload.messages[msg_id].gap_ns * 1000
+            if gap_ps:
+                self._schedule(self.now + gap_ps, _READY, msg_id)
+            else:
+                self._post(msg_id)
+
+    def _received(self, flow: _Flow) -> None:
+        """The last byte of ``flow`` arrives now."""
+        flow.end_ps = self.now
+        self.packets_received += flow.packets
+        msg_id = flow.msg
+        if self.start_ps[msg_id] < 0 or flow.start_ps < self.start_ps[msg_id]:
+            self.start_ps[msg_id] = flow.start_ps
+        self.rx_bytes[msg_id] += flow.bytes
+        if self.recorder is not None:
+            self._record_flow(flow)
+        m = self.workload.messages[msg_id]
+        if self.rx_bytes[msg_id] < m.bytes:
+            return
+        self.end_ps[msg_id] = self.now
+        self.messages_done += 1
+        if self.recorder is not None:
+            self._record_message(msg_id)
+        for d in self.dependents[msg_id]:
+            self._release(d)
+        self.op_left[m.op] -= 1
+        if self.op_left[m.op] == 0:
+            self.op_end_ps[m.op] = self.now
+            if self.recorder is not None:
+                self._record_op(m.op)
+            for d in self.waiting_on_op[m.op]:
+                self._release(d)
+
+    # -- running -------------------------------------------------------------------------------
+
+    def run(self, recorder: Recorder | None = None, progress: Callable[[Progress], None] | None = None) -> dict:
+        """Run to completion; returns the summary (``summary.json``; ``backend: fluid``)."""
+        self.recorder = recorder
+        if recorder is not None:
+            for table in recorder.tables.values():  # say what the tables are (queues: not modelled)
+                table.schema = table.schema.with_metadata({**table.schema.metadata, **FLUID_METADATA})
+        for m in self.workload.messages:
+            if self.pending[m.msg_id] == 0:
+                self._schedule(m.gap_ns * 1000, _READY, m.msg_id)
+        wall0 = time.perf_counter()
+        events = self._loop(progress)
+        wall = time.perf_counter() - wall0
+        if self.messages_done != len(self.workload.messages):
+            raise RuntimeError(
+                f"fluid simulation stalled: {self.messages_done} of {len(self.workload.messages)} messages completed"
+            )
+        if recorder is not None:
+            recorder.close()
+        if progress is not None:
+            progress(self._progress(events))
+        return self._summary(wall, events)
+
+    def _loop(self, progress: Callable[[Progress], None] | None) -> int:
+        """Advance from event time to event time; returns the number of rate recomputations."""
+        act = self.active
+        heap = self.heap
+        events = 0
+        while True:
+            t_drain = act.due.min() if act.count else np.inf
+            t_event = heap[0][0] if heap else np.inf
+            t = min(t_drain, t_event)
+            if t == np.inf:
+                return events
+            self.now = t
+            if t_drain <= t + DRAIN_TOLERANCE_PS:
+                for s in np.flatnonzero(act.due <= t + DRAIN_TOLERANCE_PS).tolist():
+                    self._drained(s)
+            while heap and heap[0][0] <= t:
+                _, _, kind, item = heapq.heappop(heap)
+                if kind == _READY:
+                    self._post(item)
+                else:
+                    self._received(item)
+            if self.touched and self._recompute():
+                events += 1
+                if progress is not None and events % PROGRESS_EVERY == 0:
+                    progress(self._progress(events))
+
+    def _progress(self, events: int) -> Progress:
+        return Progress(
+            packets_delivered=self.packets_received, packets_total=self.packets_total,
+            messages_done=self.messages_done, messages_total=len(self.workload.messages),
+            sim_time_ns=ps_to_ns(round(self.now)), events=events,
+        )
+
+    def _recompute(self) -> bool:
+        """Max-min rates for the flows whose allocation may have changed: those connected to a
+        touched link through shared links (all active flows when that is most of them, or when
+        ``incremental`` is off). Returns whether any rate was computed."""
+        act = self.active
+        slots = None
+        if act.on_link is not None and self.incremental:
+            slots = act.component(self.touched, limit=max(64, act.count // 2))
+        self.touched = set()
+        if slots is None:
+            idx = np.flatnonzero(act.used)
+            links, capacity = act.links[idx], self.capacity
+        elif not slots:
+            return False
+        else:
+            idx = np.array(slots, dtype=np.int64)
+            ids, local = np.unique(act.links[idx], return_inverse=True)
+            links, capacity = local.reshape(len(idx), -1), self.capacity[ids]
+        act.set_rates(idx, max_min_rates(links, act.weights[idx], capacity), self.now)
+        return True
+
+    # -- recording -----------------------------------------------------------------------------
+
+    def _record_flow(self, f: _Flow) -> None:
+        if f.path is not None:
+            spine_bytes = [{"node": self.routes.turning_point(f.path), "bytes": f.bytes}]
+        else:
+            _, turning = self.routes.spread(f.src, f.dst)
+            spine_bytes = [{"node": n, "bytes": b}
+                           for n, b in _split_by(f.bytes, turning, self.routes.node_order.__getitem__)]
+        self.recorder.tables["flows"].append((
+            f.flow_id, f.msg, f.subflow, f.src, f.dst, f.bytes, ps_to_ns(round(f.start_ps)), ps_to_ns(round(f.end_ps)),
+            f.packets, 0, f.entropy, f.path, spine_bytes,
+        ))
+
+    def _record_message(self, i: int) -> None:
+        m = self.workload.messages[i]
+        ready, start, end = round(self.ready_ps[i]), round(self.start_ps[i]), round(self.end_ps[i])
+        self.recorder.tables["messages"].append((
+            i, m.job, m.collective, m.iteration, m.step, m.channel, m.src, m.dst, m.bytes, ps_to_ns(ready),
+            ps_to_ns(start), ps_to_ns(end), ps_to_ns(end - ready), ps_to_ns(self.ideal_fct_ps[i]),
+        ))
+
+    def _op_start_ps(self, op: int) -> int:
+        return round(min(self.ready_ps[i] for i in self.workload.collectives[op].msg_ids))
+
+    def _record_op(self, op: int) -> None:
+        c = self.workload.collectives[op]
+        start, end = self._op_start_ps(op), round(self.op_end_ps[op])
+        self.recorder.tables["collectives"].append((
+            c.job, c.collective, c.iteration, c.ranks, c.bytes, ps_to_ns(start), ps_to_ns(end),
+            ps_to_ns(end - start), ps_to_ns(self.ideal_op_ps[op]),
+        ))
+
+    def _summary(self, wall_s: float, events: int) -> dict:
+        """The packet backend's summary keys. ``events``: rate recomputations; ``packet_hops``: the
+        packet-hops the packet backend would process for these flows (packets x links of the path),
+        so ``packet_hops_per_s`` is the equivalent speed; ``largest_queue``: null (not modelled)."""
+        jobs = []
+        for job in self.scenario.workload.jobs:
+            ops = [op for op in self.workload.collectives if op.job == job.name]
+            cct = [ps_to_ns(round(self.op_end_ps[op.op]) - self._op_start_ps(op.op)) for op in ops]
+            ideal = [ps_to_ns(self.ideal_op_ps[op.op]) for op in ops]
+            mean, ideal_mean = sum(cct) / len(cct), sum(ideal) / len(ideal)
+            jobs.append({
+                "name": job.name, "collective": job.collective, "ranks": job.ranks, "bytes": job.bytes,
+                "iterations": job.iterations, "cct_ns": cct, "ideal_cct_ns": ideal, "mean_cct_ns": mean,
+                "mean_ideal_cct_ns": ideal_mean, "slowdown": mean / ideal_mean if ideal_mean else None,
+                "start_ns": ps_to_ns(self._op_start_ps(ops[0].op)),
+                "end_ns": ps_to_ns(round(self.op_end_ps[ops[-1].op])),
+            })
+        hops = self.packet_hops
+        return {
+            "name": self.scenario.name,
+            "version": __version__,
+            "seed": self.scenario.seed,
+            "backend": "fluid",
+            "lb": self.scenario.lb.scheme,
+            "wall_s": wall_s,
+            "events": events,
+            "packet_hops": hops,
+            "events_per_packet_hop": events / hops if hops else None,
+            "packet_hops_per_s": hops / wall_s if wall_s > 0 else None,
+            "sim_time_ns": ps_to_ns(round(self.now)),
+            "messages": len(self.workload.messages),
+            "flows": self.flows_posted,
+            "packets": self.packets_posted,
+            "largest_queue": None,
+            "jobs": jobs,
+            "scenario": self.scenario.model_dump(mode="json"),
+        }
+
+
+def _split_by(total: int, fractions: dict[str, Fraction], order: Callable[[str], int]) -> list[tuple[str, int]]:
+    """``total`` bytes split over the keys of ``fractions`` (summing to 1) in whole bytes summing
+    exactly to ``total`` (largest remainders get the spare bytes, ties in ``order``), in ``order``."""
+    names = sorted(fractions, key=order)
+    exact = [total * fractions[n] for n in names]
+    out = [int(x) for x in exact]
+    spare = sorted(range(len(names)), key=lambda i: (out[i] - exact[i], i))[: total - sum(out)]
+    for i in spare:
+        out[i] += 1
+    return list(zip(names, out))
