@@ -9,9 +9,9 @@ the heap stays as small as the number of busy links. Arrivals at a host need no 
 last port hands the packet to the receiving NIC with its arrival time (all packets to a host cross
 that one port, so they reach the NIC in the order the port sends them).
 
-Occupancy is tracked exactly between enqueues: the backlog (bytes not yet serialised, the packet on
-the wire included) jumps by a packet's size at enqueue and drains linearly at the link rate, so its
-maximum and time average over each sampling interval are closed-form sums.
+Occupancy is exact, not sampled: the backlog (bytes not yet serialised, the packet on the wire
+included) jumps by a packet's size at enqueue and drains linearly at the link rate, so its maximum
+and time average over each sampling interval are closed-form sums, updated once per enqueue.
 """
 
 from __future__ import annotations
@@ -54,7 +54,7 @@ class Port:
 
     __slots__ = (
         "env", "heap", "eid", "port_id", "owner", "peer", "gbps", "delay_ps", "ppb_num", "ppb_den", "busy_until",
-        "fifo", "callbacks", "deliver", "down", "interval_ps", "log", "last_t", "iv_end", "iv_max", "iv_area2", "iv_busy",
+        "fifo", "callbacks", "deliver", "down", "interval_ps", "log", "iv_end", "iv_max", "iv_area2", "iv_busy",
         "packets", "peak", "peak_t", "arrival_callbacks",
     )
 
@@ -87,11 +87,10 @@ class Port:
         """True when the link goes down the tree (toward hosts)."""
         self.interval_ps = interval_ns * PS_PER_NS
         self.log = log
-        self.last_t = 0
         self.iv_end = self.interval_ps
         self.iv_max = 0      # largest backlog in the interval, in ps of serialisation
-        self.iv_area2 = 0    # twice the integral of the backlog over the interval, ps * ps
-        self.iv_busy = 0     # time the link transmitted in the interval, ps
+        self.iv_area2 = 0    # twice the integral of the backlog booked in the interval, ps * ps
+        self.iv_busy = 0     # serialisation time booked in the interval, ps
         self.packets = 0     # packets sent through this port (packet-hops)
         self.peak = 0        # largest backlog so far (ps of serialisation) and when (ps)
         self.peak_t = 0
@@ -108,21 +107,18 @@ class Port:
         """Enqueue ``pkt`` at time ``t`` (>= now, in ps)."""
         if t >= self.iv_end:
             self._roll(t)
-        busy_until = self.busy_until
-        last = busy_until - self.last_t  # Port._advance(t), inlined: this is the hottest method
-        if last > 0:
-            rem = busy_until - t
-            if rem < 0:
-                rem = 0
-            self.iv_area2 += last * last - rem * rem
-            self.iv_busy += last - rem
-        else:
+        rem = self.busy_until - t  # backlog just before the packet, in ps of serialisation
+        if rem < 0:
             rem = 0
-        self.last_t = t
-        self.packets += 1
-        rem += -(-pkt.size * self.ppb_num // self.ppb_den)
+        ser = -(-pkt.size * self.ppb_num // self.ppb_den)
+        rem += ser
         if rem > self.iv_max:
             self.iv_max = rem
+        # The packet adds ser while it waits and (depart - t') while on the wire: twice its
+        # integral is ser * (2 * rem - ser); _roll moves what lies beyond an interval's end.
+        self.iv_area2 += ser * (2 * rem - ser)
+        self.iv_busy += ser
+        self.packets += 1
         self.busy_until = t + rem
         arrival = t + rem + self.delay_ps
         if self.deliver is not None:
@@ -137,40 +133,38 @@ class Port:
 
     _ok = True  # the port is the SimPy event of its head packet's arrival; step() reads this
 
-    def _advance(self, t: int) -> None:
-        last = self.busy_until - self.last_t
-        if last > 0:
-            rem = max(0, self.busy_until - t)
-            self.iv_area2 += last * last - rem * rem
-            self.iv_busy += last - rem
-        self.last_t = t
-
     def _roll(self, t: int) -> None:
-        """Close every sampling interval that ends at or before ``t`` and log the non-idle ones."""
+        """Close every sampling interval that ends at or before ``t`` and log the non-idle ones.
+
+        Packets book their whole backlog integral and serialisation time in the interval of their
+        enqueue; what lies beyond the interval's end is exactly the drain of the backlog R left
+        there (R^2 / 2 of integral, R of busy time, as the FIFO empties linearly), carried over.
+        """
         iv = self.interval_ps
         while self.iv_end <= t:
             end = self.iv_end
-            self._advance(end)
-            if self.iv_busy:
+            rem = self.busy_until - end
+            if rem < 0:
+                rem = 0
+            area2, busy = self.iv_area2 - rem * rem, self.iv_busy - rem
+            if busy:
                 log = self.log
                 log.start_ps.append(end - iv)
                 log.port_id.append(self.port_id)
                 log.max_ps.append(self.iv_max)
-                log.area2.append(self.iv_area2)
-                log.busy_ps.append(self.iv_busy)
+                log.area2.append(area2)
+                log.busy_ps.append(busy)
                 if self.iv_max > self.peak:
                     self.peak, self.peak_t = self.iv_max, end - iv
-            rem = self.busy_until - end
-            start = end if rem > 0 else (t // iv) * iv
+            start = end if rem else (t // iv) * iv
             self.iv_end = start + iv
-            self.iv_max = max(rem, 0)
-            self.iv_area2 = 0
-            self.iv_busy = 0
-            self.last_t = start
+            self.iv_max = rem
+            self.iv_area2 = rem * rem
+            self.iv_busy = rem
 
     def close(self) -> None:
         """Log the intervals up to the end of the last transmission."""
-        self._roll(max(self.busy_until, self.last_t) + self.interval_ps)
+        self._roll(self.busy_until + self.interval_ps)
 
 
 class Switch:
