@@ -43,8 +43,11 @@ def fmix32(h: int) -> int:
 
 
 def flow_key(src: int, dst: int, entropy: int) -> int:
-    """Hash key of the RoCEv2 5-tuple (src IP, dst IP, UDP src port = entropy, dst port 4791, UDP)."""
-    return fmix32((src * 0x01000193) ^ fmix32(dst ^ (ROCE_DST_PORT << 16)) ^ (entropy * 0x9E3779B1)) & MASK32
+    """Key of a packet's RoCEv2 5-tuple (src IP, dst IP, UDP src port = entropy, dst port 4791,
+    UDP): its 32-bit hash in the low bits, the destination host index above them, so that equal
+    keys always mean the same destination (a switch may memoise its choice per key)."""
+    h = fmix32((src * 0x01000193) ^ fmix32(dst ^ (ROCE_DST_PORT << 16)) ^ (entropy * 0x9E3779B1))
+    return (dst << 32) | h
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,9 +68,21 @@ class LoadBalancing:
 
 
 def salted_hash(key: int, salt: int) -> int:
-    """A switch's ECMP hash of a packet's 5-tuple key (:meth:`pktsim.switch.Switch.on_arrival`
-    inlines it); the next hop is ``group[salted_hash(key, salt) % len(group)]``."""
+    """A switch's ECMP hash of a packet's 5-tuple key: the next hop is
+    ``group[salted_hash(key, salt) % len(group)]``."""
     return fmix32((key ^ salt) & MASK32)
+
+
+class HashSelect:
+    """The salted hash, computed for every packet (for keys that change per packet: spraying)."""
+
+    __slots__ = ("salt",)
+
+    def __init__(self, salt: int) -> None:
+        self.salt = salt
+
+    def __call__(self, pkt, group: Sequence):
+        return group[salted_hash(pkt.key, self.salt) % len(group)]
 
 
 class RandomSelect:
@@ -117,6 +132,11 @@ def switch_salt(seed: int, switch: str) -> int:
     return stable_hash("salt", seed, switch) & MASK32
 
 
-def make_selector(lb: LoadBalancing, seed: int, switch: str) -> RandomSelect | None:
-    """A switch's next-hop policy other than the salted hash (None: the hash)."""
-    return RandomSelect(stable_hash("random", seed, switch)) if lb.switch_random else None
+def make_selector(lb: LoadBalancing, seed: int, switch: str) -> HashSelect | RandomSelect | None:
+    """A switch's next-hop policy. None: the salted hash, memoised per key by the switch, which
+    is right when keys are fixed per connection (ecmp, split)."""
+    if lb.switch_random:
+        return RandomSelect(stable_hash("random", seed, switch))
+    if lb.entropy_per_packet:
+        return HashSelect(switch_salt(seed, switch))
+    return None
