@@ -57,7 +57,7 @@ from typing import Callable
 import networkx as nx
 import numpy as np
 
-from . import __version__
+from .dag import DagExecution
 from .ideal import Hop, message_fct_ps
 from .routing import LoadBalancing, connection_entropy, ecmp_path, flow_key, subflow_sizes, switch_salt
 from .scenario import Scenario
@@ -374,21 +374,7 @@ class FluidSimulation:
         self.lb = LoadBalancing.from_spec(scenario.lb)
         self.routes = Routes(self.graph, scenario, self.host_names)
         self.capacity = np.append(self.routes.gbps, np.inf)  # the last link pads rows of _Active
-        msgs = self.workload.messages
-        n = len(msgs)
-        self.dependents = self.workload.dependents()
-        self.waiting_on_op: list[list[int]] = [[] for _ in self.workload.collectives]
-        for m in msgs:
-            if m.after_op >= 0:
-                self.waiting_on_op[m.after_op].append(m.msg_id)
-        self.pending = [len(m.deps) + (m.after_op >= 0) for m in msgs]
-        self.ready_ps = [-1.0] * n
-        self.start_ps = [-1.0] * n
-        self.end_ps = [-1.0] * n
-        self.rx_bytes = [0] * n
-        self.op_left = [len(op.msg_ids) for op in self.workload.collectives]
-        self.op_end_ps = [-1.0] * len(self.workload.collectives)
-        self.messages_done = 0
+        self.dag = DagExecution(self.workload, self.ideal_fct_ps, self.ideal_op_ps)
         self.flows_posted = 0
         self.packets_posted = 0
         self.packet_hops = 0
@@ -414,7 +400,7 @@ class FluidSimulation:
     def _post(self, msg_id: int) -> None:
         """Cut a ready message into subflows and queue them on their connections."""
         m = self.workload.messages[msg_id]
-        self.ready_ps[msg_id] = self.now
+        self.dag.posted(msg_id, self.now)
         nic, seed = self.scenario.nic, self.scenario.seed
         for sub, size in enumerate(subflow_sizes(m.bytes, self.lb)):
             qp = (m.src, m.job, m.channel, sub, m.dst)
@@ -455,61 +441,35 @@ class FluidSimulation:
         if queue:
             self._activate(queue[0])
 
-    def _release(self, msg_id: int) -> None:
-        """One dependency of ``msg_id`` completed now; post it when none is left."""
-        self.pending[msg_id] -= 1
-        if self.pending[msg_id] == 0:
-            gap_ps = self.workload.messages[msg_id].gap_ns * 1000
-            if gap_ps:
-                self._schedule(self.now + gap_ps, _READY, msg_id)
-            else:
-                self._post(msg_id)
-
     def _received(self, flow: _Flow) -> None:
         """The last byte of ``flow`` arrives now."""
         flow.end_ps = self.now
         self.packets_received += flow.packets
-        msg_id = flow.msg
-        if self.start_ps[msg_id] < 0 or flow.start_ps < self.start_ps[msg_id]:
-            self.start_ps[msg_id] = flow.start_ps
-        self.rx_bytes[msg_id] += flow.bytes
         if self.recorder is not None:
             self._record_flow(flow)
-        m = self.workload.messages[msg_id]
-        if self.rx_bytes[msg_id] < m.bytes:
+        if not self.dag.flow_received(flow.msg, flow.bytes, flow.start_ps, self.now):
             return
-        self.end_ps[msg_id] = self.now
-        self.messages_done += 1
-        if self.recorder is not None:
-            self._record_message(msg_id)
-        for d in self.dependents[msg_id]:
-            self._release(d)
-        self.op_left[m.op] -= 1
-        if self.op_left[m.op] == 0:
-            self.op_end_ps[m.op] = self.now
-            if self.recorder is not None:
-                self._record_op(m.op)
-            for d in self.waiting_on_op[m.op]:
-                self._release(d)
+        for d in self.dag.message_done(flow.msg):
+            gap_ps = self.workload.messages[d].gap_ns * 1000
+            if gap_ps:
+                self._schedule(self.now + gap_ps, _READY, d)
+            else:
+                self._post(d)
 
     # -- running -------------------------------------------------------------------------------
 
     def run(self, recorder: Recorder | None = None, progress: Callable[[Progress], None] | None = None) -> dict:
         """Run to completion; returns the summary (``summary.json``; ``backend: fluid``)."""
-        self.recorder = recorder
+        self.recorder = self.dag.recorder = recorder
         if recorder is not None:
             for table in recorder.tables.values():  # say what the tables are (queues: not modelled)
                 table.schema = table.schema.with_metadata({**table.schema.metadata, **FLUID_METADATA})
-        for m in self.workload.messages:
-            if self.pending[m.msg_id] == 0:
-                self._schedule(m.gap_ns * 1000, _READY, m.msg_id)
+        for m in self.dag.roots():
+            self._schedule(m.gap_ns * 1000, _READY, m.msg_id)
         wall0 = time.perf_counter()
         events = self._loop(progress)
         wall = time.perf_counter() - wall0
-        if self.messages_done != len(self.workload.messages):
-            raise RuntimeError(
-                f"fluid simulation stalled: {self.messages_done} of {len(self.workload.messages)} messages completed"
-            )
+        self.dag.check_complete("fluid")
         if recorder is not None:
             recorder.close()
         if progress is not None:
@@ -545,7 +505,7 @@ class FluidSimulation:
     def _progress(self, events: int) -> Progress:
         return Progress(
             packets_delivered=self.packets_received, packets_total=self.packets_total,
-            messages_done=self.messages_done, messages_total=len(self.workload.messages),
+            messages_done=self.dag.messages_done, messages_total=len(self.workload.messages),
             sim_time_ns=ps_to_ns(round(self.now)), events=events,
         )
 
@@ -584,62 +544,14 @@ class FluidSimulation:
             f.packets, 0, f.entropy, f.path, spine_bytes,
         ))
 
-    def _record_message(self, i: int) -> None:
-        m = self.workload.messages[i]
-        ready, start, end = round(self.ready_ps[i]), round(self.start_ps[i]), round(self.end_ps[i])
-        self.recorder.tables["messages"].append((
-            i, m.job, m.collective, m.iteration, m.step, m.channel, m.src, m.dst, m.bytes, ps_to_ns(ready),
-            ps_to_ns(start), ps_to_ns(end), ps_to_ns(end - ready), ps_to_ns(self.ideal_fct_ps[i]),
-        ))
-
-    def _op_start_ps(self, op: int) -> int:
-        return round(min(self.ready_ps[i] for i in self.workload.collectives[op].msg_ids))
-
-    def _record_op(self, op: int) -> None:
-        c = self.workload.collectives[op]
-        start, end = self._op_start_ps(op), round(self.op_end_ps[op])
-        self.recorder.tables["collectives"].append((
-            c.job, c.collective, c.iteration, c.ranks, c.bytes, ps_to_ns(start), ps_to_ns(end),
-            ps_to_ns(end - start), ps_to_ns(self.ideal_op_ps[op]),
-        ))
-
     def _summary(self, wall_s: float, events: int) -> dict:
         """The packet backend's summary keys. ``events``: rate recomputations; ``packet_hops``: the
         packet-hops the packet backend would process for these flows (packets x links of the path),
         so ``packet_hops_per_s`` is the equivalent speed; ``largest_queue``: null (not modelled)."""
-        jobs = []
-        for job in self.scenario.workload.jobs:
-            ops = [op for op in self.workload.collectives if op.job == job.name]
-            cct = [ps_to_ns(round(self.op_end_ps[op.op]) - self._op_start_ps(op.op)) for op in ops]
-            ideal = [ps_to_ns(self.ideal_op_ps[op.op]) for op in ops]
-            mean, ideal_mean = sum(cct) / len(cct), sum(ideal) / len(ideal)
-            jobs.append({
-                "name": job.name, "collective": job.collective, "ranks": job.ranks, "bytes": job.bytes,
-                "iterations": job.iterations, "cct_ns": cct, "ideal_cct_ns": ideal, "mean_cct_ns": mean,
-                "mean_ideal_cct_ns": ideal_mean, "slowdown": mean / ideal_mean if ideal_mean else None,
-                "start_ns": ps_to_ns(self._op_start_ps(ops[0].op)),
-                "end_ns": ps_to_ns(round(self.op_end_ps[ops[-1].op])),
-            })
-        hops = self.packet_hops
-        return {
-            "name": self.scenario.name,
-            "version": __version__,
-            "seed": self.scenario.seed,
-            "backend": "fluid",
-            "lb": self.scenario.lb.scheme,
-            "wall_s": wall_s,
-            "events": events,
-            "packet_hops": hops,
-            "events_per_packet_hop": events / hops if hops else None,
-            "packet_hops_per_s": hops / wall_s if wall_s > 0 else None,
-            "sim_time_ns": ps_to_ns(round(self.now)),
-            "messages": len(self.workload.messages),
-            "flows": self.flows_posted,
-            "packets": self.packets_posted,
-            "largest_queue": None,
-            "jobs": jobs,
-            "scenario": self.scenario.model_dump(mode="json"),
-        }
+        return self.dag.summary(
+            self.scenario, "fluid", wall_s=wall_s, events=events, packet_hops=self.packet_hops,
+            sim_time_ps=self.now, flows=self.flows_posted, packets=self.packets_posted, largest_queue=None,
+        )
 
 
 def _split_by(total: int, fractions: dict[str, Fraction], order: Callable[[str], int]) -> list[tuple[str, int]]:

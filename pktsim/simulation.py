@@ -15,8 +15,8 @@ import networkx as nx
 import simpy
 from simpy.core import EmptySchedule
 
-from . import __version__
 from .collectives import build_workload, critical_path
+from .dag import DagExecution
 from .ideal import Hop, message_fct_ps
 from .network import Network
 from .nic import Flow
@@ -55,25 +55,12 @@ class Simulation:
             scenario.workload.jobs, self.net.host_names, scenario.topology.hosts_per_tor, scenario.seed
         )
         msgs = self.workload.messages
-        n = len(msgs)
-        self.dependents = self.workload.dependents()
-        self.waiting_on_op: list[list[int]] = [[] for _ in self.workload.collectives]
-        for m in msgs:
-            if m.after_op >= 0:
-                self.waiting_on_op[m.after_op].append(m.msg_id)
-        self.pending = [len(m.deps) + (m.after_op >= 0) for m in msgs]
-        self.ready_ps = [-1] * n
-        self.start_ps = [-1] * n
-        self.end_ps = [-1] * n
-        self.rx_bytes = [0] * n
-        self.op_left = [len(op.msg_ids) for op in self.workload.collectives]
-        self.op_end_ps = [-1] * len(self.workload.collectives)
-        self.messages_done = 0
         self.flows_started = 0
         self._tor_paths: dict[tuple[str, str], list[str]] = {}
         self._ideal_cache: dict[tuple, int] = {}
         self.ideal_fct_ps = [self._ideal_fct_ps(m) for m in msgs]
         self.ideal_op_ps = self._ideal_ops()
+        self.dag = DagExecution(self.workload, self.ideal_fct_ps, self.ideal_op_ps)
         self.recorder: Recorder | None = None
         payload = scenario.nic.payload_bytes
         self.packets_total = sum(
@@ -131,7 +118,7 @@ class Simulation:
     def _post(self, msg_id: int) -> None:
         """Hand a ready message to its source NIC, split into the scheme's subflows."""
         m = self.workload.messages[msg_id]
-        self.ready_ps[msg_id] = self.env._now
+        self.dag.posted(msg_id, self.env._now)
         src = self.net.host_index[m.src]
         dst = self.net.host_index[m.dst]
         nic = self.net.nics[src]
@@ -146,48 +133,25 @@ class Simulation:
             self.flows_started += 1
             nic.post(qp, flow)
 
-    def _release(self, msg_id: int) -> None:
-        """One dependency of ``msg_id`` completed now; post it when none is left."""
-        self.pending[msg_id] -= 1
-        if self.pending[msg_id] == 0:
-            gap_ps = self.workload.messages[msg_id].gap_ns * 1000
-            if gap_ps:
-                self.env.timeout(gap_ps, msg_id).callbacks.append(self._on_ready)
-            else:
-                self._post(msg_id)
+    def _ready_after(self, msg_id: int, delay_ps: int) -> None:
+        if delay_ps:
+            self.env.timeout(delay_ps, msg_id).callbacks.append(self._on_ready)
+        else:
+            self._post(msg_id)
 
     def _on_ready(self, event: simpy.Event) -> None:
         self._post(event.value)
 
     def _flow_done(self, flow: Flow, t_ps: int) -> None:
         """The last byte of ``flow`` arrives at ``t_ps`` (now or up to one link ahead)."""
-        msg_id = flow.msg
-        if self.start_ps[msg_id] < 0 or flow.start_ps < self.start_ps[msg_id]:
-            self.start_ps[msg_id] = flow.start_ps
-        self.rx_bytes[msg_id] += flow.bytes
         if self.recorder is not None:
             self._record_flow(flow)
-        if self.rx_bytes[msg_id] == self.workload.messages[msg_id].bytes:
-            self.end_ps[msg_id] = t_ps
-            self.env.timeout(t_ps - self.env._now, msg_id).callbacks.append(self._on_message_done)
+        if self.dag.flow_received(flow.msg, flow.bytes, flow.start_ps, t_ps):
+            self.env.timeout(t_ps - self.env._now, flow.msg).callbacks.append(self._on_message_done)
 
     def _on_message_done(self, event: simpy.Event) -> None:
-        msg_id = event.value
-        m = self.workload.messages[msg_id]
-        self.messages_done += 1
-        if self.recorder is not None:
-            self._record_message(m)
-        for d in self.dependents[msg_id]:
-            self._release(d)
-        self.op_left[m.op] -= 1
-        if self.op_left[m.op] == 0:
-            self.op_end_ps[m.op] = self.env._now
-            if self.recorder is not None:
-                self._record_op(m.op)
-            for d in self.waiting_on_op[m.op]:
-                self._release(d)
-
-    # -- recording -----------------------------------------------------------------------------
+        for d in self.dag.message_done(event.value):
+            self._ready_after(d, self.workload.messages[d].gap_ns * 1000)
 
     def _record_flow(self, f: Flow) -> None:
         names = self.net.switch_names
@@ -198,41 +162,19 @@ class Simulation:
             ps_to_ns(f.start_ps), ps_to_ns(f.end_ps), f.packets, 0, f.entropy, path, spine_bytes,
         ))
 
-    def _record_message(self, m: Message) -> None:
-        i = m.msg_id
-        ready, end = ps_to_ns(self.ready_ps[i]), ps_to_ns(self.end_ps[i])
-        self.recorder.tables["messages"].append((
-            i, m.job, m.collective, m.iteration, m.step, m.channel, m.src, m.dst, m.bytes, ready,
-            ps_to_ns(self.start_ps[i]), end, ps_to_ns(self.end_ps[i] - self.ready_ps[i]),
-            ps_to_ns(self.ideal_fct_ps[i]),
-        ))
-
-    def _op_start_ps(self, op: int) -> int:
-        return min(self.ready_ps[i] for i in self.workload.collectives[op].msg_ids)
-
-    def _record_op(self, op: int) -> None:
-        c = self.workload.collectives[op]
-        start_ps = self._op_start_ps(op)
-        self.recorder.tables["collectives"].append((
-            c.job, c.collective, c.iteration, c.ranks, c.bytes, ps_to_ns(start_ps), ps_to_ns(self.op_end_ps[op]),
-            ps_to_ns(self.op_end_ps[op] - start_ps),
-            ps_to_ns(self.ideal_op_ps[op]),
-        ))
-
     # -- running -------------------------------------------------------------------------------
 
     def run(self, recorder: Recorder | None = None, progress: Callable[[Progress], None] | None = None) -> dict:
         """Run to completion; returns the summary (see ``summary.json`` in traces/README.md)."""
-        self.recorder = recorder
+        self.recorder = self.dag.recorder = recorder
         if recorder is not None:
             ports = self.net.ports
             recorder.describe_ports(
                 [p.owner for p in ports], [p.peer for p in ports], [p.ppb_num / p.ppb_den for p in ports],
                 self.scenario.traces.queue_interval_ns * 1000,
             )
-        for m in self.workload.messages:
-            if self.pending[m.msg_id] == 0:
-                self.env.timeout(m.gap_ns * 1000, m.msg_id).callbacks.append(self._on_ready)
+        for m in self.dag.roots():
+            self.env.timeout(m.gap_ns * 1000, m.msg_id).callbacks.append(self._on_ready)
         # The run allocates packets at a high rate but creates no reference cycles, so the cyclic
         # collector would only re-scan live packets: pause it for the run (8% fewer instructions).
         gc_was_enabled = gc.isenabled()
@@ -246,10 +188,7 @@ class Simulation:
         wall = time.perf_counter() - wall0
         self.net.close()
         self._flush_ports(recorder)
-        if self.messages_done != len(self.workload.messages):
-            raise RuntimeError(
-                f"simulation stalled: {self.messages_done} of {len(self.workload.messages)} messages completed"
-            )
+        self.dag.check_complete("packet")
         if recorder is not None:
             recorder.close()
         if progress is not None:
@@ -281,8 +220,7 @@ class Simulation:
     def _progress(self, events: int) -> Progress:
         return Progress(
             sum(port.packets for port in self.net.ports if port.deliver is not None), self.packets_total,
-            self.messages_done,
-            len(self.workload.messages), ps_to_ns(self.env.now), events,
+            self.dag.messages_done, len(self.workload.messages), ps_to_ns(self.env.now), events,
         )
 
     def _flush_ports(self, recorder: Recorder | None) -> None:
@@ -291,39 +229,11 @@ class Simulation:
         self.net.port_log.clear()
 
     def _summary(self, wall_s: float, events: int) -> dict:
-        hops = sum(p.packets for p in self.net.ports)
-        jobs = []
-        for job in self.scenario.workload.jobs:
-            ops = [op for op in self.workload.collectives if op.job == job.name]
-            cct = [ps_to_ns(self.op_end_ps[op.op] - self._op_start_ps(op.op)) for op in ops]
-            ideal = [ps_to_ns(self.ideal_op_ps[op.op]) for op in ops]
-            mean = sum(cct) / len(cct)
-            ideal_mean = sum(ideal) / len(ideal)
-            jobs.append({
-                "name": job.name, "collective": job.collective, "ranks": job.ranks, "bytes": job.bytes,
-                "iterations": job.iterations, "cct_ns": cct, "ideal_cct_ns": ideal, "mean_cct_ns": mean,
-                "mean_ideal_cct_ns": ideal_mean, "slowdown": mean / ideal_mean if ideal_mean else None,
-                "start_ns": ps_to_ns(self._op_start_ps(ops[0].op)), "end_ns": ps_to_ns(self.op_end_ps[ops[-1].op]),
-            })
         peak = max(self.net.ports, key=lambda p: p.peak_bytes())
-        largest = {"node": peak.owner, "port": peak.peer, "max_bytes": round(peak.peak_bytes()),
-                   "time_ns": peak.peak_t // 1000}
-        return {
-            "name": self.scenario.name,
-            "version": __version__,
-            "seed": self.scenario.seed,
-            "backend": "packet",
-            "lb": self.scenario.lb.scheme,
-            "wall_s": wall_s,
-            "events": events,
-            "packet_hops": hops,
-            "events_per_packet_hop": events / hops if hops else None,
-            "packet_hops_per_s": hops / wall_s if wall_s > 0 else None,
-            "sim_time_ns": ps_to_ns(self.env.now),
-            "messages": len(self.workload.messages),
-            "flows": self.flows_started,
-            "packets": sum(nic.port.packets for nic in self.net.nics),
-            "largest_queue": largest,
-            "jobs": jobs,
-            "scenario": self.scenario.model_dump(mode="json"),
-        }
+        return self.dag.summary(
+            self.scenario, "packet", wall_s=wall_s, events=events,
+            packet_hops=sum(p.packets for p in self.net.ports), sim_time_ps=self.env.now,
+            flows=self.flows_started, packets=sum(nic.port.packets for nic in self.net.nics),
+            largest_queue={"node": peak.owner, "port": peak.peer, "max_bytes": round(peak.peak_bytes()),
+                           "time_ns": peak.peak_t // 1000},
+        )
