@@ -21,7 +21,9 @@ from . import __version__
 from .fluid import Routes
 from .routing import LoadBalancing, connection_entropy, subflow_sizes
 from .scenario import Scenario
-from .simulation import Simulation
+from .collectives import build_workload
+from .ideal import ideal_times
+from .topology import build_graph, hosts
 from .traces import ps_to_ns
 
 WORKLOAD_SCHEMA = pa.schema([
@@ -35,11 +37,14 @@ WORKLOAD_SCHEMA = pa.schema([
 
 def workload_table(scenario: Scenario) -> pa.Table:
     """The scenario's message DAG with its subflows, entropies and paths (see the module doc)."""
-    sim = Simulation(scenario)  # the workload and ideal times exactly as a run builds them (not run)
-    routes = Routes(sim.graph, scenario, sim.net.host_names)
+    graph = build_graph(scenario.topology)
+    names = hosts(graph)
+    workload = build_workload(scenario.workload.jobs, names, scenario.topology.hosts_per_tor, scenario.seed)
+    ideal_fct_ps, _ = ideal_times(graph, scenario, workload)
+    routes = Routes(graph, scenario, names)
     lb = LoadBalancing.from_spec(scenario.lb)
     cols: dict[str, list] = {f.name: [] for f in WORKLOAD_SCHEMA}
-    for m in sim.workload.messages:
+    for m in workload.messages:
         sizes = subflow_sizes(m.bytes, lb)
         entropies = [connection_entropy(scenario.seed, m.job, m.src, m.dst, m.channel, k) for k in range(len(sizes))]
         paths = [None if routes.sprayed else routes.path(m.src, m.dst, e) for e in entropies]
@@ -47,7 +52,7 @@ def workload_table(scenario: Scenario) -> pa.Table:
             ("msg_id", m.msg_id), ("op", m.op), ("job", m.job), ("collective", m.collective),
             ("iteration", m.iteration), ("step", m.step), ("channel", m.channel), ("src", m.src), ("dst", m.dst),
             ("bytes", m.bytes), ("deps", list(m.deps)), ("after_op", m.after_op), ("gap_ns", m.gap_ns),
-            ("ideal_fct_ns", ps_to_ns(sim.ideal_fct_ps[m.msg_id])), ("subflow_bytes", sizes),
+            ("ideal_fct_ns", ps_to_ns(ideal_fct_ps[m.msg_id])), ("subflow_bytes", sizes),
             ("entropy", entropies), ("paths", paths),
         ):
             cols[name].append(value)

@@ -57,12 +57,13 @@ from typing import Callable
 import networkx as nx
 import numpy as np
 
-from .dag import DagExecution
-from .ideal import Hop, message_fct_ps
+from .collectives import build_workload
+from .dag import DagExecution, packets_to_send
+from .ideal import PathHops, ideal_times, message_fct_ps
 from .routing import LoadBalancing, connection_entropy, ecmp_path, flow_key, subflow_sizes, switch_salt
 from .scenario import Scenario
-from .simulation import Progress, Simulation
-from .topology import host_tor, next_hops
+from .simulation import Progress
+from .topology import build_graph, host_tor, hosts, next_hops
 from .traces import Recorder, ps_to_ns
 
 DRAIN_TOLERANCE_PS = 1.0
@@ -140,7 +141,8 @@ class Routes:
         self.tor_of = {h: host_tor(graph, h) for h in host_names}
         self.next_hops = next_hops(graph)
         self.salts = {s: switch_salt(scenario.seed, s) for s in self.next_hops}
-        self.sprayed = scenario.lb.scheme in ("spray", "spray_switch")
+        lb = LoadBalancing.from_spec(scenario.lb)
+        self.sprayed = lb.entropy_per_packet or lb.switch_random
         self.names: list[tuple[str, str]] = []
         for u, v in sorted(graph.edges):
             self.names += [(u, v), (v, u)]
@@ -149,6 +151,7 @@ class Routes:
         self.node_order = {n: i for i, n in enumerate(graph.nodes)}
         self._spread_cache: dict[tuple[str, str], tuple[dict, dict]] = {}
         self._latency_cache: dict[tuple[str, str, int], int] = {}
+        self.path_hops = PathHops(graph, scenario.switch.latency_ns)
         self._hops_cache: dict[tuple[str, str], int] = {}
 
     def path(self, src: str, dst: str, entropy: int) -> list[str]:
@@ -206,10 +209,8 @@ class Routes:
         a, b = self.tor_of[src], self.tor_of[dst]
         key = (a, b, nbytes)
         if key not in self._latency_cache:
-            g, nic, lat = self.graph, self.scenario.nic, self.scenario.switch.latency_ns
-            nodes = [src, *nx.shortest_path(g, a, b), dst]
-            hops = [Hop(g.edges[u, v]["gbps"], g.edges[u, v]["delay_ns"], lat if i else 0)
-                    for i, (u, v) in enumerate(zip(nodes, nodes[1:]))]
+            nic = self.scenario.nic
+            hops = self.path_hops(src, dst)
             wire = wire_bytes(nbytes, nic.mtu_bytes, nic.header_bytes)
             slowest = Fraction(min(round(h.gbps * 1000) for h in hops), 1000)
             drain = Fraction(wire * 8000) / slowest
@@ -355,23 +356,23 @@ class _Active:
 
 
 class FluidSimulation:
-    """One run of one scenario on the fluid backend (same DAG, topology and routing as
-    :class:`pktsim.simulation.Simulation`, which it builds, unrun, for the workload and ideal times)."""
+    """One run of one scenario on the fluid backend (same DAG, topology, routing and ideal times as
+    :class:`pktsim.simulation.Simulation`)."""
 
     def __init__(self, scenario: Scenario, incremental: bool = True) -> None:
         """``incremental``: recompute only the rates of flows connected to a change (the same
         allocation as recomputing every rate, which ``False`` does, for tests and comparison)."""
         self.scenario = scenario
         self.incremental = incremental
-        ref = Simulation(scenario)
-        self.workload = ref.workload
-        self.graph = ref.graph
-        self.host_names = ref.net.host_names
-        self.ideal_fct_ps = ref.ideal_fct_ps
-        self.ideal_op_ps = ref.ideal_op_ps
-        self.packets_total = ref.packets_total
-        self.packets_received = 0
+        self.graph = build_graph(scenario.topology)
+        self.host_names = hosts(self.graph)
+        self.workload = build_workload(
+            scenario.workload.jobs, self.host_names, scenario.topology.hosts_per_tor, scenario.seed
+        )
+        self.ideal_fct_ps, self.ideal_op_ps = ideal_times(self.graph, scenario, self.workload)
         self.lb = LoadBalancing.from_spec(scenario.lb)
+        self.packets_total = packets_to_send(self.workload, self.lb, scenario.nic.payload_bytes)
+        self.packets_received = 0
         self.routes = Routes(self.graph, scenario, self.host_names)
         self.capacity = np.append(self.routes.gbps, np.inf)  # the last link pads rows of _Active
         self.dag = DagExecution(self.workload, self.ideal_fct_ps, self.ideal_op_ps)

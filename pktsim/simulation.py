@@ -11,20 +11,18 @@ import time
 from dataclasses import dataclass
 from typing import Callable
 
-import networkx as nx
 import simpy
 from simpy.core import EmptySchedule
 
-from .collectives import build_workload, critical_path
-from .dag import DagExecution
-from .ideal import Hop, message_fct_ps
+from .collectives import build_workload
+from .dag import DagExecution, packets_to_send
+from .ideal import ideal_times
 from .network import Network
 from .nic import Flow
 from .routing import connection_entropy, subflow_sizes
 from .scenario import Scenario
-from .topology import build_graph, host_tor
+from .topology import build_graph
 from .traces import Recorder, ps_to_ns
-from .workload import Message
 
 STEPS_PER_CHUNK = 20_000
 
@@ -54,64 +52,11 @@ class Simulation:
         self.workload = build_workload(
             scenario.workload.jobs, self.net.host_names, scenario.topology.hosts_per_tor, scenario.seed
         )
-        msgs = self.workload.messages
         self.flows_started = 0
-        self._tor_paths: dict[tuple[str, str], list[str]] = {}
-        self._ideal_cache: dict[tuple, int] = {}
-        self.ideal_fct_ps = [self._ideal_fct_ps(m) for m in msgs]
-        self.ideal_op_ps = self._ideal_ops()
+        self.ideal_fct_ps, self.ideal_op_ps = ideal_times(self.graph, scenario, self.workload)
         self.dag = DagExecution(self.workload, self.ideal_fct_ps, self.ideal_op_ps)
         self.recorder: Recorder | None = None
-        payload = scenario.nic.payload_bytes
-        self.packets_total = sum(
-            -(-size // payload) for m in msgs for size in subflow_sizes(m.bytes, self.net.lb)
-        )
-
-    # -- ideal times ---------------------------------------------------------------------------
-
-    def _path_hops(self, src: str, dst: str) -> list[Hop]:
-        """The links of a shortest path from ``src`` to ``dst`` (all equal-cost paths look alike)."""
-        g, lat = self.graph, self.scenario.switch.latency_ns
-        a, b = host_tor(g, src), host_tor(g, dst)
-        if (a, b) not in self._tor_paths:
-            self._tor_paths[a, b] = nx.shortest_path(g, a, b)
-        nodes = [src, *self._tor_paths[a, b], dst]
-        return [
-            Hop(g.edges[u, v]["gbps"], g.edges[u, v]["delay_ns"], lat if i else 0)
-            for i, (u, v) in enumerate(zip(nodes, nodes[1:]))
-        ]
-
-    def _ideal_fct_ps(self, m: Message) -> int:
-        """FCT of ``m`` alone on an idle fabric, from the closed form (memoised per path shape)."""
-        g = self.graph
-        key = (host_tor(g, m.src), host_tor(g, m.dst), m.bytes)
-        if key not in self._ideal_cache:
-            nic = self.scenario.nic
-            self._ideal_cache[key] = message_fct_ps(
-                m.bytes, nic.mtu_bytes, nic.header_bytes, self._path_hops(m.src, m.dst)
-            )
-        return self._ideal_cache[key]
-
-    def _ideal_ops(self) -> list[int]:
-        """Per collective op, a lower bound on its duration on an idle fabric (ps): the larger of its
-        critical path with every message at its ideal FCT and the time every host's NIC needs to
-        serialise the wire bytes it sends (or receives) in the op."""
-        nic = self.scenario.nic
-        chain = critical_path(self.workload, lambda m: self.ideal_fct_ps[m.msg_id])
-        out = []
-        for op, cp in zip(self.workload.collectives, chain):
-            sent: dict[str, int] = {}
-            recv: dict[str, int] = {}
-            for i in op.msg_ids:
-                m = self.workload.messages[i]
-                wire = m.bytes + -(-m.bytes // nic.payload_bytes) * nic.header_bytes
-                sent[m.src] = sent.get(m.src, 0) + wire
-                recv[m.dst] = recv.get(m.dst, 0) + wire
-            nic_bound = 0
-            for host, b in list(sent.items()) + list(recv.items()):
-                nic_bound = max(nic_bound, self.net.nics[self.net.host_index[host]].port.serialisation_ps(b))
-            out.append(max(int(cp), nic_bound))
-        return out
+        self.packets_total = packets_to_send(self.workload, self.net.lb, scenario.nic.payload_bytes)
 
     # -- the DAG -------------------------------------------------------------------------------
 
