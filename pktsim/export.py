@@ -19,7 +19,7 @@ import pyarrow.parquet as pq
 
 from . import __version__
 from .fluid import Routes
-from .routing import LoadBalancing, connection_entropy, subflow_sizes
+from .planning import FlowPlanner
 from .scenario import Scenario
 from .collectives import build_workload
 from .ideal import ideal_times
@@ -42,11 +42,10 @@ def workload_table(scenario: Scenario) -> pa.Table:
     workload = build_workload(scenario.workload.jobs, names, scenario.topology.hosts_per_tor, scenario.seed)
     ideal_fct_ps, _ = ideal_times(graph, scenario, workload)
     routes = Routes(graph, scenario, names)
-    lb = LoadBalancing.from_spec(scenario.lb)
+    planner = FlowPlanner(scenario, graph, workload)
     cols: dict[str, list] = {f.name: [] for f in WORKLOAD_SCHEMA}
     for m in workload.messages:
-        sizes = subflow_sizes(m.bytes, lb)
-        entropies = [connection_entropy(scenario.seed, m.job, m.src, m.dst, m.channel, k) for k in range(len(sizes))]
+        sizes, entropies = (list(c) for c in zip(*planner.subflows(m)))
         paths = [None if routes.sprayed else routes.path(m.src, m.dst, e) for e in entropies]
         for name, value in (
             ("msg_id", m.msg_id), ("op", m.op), ("job", m.job), ("collective", m.collective),

@@ -4,8 +4,8 @@ max-min fair rates instead of packets.
 What the model includes
 -----------------------
 - **Flows** are the packet backend's flows: each message is cut into subflows by
-  :func:`pktsim.routing.subflow_sizes`, each on its own connection (queue pair: job, src, dst,
-  channel, subflow). A connection sends its flows one after the other, as the packet NIC does: a
+  :class:`pktsim.planning.FlowPlanner`, each on its own connection (queue pair: job, src, dst,
+  channel, subflow, entropy). A connection sends its flows one after the other, as the packet NIC does: a
   flow is *active* from the moment it reaches the head of its connection until its last byte has
   left the sender; then the connection's next flow starts.
 - **Links.** Every direction of every link is a resource whose capacity is the link rate; host NIC
@@ -59,8 +59,10 @@ import numpy as np
 
 from .collectives import build_workload
 from .dag import DagExecution, packets_to_send
+from .errors import InputError
 from .ideal import PathHops, ideal_times, message_fct_ps
-from .routing import LoadBalancing, connection_entropy, ecmp_path, flow_key, subflow_sizes, switch_salt
+from .planning import FlowPlanner
+from .routing import LoadBalancing, ecmp_path, flow_key, switch_salt
 from .scenario import Scenario
 from .simulation import Progress
 from .topology import build_graph, host_tor, hosts, next_hops
@@ -362,6 +364,9 @@ class FluidSimulation:
     def __init__(self, scenario: Scenario, incremental: bool = True) -> None:
         """``incremental``: recompute only the rates of flows connected to a change (the same
         allocation as recomputing every rate, which ``False`` does, for tests and comparison)."""
+        if LoadBalancing.from_spec(scenario.lb).switch_local:
+            raise InputError("--backend fluid", "lb.scheme", f"{scenario.lb.scheme!r} chooses paths from queue "
+                             "state, which the fluid model does not have (use the packet backend)")
         self.scenario = scenario
         self.incremental = incremental
         self.graph = build_graph(scenario.topology)
@@ -370,8 +375,8 @@ class FluidSimulation:
             scenario.workload.jobs, self.host_names, scenario.topology.hosts_per_tor, scenario.seed
         )
         self.ideal_fct_ps, self.ideal_op_ps = ideal_times(self.graph, scenario, self.workload)
-        self.lb = LoadBalancing.from_spec(scenario.lb)
-        self.packets_total = packets_to_send(self.workload, self.lb, scenario.nic.payload_bytes)
+        self.planner = FlowPlanner(scenario, self.graph, self.workload)
+        self.packets_total = packets_to_send(self.workload, self.planner, scenario.nic.payload_bytes)
         self.packets_received = 0
         self.routes = Routes(self.graph, scenario, self.host_names)
         self.capacity = np.append(self.routes.gbps, np.inf)  # the last link pads rows of _Active
@@ -402,10 +407,9 @@ class FluidSimulation:
         """Cut a ready message into subflows and queue them on their connections."""
         m = self.workload.messages[msg_id]
         self.dag.posted(msg_id, self.now)
-        nic, seed = self.scenario.nic, self.scenario.seed
-        for sub, size in enumerate(subflow_sizes(m.bytes, self.lb)):
-            qp = (m.src, m.job, m.channel, sub, m.dst)
-            entropy = connection_entropy(seed, m.job, m.src, m.dst, m.channel, sub)
+        nic = self.scenario.nic
+        for sub, (size, entropy) in enumerate(self.planner.subflows(m)):
+            qp = (m.src, m.job, m.channel, sub, entropy, m.dst)
             path = None
             if not self.routes.sprayed:
                 if qp not in self._paths:

@@ -77,13 +77,22 @@ class SwitchSpec(_Strict):
     """Fixed forwarding latency added at every switch before the egress queue."""
 
 
-LbScheme = Literal["ecmp", "spray", "spray_switch", "split"]
+LbScheme = Literal["ecmp", "spray", "spray_switch", "split", "split_minimal", "adaptive", "flowlet"]
 LB_SCHEMES: tuple[str, ...] = get_args(LbScheme)
 
 
 class LbSpec(_Strict):
     scheme: LbScheme = "ecmp"
     subflows: Positive = 1
+    flowlet_gap_ns: Annotated[int, BeforeValidator(parse_ns), Field(gt=0)] = 10_000
+    """``flowlet``: idle time after which a switch may move a flow to another next hop. The default,
+    10 us, is about one base round trip of the preset fabrics (1 us links) and much more than the
+    queueing skew between their paths, so a re-pick rarely reorders; it is far below the compute
+    gaps between training iterations, so every message starts a new flowlet."""
+    adaptive_choices: Annotated[int, Field(ge=0)] = 0
+    """``adaptive``: how many equal-cost next hops a switch samples per packet before taking the
+    least loaded: 0 = all of them (exact least backlog), 2 = power-of-two choices, d >= the group
+    size = all of them."""
 
 
 Collective = Literal[

@@ -19,7 +19,7 @@ from .dag import DagExecution, packets_to_send
 from .ideal import ideal_times
 from .network import Network
 from .nic import Flow
-from .routing import connection_entropy, subflow_sizes
+from .planning import FlowPlanner
 from .scenario import Scenario
 from .topology import build_graph
 from .traces import Recorder, ps_to_ns
@@ -56,7 +56,8 @@ class Simulation:
         self.ideal_fct_ps, self.ideal_op_ps = ideal_times(self.graph, scenario, self.workload)
         self.dag = DagExecution(self.workload, self.ideal_fct_ps, self.ideal_op_ps)
         self.recorder: Recorder | None = None
-        self.packets_total = packets_to_send(self.workload, self.net.lb, scenario.nic.payload_bytes)
+        self.planner = FlowPlanner(scenario, self.graph, self.workload)
+        self.packets_total = packets_to_send(self.workload, self.planner, scenario.nic.payload_bytes)
 
     # -- the DAG -------------------------------------------------------------------------------
 
@@ -68,13 +69,12 @@ class Simulation:
         dst = self.net.host_index[m.dst]
         nic = self.net.nics[src]
         payload = nic.payload_max
-        seed = self.scenario.seed
-        for sub, size in enumerate(subflow_sizes(m.bytes, self.net.lb)):
-            key = (m.job, m.channel, sub, dst)
+        for sub, (size, entropy) in enumerate(self.planner.subflows(m)):
+            key = (m.job, m.channel, sub, entropy, dst)
             qp = nic.qps.get(key)
             if qp is None:  # connections persist: opened on first use, reused by later messages
-                qp = nic.open_queue_pair(key, dst, connection_entropy(seed, m.job, m.src, m.dst, m.channel, sub))
-            flow = Flow(self.flows_started, msg_id, sub, src, dst, size, -(-size // payload), qp.entropy)
+                qp = nic.open_queue_pair(key, dst, entropy)
+            flow = Flow(self.flows_started, msg_id, sub, src, dst, size, -(-size // payload), entropy)
             self.flows_started += 1
             nic.post(qp, flow)
 

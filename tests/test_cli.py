@@ -58,6 +58,7 @@ BAD_INPUTS = [
     (["--set", "workload.jobs.0.placement=[h0, h99]"], "placement lists 2 hosts for 16 ranks"),
     (["--set", "noequals"], "--set: noequals: expected key=value"),
     (["--frobnicate"], "command line: unrecognized arguments: --frobnicate"),
+    (["--backend", "fluid", "--lb", "adaptive"], "--backend fluid: lb.scheme: 'adaptive' chooses paths from queue state"),
 ]
 
 
