@@ -10,9 +10,8 @@ import networkx as nx
 from .collectives import critical_path
 from .scenario import Scenario
 from .topology import host_tor
+from .units import PS_PER_NS
 from .workload import Workload
-
-PS_PER_NS = 1000
 
 
 @dataclass(frozen=True)

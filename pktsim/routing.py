@@ -27,9 +27,9 @@ from dataclasses import dataclass
 from typing import Sequence
 
 from .scenario import LbSpec
+from .units import PS_PER_NS
 
 MASK32 = 0xFFFFFFFF
-PS_PER_NS = 1000
 ROCE_DST_PORT = 4791
 
 

@@ -27,8 +27,7 @@ from simpy.core import NORMAL
 
 from .packet import Packet
 from .routing import salted_hash
-
-PS_PER_NS = 1000
+from .units import PS_PER_NS
 
 
 class PortLog:
