@@ -10,6 +10,7 @@ on ``msg_id``. Times are picoseconds (int for packets, float for the fluid model
 from __future__ import annotations
 
 from . import __version__
+from .congestion import CongestionMeter
 from .planning import FlowPlanner
 from .scenario import Scenario
 from .traces import Recorder, ps_to_ns
@@ -28,8 +29,11 @@ def _ns(t_ps: float) -> int:
 class DagExecution:
     """Readiness, timing and recording of the messages and collective ops of one run."""
 
-    def __init__(self, workload: Workload, ideal_fct_ps: list[int], ideal_op_ps: list[int]) -> None:
+    def __init__(
+        self, workload: Workload, ideal_fct_ps: list[int], ideal_op_ps: list[int], congestion: CongestionMeter,
+    ) -> None:
         self.workload = workload
+        self.congestion = congestion
         self.ideal_fct_ps = ideal_fct_ps
         self.ideal_op_ps = ideal_op_ps
         msgs = workload.messages
@@ -47,6 +51,8 @@ class DagExecution:
         self.op_left = [len(op.msg_ids) for op in workload.collectives]
         self.op_end_ps: list[float] = [-1] * len(workload.collectives)
         self.messages_done = 0
+        self.phases: list[dict] = []
+        """Per phase (op, step): congestion and times, filled by :meth:`finish`."""
         self.recorder: Recorder | None = None
 
     def roots(self) -> list[Message]:
@@ -57,9 +63,14 @@ class DagExecution:
         """``msg_id`` became ready and was handed to its sender at ``t_ps``."""
         self.ready_ps[msg_id] = t_ps
 
-    def flow_received(self, msg_id: int, nbytes: int, start_ps: float, end_ps: float) -> bool:
+    def flow_received(
+        self, msg_id: int, nbytes: int, start_ps: float, end_ps: float, path: list[str] | None,
+        spine_bytes: list[tuple[str, int]],
+    ) -> bool:
         """A flow of ``msg_id`` (``nbytes``, first byte sent at ``start_ps``) was received at
-        ``end_ps``; returns True when that completes the message."""
+        ``end_ps`` after taking ``path`` (None when its packets spread over ``spine_bytes``, the
+        bytes per turning-point switch); returns True when that completes the message."""
+        self.congestion.add_flow(msg_id, path, spine_bytes)
         if self.start_ps[msg_id] < 0 or start_ps < self.start_ps[msg_id]:
             self.start_ps[msg_id] = start_ps
         self.rx_bytes[msg_id] += nbytes
@@ -88,11 +99,23 @@ class DagExecution:
         self.pending[msg_id] -= 1
         return self.pending[msg_id] == 0
 
-    def check_complete(self, backend: str) -> None:
+    def finish(self, backend: str) -> None:
+        """After the run: check every message completed, compute the phases' congestion and write
+        the ``congestion`` table."""
         if self.messages_done != len(self.workload.messages):
             raise RuntimeError(
                 f"{backend} simulation stalled: {self.messages_done} of {len(self.workload.messages)} messages completed"
             )
+        self.phases = self.congestion.phases()
+        for p in self.phases:
+            p["start_ps"] = min(self.ready_ps[i] for i in p["msg_ids"])
+            p["end_ps"] = max(self.end_ps[i] for i in p["msg_ids"])
+            if self.recorder is not None:
+                self.recorder.tables["congestion"].append((
+                    p["job"], p["collective"], p["iteration"], p["step"], p["messages"], p["bytes"],
+                    p["max_link_bytes"], p["busiest_link"], p["congestion"], _ns(p["start_ps"]), _ns(p["end_ps"]),
+                    _ns(p["end_ps"] - p["start_ps"]),
+                ))
 
     # -- times and rows ------------------------------------------------------------------------
 
@@ -123,11 +146,14 @@ class DagExecution:
             cct = [_ns(self.op_end_ps[op] - self.op_start_ps(op)) for op in ops]
             ideal = [_ns(self.ideal_op_ps[op]) for op in ops]
             mean, ideal_mean = sum(cct) / len(cct), sum(ideal) / len(ideal)
+            congestion = [p["congestion"] for p in self.phases if p["job"] == job.name]
             jobs.append({
                 "name": job.name, "collective": job.collective, "ranks": job.ranks, "bytes": job.bytes,
                 "iterations": job.iterations, "cct_ns": cct, "ideal_cct_ns": ideal, "mean_cct_ns": mean,
                 "mean_ideal_cct_ns": ideal_mean, "slowdown": mean / ideal_mean if ideal_mean else None,
                 "start_ns": _ns(self.op_start_ps(ops[0])), "end_ns": _ns(self.op_end_ps[ops[-1]]),
+                "max_congestion": max(congestion, default=None),
+                "mean_congestion": sum(congestion) / len(congestion) if congestion else None,
             })
         return jobs
 

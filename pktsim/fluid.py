@@ -58,6 +58,7 @@ import networkx as nx
 import numpy as np
 
 from .collectives import build_workload
+from .congestion import CongestionMeter
 from .dag import DagExecution, packets_to_send
 from .errors import InputError
 from .ideal import PathHops, ideal_times, message_fct_ps
@@ -380,7 +381,9 @@ class FluidSimulation:
         self.packets_received = 0
         self.routes = Routes(self.graph, scenario, self.host_names)
         self.capacity = np.append(self.routes.gbps, np.inf)  # the last link pads rows of _Active
-        self.dag = DagExecution(self.workload, self.ideal_fct_ps, self.ideal_op_ps)
+        self.dag = DagExecution(
+            self.workload, self.ideal_fct_ps, self.ideal_op_ps, CongestionMeter(self.graph, self.workload)
+        )
         self.flows_posted = 0
         self.packets_posted = 0
         self.packet_hops = 0
@@ -450,9 +453,10 @@ class FluidSimulation:
         """The last byte of ``flow`` arrives now."""
         flow.end_ps = self.now
         self.packets_received += flow.packets
+        spine_bytes = self._spine_bytes(flow)
         if self.recorder is not None:
-            self._record_flow(flow)
-        if not self.dag.flow_received(flow.msg, flow.bytes, flow.start_ps, self.now):
+            self._record_flow(flow, spine_bytes)
+        if not self.dag.flow_received(flow.msg, flow.bytes, flow.start_ps, self.now, flow.path, spine_bytes):
             return
         for d in self.dag.message_done(flow.msg):
             gap_ps = self.workload.messages[d].gap_ns * 1000
@@ -474,7 +478,7 @@ class FluidSimulation:
         wall0 = time.perf_counter()
         events = self._loop(progress)
         wall = time.perf_counter() - wall0
-        self.dag.check_complete("fluid")
+        self.dag.finish("fluid")
         if recorder is not None:
             recorder.close()
         if progress is not None:
@@ -537,16 +541,17 @@ class FluidSimulation:
 
     # -- recording -----------------------------------------------------------------------------
 
-    def _record_flow(self, f: _Flow) -> None:
+    def _spine_bytes(self, f: _Flow) -> list[tuple[str, int]]:
+        """Payload bytes per turning-point switch: all at the path's top, or the spray's even split."""
         if f.path is not None:
-            spine_bytes = [{"node": self.routes.turning_point(f.path), "bytes": f.bytes}]
-        else:
-            _, turning = self.routes.spread(f.src, f.dst)
-            spine_bytes = [{"node": n, "bytes": b}
-                           for n, b in _split_by(f.bytes, turning, self.routes.node_order.__getitem__)]
+            return [(self.routes.turning_point(f.path), f.bytes)]
+        _, turning = self.routes.spread(f.src, f.dst)
+        return _split_by(f.bytes, turning, self.routes.node_order.__getitem__)
+
+    def _record_flow(self, f: _Flow, spine_bytes: list[tuple[str, int]]) -> None:
         self.recorder.tables["flows"].append((
             f.flow_id, f.msg, f.subflow, f.src, f.dst, f.bytes, ps_to_ns(round(f.start_ps)), ps_to_ns(round(f.end_ps)),
-            f.packets, 0, f.entropy, f.path, spine_bytes,
+            f.packets, 0, f.entropy, f.path, [{"node": n, "bytes": b} for n, b in spine_bytes],
         ))
 
     def _summary(self, wall_s: float, events: int) -> dict:

@@ -15,6 +15,7 @@ import simpy
 from simpy.core import EmptySchedule
 
 from .collectives import build_workload
+from .congestion import CongestionMeter
 from .dag import DagExecution, packets_to_send
 from .ideal import ideal_times
 from .network import Network
@@ -54,7 +55,9 @@ class Simulation:
         )
         self.flows_started = 0
         self.ideal_fct_ps, self.ideal_op_ps = ideal_times(self.graph, scenario, self.workload)
-        self.dag = DagExecution(self.workload, self.ideal_fct_ps, self.ideal_op_ps)
+        self.dag = DagExecution(
+            self.workload, self.ideal_fct_ps, self.ideal_op_ps, CongestionMeter(self.graph, self.workload)
+        )
         self.recorder: Recorder | None = None
         self.planner = FlowPlanner(scenario, self.graph, self.workload)
         self.packets_total = packets_to_send(self.workload, self.planner, scenario.nic.payload_bytes)
@@ -89,22 +92,22 @@ class Simulation:
 
     def _flow_done(self, flow: Flow, t_ps: int) -> None:
         """The last byte of ``flow`` arrives at ``t_ps`` (now or up to one link ahead)."""
+        spine_bytes = [(self.net.switch_names[v], b) for v, b in sorted(flow.via_bytes.items())]
+        path = flow.path if len(spine_bytes) == 1 else None
         if self.recorder is not None:
-            self._record_flow(flow)
-        if self.dag.flow_received(flow.msg, flow.bytes, flow.start_ps, t_ps):
+            self._record_flow(flow, path, spine_bytes)
+        if self.dag.flow_received(flow.msg, flow.bytes, flow.start_ps, t_ps, path, spine_bytes):
             self.env.timeout(t_ps - self.env._now, flow.msg).callbacks.append(self._on_message_done)
 
     def _on_message_done(self, event: simpy.Event) -> None:
         for d in self.dag.message_done(event.value):
             self._ready_after(d, self.workload.messages[d].gap_ns * 1000)
 
-    def _record_flow(self, f: Flow) -> None:
-        names = self.net.switch_names
-        spine_bytes = [{"node": names[v], "bytes": b} for v, b in sorted(f.via_bytes.items())]
-        path = f.path if len(f.via_bytes) == 1 else None
+    def _record_flow(self, f: Flow, path: list[str] | None, spine_bytes: list[tuple[str, int]]) -> None:
         self.recorder.tables["flows"].append((
             f.flow_id, f.msg, f.subflow, self.net.host_names[f.src], self.net.host_names[f.dst], f.bytes,
-            ps_to_ns(f.start_ps), ps_to_ns(f.end_ps), f.packets, 0, f.entropy, path, spine_bytes,
+            ps_to_ns(f.start_ps), ps_to_ns(f.end_ps), f.packets, 0, f.entropy, path,
+            [{"node": n, "bytes": b} for n, b in spine_bytes],
         ))
 
     # -- running -------------------------------------------------------------------------------
@@ -133,7 +136,7 @@ class Simulation:
         wall = time.perf_counter() - wall0
         self.net.close()
         self._flush_ports(recorder)
-        self.dag.check_complete("packet")
+        self.dag.finish("packet")
         if recorder is not None:
             recorder.close()
         if progress is not None:

@@ -38,6 +38,12 @@ SCHEMAS: dict[str, pa.Schema] = {
         ("bytes", pa.int64()), ("start_ns", pa.int64()), ("end_ns", pa.int64()), ("duration_ns", pa.int64()),
         ("ideal_ns", pa.int64()),
     ]),
+    "congestion": pa.schema([
+        ("job", pa.string()), ("collective", pa.string()), ("iteration", pa.int32()), ("step", pa.int32()),
+        ("messages", pa.int64()), ("bytes", pa.int64()), ("max_link_bytes", pa.int64()),
+        ("busiest_link", pa.string()), ("congestion", pa.float64()), ("start_ns", pa.int64()),
+        ("end_ns", pa.int64()), ("duration_ns", pa.int64()),
+    ]),
     "queues": pa.schema([
         ("time_ns", pa.int64()), ("node", pa.string()), ("port", pa.string()), ("max_bytes", pa.int64()),
         ("mean_bytes", pa.float64()), ("drops", pa.int64()), ("ecn_marks", pa.int64()),
