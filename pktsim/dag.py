@@ -2,9 +2,9 @@
 
 Both backends (packets, fluid) drive one :class:`DagExecution`: they tell it when a message was
 posted and when each of its flows was received, and it says which messages that releases, keeps
-the times, writes the ``messages`` and ``collectives`` rows and the per-job summary. So the two
-backends' tables agree in meaning by construction, and validating one against the other is a join
-on ``msg_id``. Times are picoseconds (int for packets, float for the fluid model), written in ns.
+the times, writes the ``messages``, ``collectives`` and ``congestion`` rows and the per-job
+summary. So the two backends' tables agree in meaning by construction, and validating one against
+the other is a join on ``msg_id``. Times are picoseconds (int for packets, float for the fluid model), written in ns.
 """
 
 from __future__ import annotations
