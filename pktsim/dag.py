@@ -159,7 +159,7 @@ class DagExecution:
 
     def summary(
         self, scenario: Scenario, backend: str, *, wall_s: float, events: int, packet_hops: int,
-        sim_time_ps: float, flows: int, packets: int, largest_queue: dict | None,
+        sim_time_ps: float, flows: int, packets: int, largest_queue: dict | None, plan_s: float,
     ) -> dict:
         """``summary.json`` (its keys are documented in traces/README.md)."""
         return {
@@ -178,6 +178,7 @@ class DagExecution:
             "flows": flows,
             "packets": packets,
             "largest_queue": largest_queue,
+            "plan_s": plan_s,
             "jobs": self.jobs_summary(scenario),
             "scenario": scenario.model_dump(mode="json"),
         }

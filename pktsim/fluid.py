@@ -561,6 +561,7 @@ class FluidSimulation:
         return self.dag.summary(
             self.scenario, "fluid", wall_s=wall_s, events=events, packet_hops=self.packet_hops,
             sim_time_ps=self.now, flows=self.flows_posted, packets=self.packets_posted, largest_queue=None,
+            plan_s=self.planner.plan_seconds,
         )
 
 

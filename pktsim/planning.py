@@ -12,15 +12,24 @@ Every backend asks :class:`FlowPlanner` for a message's subflows, so the packet 
   so that every spine carries the same load. Each piece is pinned to its spine by its *entropy*: the
   NIC picks the UDP source port whose ECMP hash lands on that spine (what a RoCE NIC can do with no
   help from the switches), found by trying entropies in a seeded order.
+- ``planned`` (after arXiv 2503.05324 and C4, arXiv 2406.04594): in each phase (all messages of one
+  step of one collective op), a planner (:mod:`pktsim.planners`, ``lb.planner``) sees the phase's
+  cross-leaf flows as (src leaf, dst leaf, bytes) and picks each one's spine; the message stays one
+  flow, pinned to that spine by an entropy found the same way as for ``split_minimal``. The NIC
+  enforces the plan with the entropy rather than a source route because that is what a RoCE NIC can
+  do on a fabric of unmodified ECMP switches. Planner runtime per phase is in ``phase_seconds``.
 """
 
 from __future__ import annotations
 
+import time
 from collections import defaultdict
 from math import gcd
 
 import networkx as nx
 
+from .errors import InputError
+from .planners import plan
 from .routing import LoadBalancing, connection_entropy, ecmp_path, flow_key, subflow_sizes, switch_salt
 from .scenario import Scenario
 from .topology import host_tor, hosts, next_hops
@@ -38,9 +47,20 @@ class FlowPlanner:
         self.lb = LoadBalancing.from_spec(scenario.lb)
         self.minimal = scenario.lb.scheme == "split_minimal"
         self._plans: dict[int, list[Subflow]] = {}
+        self.phase_seconds: dict[tuple[int, int], float] = {}
+        """``planned``: wall seconds the planner took per phase (op, step)."""
         if self.minimal:
             self._paths = _PathPinner(graph, scenario.seed)
             self._plan_minimal(workload)
+        elif scenario.lb.scheme == "planned":
+            self._paths = _PathPinner(graph, scenario.seed)
+            self._plan_phases(workload, scenario)
+
+    @property
+    def plan_seconds(self) -> float:
+        """Total wall seconds spent in the planner (``planned``; 0 for other schemes). Excludes the
+        search for the entropies that pin flows to their spines."""
+        return sum(self.phase_seconds.values())
 
     def subflows(self, m: Message) -> list[Subflow]:
         """(bytes, entropy) of each subflow of ``m``; the bytes sum to ``m.bytes``."""
@@ -52,20 +72,43 @@ class FlowPlanner:
             for sub, size in enumerate(subflow_sizes(m.bytes, self.lb))
         ]
 
-    def _plan_minimal(self, workload: Workload) -> None:
-        phases: dict[tuple, list[Message]] = defaultdict(list)
+    def _phases(self, workload: Workload) -> dict[tuple[int, int], list[Message]]:
+        """The cross-rack messages of each phase (op, step): the flows a plan sees together."""
+        phases: dict[tuple[int, int], list[Message]] = defaultdict(list)
         for m in workload.messages:
-            a, b = self._paths.tor_of[m.src], self._paths.tor_of[m.dst]
-            if a != b:
-                phases[m.op, m.step, a, b].append(m)
-        for (_, _, a, b), flows in phases.items():
-            spines = self._paths.turning_points(a, b)
-            for m, pieces in zip(flows, minimal_split(len(flows), len(spines))):
-                sizes = _split(m.bytes, len(pieces))
-                self._plans[m.msg_id] = [
-                    (size, self._paths.entropy_via(m.src, m.dst, spines[spine]))
-                    for size, spine in zip(sizes, pieces) if size
-                ]
+            if self._paths.tor_of[m.src] != self._paths.tor_of[m.dst]:
+                phases[m.op, m.step].append(m)
+        return phases
+
+    def _plan_minimal(self, workload: Workload) -> None:
+        for msgs in self._phases(workload).values():
+            pairs: dict[tuple[str, str], list[Message]] = defaultdict(list)
+            for m in msgs:
+                pairs[self._paths.tor_of[m.src], self._paths.tor_of[m.dst]].append(m)
+            for (a, b), flows in pairs.items():
+                spines = self._paths.turning_points(a, b)
+                for m, pieces in zip(flows, minimal_split(len(flows), len(spines))):
+                    sizes = _split(m.bytes, len(pieces))
+                    self._plans[m.msg_id] = [
+                        (size, self._paths.entropy_via(m.src, m.dst, spines[spine]))
+                        for size, spine in zip(sizes, pieces) if size
+                    ]
+
+    def _plan_phases(self, workload: Workload, scenario: Scenario) -> None:
+        lb = scenario.lb
+        seed = lb.planner_seed if lb.planner_seed is not None else scenario.seed
+        for key, msgs in self._phases(workload).items():
+            tors = [(self._paths.tor_of[m.src], self._paths.tor_of[m.dst]) for m in msgs]
+            spines = self._paths.turning_points(*tors[0])
+            if any(self._paths.turning_points(a, b) != spines for a, b in tors):
+                raise InputError("scenario", "lb.scheme", "planned routing needs every cross-leaf flow of a "
+                                 "phase to have the same turning points (a leaf-spine fabric)")
+            flows = [(a, b, m.bytes) for (a, b), m in zip(tors, msgs)]
+            t0 = time.perf_counter()
+            choice = plan(lb.planner, flows, len(spines), seed=seed, steps=lb.annealing_steps)
+            self.phase_seconds[key] = time.perf_counter() - t0
+            for m, j in zip(msgs, choice):
+                self._plans[m.msg_id] = [(m.bytes, self._paths.entropy_via(m.src, m.dst, spines[j]))]
 
 
 def minimal_split(n: int, s: int) -> list[list[int]]:

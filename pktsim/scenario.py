@@ -77,7 +77,7 @@ class SwitchSpec(_Strict):
     """Fixed forwarding latency added at every switch before the egress queue."""
 
 
-LbScheme = Literal["ecmp", "spray", "spray_switch", "split", "split_minimal", "adaptive", "flowlet"]
+LbScheme = Literal["ecmp", "spray", "spray_switch", "split", "split_minimal", "planned", "adaptive", "flowlet"]
 LB_SCHEMES: tuple[str, ...] = get_args(LbScheme)
 
 
@@ -93,6 +93,21 @@ class LbSpec(_Strict):
     """``adaptive``: how many equal-cost next hops a switch samples per packet before taking the
     least loaded: 0 = all of them (exact least backlog), 2 = power-of-two choices, d >= the group
     size = all of them."""
+    planner: Literal["edge_coloring", "greedy", "annealing", "ilp"] = "edge_coloring"
+    """``planned``: how each phase's flows are assigned to spines (see ``pktsim.planners``)."""
+    planner_seed: int | None = None
+    """``planned`` with ``annealing``: the annealer's seed (default: the scenario seed)."""
+    annealing_steps: Positive = 20_000
+    """``planned`` with ``annealing``: moves tried per phase (fewer if it reaches the lower bound)."""
+
+    @model_validator(mode="after")
+    def _planner_fields(self) -> LbSpec:
+        if self.scheme != "planned" and self.planner != "edge_coloring":
+            raise _FieldError(("lb", "planner"), f"only used with lb.scheme: planned (scheme is {self.scheme})")
+        for name, default in (("planner_seed", None), ("annealing_steps", 20_000)):
+            if getattr(self, name) != default and (self.scheme != "planned" or self.planner != "annealing"):
+                raise _FieldError(("lb", name), "only used with lb.scheme: planned and lb.planner: annealing")
+        return self
 
 
 Collective = Literal[
@@ -171,6 +186,9 @@ class Scenario(_Strict):
             used += job.ranks
         if used > hosts:
             raise _FieldError(("workload", "jobs"), f"the jobs need {used} hosts but the topology has {hosts}")
+        if self.lb.scheme == "planned" and self.topology.kind != "leaf_spine":
+            raise _FieldError(("lb", "scheme"), f"planned routing supports leaf_spine topologies only "
+                              f"(got {self.topology.kind})")
         return self
 
 

@@ -184,4 +184,5 @@ class Simulation:
             flows=self.flows_started, packets=sum(nic.port.packets for nic in self.net.nics),
             largest_queue={"node": peak.owner, "port": peak.peer, "max_bytes": round(peak.peak_bytes()),
                            "time_ns": peak.peak_t // 1000},
+            plan_s=self.planner.plan_seconds,
         )
