@@ -100,3 +100,15 @@ def test_out_dir_is_never_overwritten(tmp_path: Path) -> None:
     res = run_cli(["run", "--out", str(out)], tmp_path)
     assert res.returncode == 2 and "already exists" in res.stderr
     assert (out / "keep.txt").read_text() == "precious"
+
+
+def test_readme_scenario_example_is_a_valid_scenario(tmp_path: Path) -> None:
+    """The scenario file shown in the README validates (the documentation cannot drift)."""
+    from pktsim.scenario import load_scenario
+
+    text = (REPO / "README.md").read_text()
+    block = text.split("### Scenario files", 1)[1].split("```yaml", 1)[1].split("```", 1)[0]
+    path = tmp_path / "example.yaml"
+    path.write_text(block)
+    sc = load_scenario(str(path))
+    assert sc.name == "example" and sc.topology.spines == 4 and sc.workload.jobs[0].bytes == 64 * 2**20
