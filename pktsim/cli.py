@@ -63,6 +63,25 @@ def build_parser() -> argparse.ArgumentParser:
     exp = sub.add_parser("export-workload", help="write the message DAG and its paths as Parquet")
     _scenario_options(exp)
     exp.add_argument("--out", "-o", required=True, metavar="FILE.parquet", help="the Parquet file to write")
+
+    st = sub.add_parser("study", help="the reproduction study: every scheme x workload x fabric x seed (pktsim/study.py)")
+    st.add_argument("--fabric", action="append", metavar="T",
+                    help="topology preset or YAML path, repeatable (default: ls16x16x16 and ls32x64x32)")
+    st.add_argument("--workload", action="append", metavar="NAME",
+                    help="ring_packed | ring_random | alltoall | permutation | multi_job, repeatable (default: all)")
+    st.add_argument("--scheme", action="append", metavar="NAME",
+                    help="ecmp | spray | splitK | split_minimal | planned:PLANNER | adaptive | flowlet, repeatable "
+                         "(default: all, with split2/4/8/16 and every planner)")
+    st.add_argument("--seeds", type=int, metavar="N", help="seeds 1..N (default 3)")
+    st.add_argument("--bytes", metavar="SIZE", help="per-rank buffer (permutation: per sender; default 1MiB)")
+    st.add_argument("--backend", choices=("packet", "fluid", "auto"), default="auto",
+                    help="auto (default): packet on fabrics up to 512 hosts, fluid above (switch-local schemes "
+                         "skipped there)")
+    st.add_argument("--jobs", "-j", type=int, metavar="N", help="parallel runs (default: the number of CPUs)")
+    st.add_argument("--out", "-o", help="output directory (default: traces/study-<time>)")
+    st.add_argument("--quick", action="store_true",
+                    help="tiny configuration for smoke tests: fabric bench, 256KiB, 1 seed, a few schemes")
+    st.add_argument("--quiet", "-q", action="store_true", help="no progress bar and no summary table")
     return parser
 
 
@@ -193,6 +212,38 @@ def cmd_export_workload(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_study(args: argparse.Namespace) -> int:
+    from . import study
+
+    fabrics = args.fabric or list(study.QUICK_FABRICS if args.quick else study.FABRICS)
+    workloads = args.workload or list(study.WORKLOADS)
+    schemes = args.scheme or list(study.QUICK_SCHEMES if args.quick else study.DEFAULT_SCHEMES)
+    seeds = args.seeds if args.seeds is not None else (study.QUICK_SEEDS if args.quick else study.DEFAULT_SEEDS)
+    nbytes = study.parse_size(args.bytes) if args.bytes else (study.QUICK_BYTES if args.quick else study.DEFAULT_BYTES)
+    jobs = args.jobs if args.jobs is not None else study.default_jobs()
+    if jobs < 1:
+        raise InputError("--jobs", "", f"must be at least 1 (got {jobs})")
+    runs = study.plan_runs(fabrics, workloads, schemes, seeds, nbytes, args.backend)
+    if args.out:
+        out = Path(args.out)
+        if out.exists() and (not out.is_dir() or any(out.iterdir())):
+            raise InputError("--out", "", f"{out} already exists and is not an empty directory")
+    else:
+        out = Path("traces") / f"study-{datetime.now().strftime('%Y%m%d-%H%M%S')}"
+    if not args.quiet:
+        print(f"study: {study.describe(runs, nbytes)}, {jobs} in parallel -> {out}/")
+    t0 = time.perf_counter()
+    rows = study.run_study(runs, jobs, progress=not args.quiet)
+    note = study.write_outputs(rows, out)
+    if not args.quiet:
+        study.print_summary(rows)
+        if note:
+            print(note)
+        print(f"study: {len(rows)} runs in {time.perf_counter() - t0:.1f} s -> {out}/study.parquet"
+              f"{'' if note else ', study.png'}")
+    return 0
+
+
 class _ProgressBar:
     """A rich progress bar over the packets delivered, shown only when the run lasts over ~2 s."""
 
@@ -268,7 +319,7 @@ def print_summary(summary: dict) -> None:
     console.print(f"traces: {summary['out']}/")
 
 
-COMMANDS = {"run": cmd_run, "validate": cmd_validate, "export-workload": cmd_export_workload}
+COMMANDS = {"run": cmd_run, "validate": cmd_validate, "export-workload": cmd_export_workload, "study": cmd_study}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -1,0 +1,366 @@
+"""``python -m pktsim study``: the reproduction study of issue 5, part 5.
+
+Every load-balancing scheme on every workload on every fabric, over several seeds, side by side:
+one Parquet table (one row per run), a plot and a summary table of mean slowdowns.
+
+Workloads are built on the fly for the fabric (not read from presets), every job over all of the
+fabric's hosts unless said otherwise; ``bytes`` is the per-rank buffer of the collectives and the
+bytes per sender of the permutation:
+
+- ``ring_packed``: one ring AllReduce, packed placement (ring neighbours mostly share a leaf; the
+  leaf-crossing ones use disjoint paths).
+- ``ring_random``: one ring AllReduce, random placement (ECMP collisions between neighbours).
+- ``alltoall``: one all-to-all (each rank sends bytes / ranks to every other rank).
+- ``permutation``: rank r sends ``bytes`` to rank r + hosts_per_leaf (every flow crosses leaves,
+  every leaf sends hosts_per_leaf flows to one other leaf: the worst case for ECMP).
+- ``multi_job``: 4 concurrent ring AllReduce jobs of hosts / 4 ranks each, random placement.
+
+Per run: ``cct_ns`` and ``ideal_ns`` are the job's mean collective completion time and its ideal;
+for several jobs (``multi_job``) they are those of the job with the largest slowdown (the worst
+job, which gates a synchronous training step), and ``slowdown = cct_ns / ideal_ns``.
+``max_congestion`` is the largest over jobs and ``mean_congestion`` the mean of the jobs' means
+(see the ``congestion`` table in traces/README.md).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import time
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Sequence
+
+from .errors import InputError
+from .scenario import LB_SCHEMES, Scenario, load_scenario, preset_names
+from .units import format_bytes, parse_bytes
+
+FABRICS = ("ls16x16x16", "ls32x64x32")
+WORKLOADS = ("ring_packed", "ring_random", "alltoall", "permutation", "multi_job")
+PLANNERS = ("edge_coloring", "greedy", "annealing", "ilp")
+SCHEMES = (
+    "ecmp", "spray", "split2", "split4", "split8", "split16", "split_minimal",
+    *(f"planned:{p}" for p in PLANNERS), "adaptive", "flowlet",
+)
+DEFAULT_SCHEMES = tuple(s for s in SCHEMES if s != "planned:ilp")
+"""The default comparison: the ILP solves one program per phase (510 per 256-rank ring) and is
+asked for by name (``--scheme planned:ilp``) on instances small enough to matter."""
+SWITCH_LOCAL = ("adaptive", "flowlet")
+BACKEND_CHOICES = ("packet", "fluid", "auto")
+AUTO_FLUID_HOSTS = 512
+"""``--backend auto``: fabrics with more hosts than this run on the fluid backend."""
+DEFAULT_BYTES = 2**20
+DEFAULT_SEEDS = 3
+MULTI_JOBS = 4
+
+QUICK_FABRICS = ("bench",)
+QUICK_BYTES = 256 * 2**10
+QUICK_SEEDS = 1
+QUICK_SCHEMES = ("ecmp", "spray", "split4", "split_minimal", "planned:edge_coloring", "adaptive")
+
+COLUMNS = (
+    "fabric", "workload", "scheme", "seed", "backend", "status", "cct_ns", "ideal_ns", "slowdown",
+    "max_congestion", "mean_congestion", "plan_s", "wall_s",
+)
+
+
+@dataclass(frozen=True)
+class RunSpec:
+    """One run of the study: enough to rebuild its scenario in a worker process."""
+
+    fabric: str
+    workload: str
+    scheme: str
+    seed: int
+    backend: str  # packet | fluid | skip
+    overrides: tuple[str, ...] = field(default=())
+
+
+def scheme_overrides(name: str) -> list[str]:
+    """A study scheme name (``ecmp``, ``split4``, ``planned:ilp``, ...) -> ``--set`` overrides."""
+    if name.startswith("planned:"):
+        planner = name.split(":", 1)[1]
+        if planner not in PLANNERS:
+            raise InputError("--scheme", "", f"unknown planner in {name!r} (planners: {', '.join(PLANNERS)})")
+        return ["lb.scheme=planned", f"lb.planner={planner}"]
+    if name.startswith("split") and name[5:].isdigit():
+        k = int(name[5:])
+        if k < 1:
+            raise InputError("--scheme", "", f"{name!r}: subflows must be at least 1")
+        return ["lb.scheme=split", f"lb.subflows={k}"]
+    if name in LB_SCHEMES and name not in ("split", "planned"):
+        return [f"lb.scheme={name}"]
+    known = ", ".join(SCHEMES)
+    raise InputError("--scheme", "", f"unknown scheme {name!r} (known: {known}; splitK for any K; "
+                     f"planned:PLANNER; spray_switch)")
+
+
+def _fabric_topology(fabric: str) -> Scenario:
+    """Validate a fabric (a topology preset or YAML path); the scenario carries its topology."""
+    return load_scenario(topology=fabric, overrides=["workload.jobs.0.ranks=2"])
+
+
+def workload_jobs(name: str, scenario: Scenario, nbytes: int) -> list[dict]:
+    """The jobs of study workload ``name`` on the fabric of ``scenario``."""
+    topo = scenario.topology
+    hosts, per_tor = topo.n_hosts, topo.hosts_per_tor
+    base = {"name": "job0", "bytes": nbytes, "ranks": hosts, "iterations": 1}
+    if name == "ring_packed":
+        return [{**base, "collective": "ring_allreduce", "placement": "packed"}]
+    if name == "ring_random":
+        return [{**base, "collective": "ring_allreduce", "placement": "random"}]
+    if name == "alltoall":
+        return [{**base, "collective": "alltoall", "placement": "packed"}]
+    if name == "permutation":
+        if per_tor >= hosts:
+            raise InputError("--workload", "", f"permutation needs more than one leaf (fabric has {hosts} hosts "
+                             f"on one leaf)")
+        return [{**base, "collective": "permutation", "placement": "packed", "shift": per_tor}]
+    if name == "multi_job":
+        ranks = hosts // MULTI_JOBS
+        if ranks < 2:
+            raise InputError("--workload", "", f"multi_job needs at least {2 * MULTI_JOBS} hosts (fabric has {hosts})")
+        return [{**base, "name": f"job{j}", "collective": "ring_allreduce", "placement": "random", "ranks": ranks}
+                for j in range(MULTI_JOBS)]
+    raise InputError("--workload", "", f"unknown workload {name!r} (known: {', '.join(WORKLOADS)})")
+
+
+def _backend_for(requested: str, scenario: Scenario, scheme: str) -> str:
+    """``packet`` | ``fluid`` | ``skip`` (a switch-local scheme the fluid backend cannot model)."""
+    switch_local = scheme in SWITCH_LOCAL
+    if requested == "packet":
+        return "packet"
+    if requested == "fluid":
+        return "skip" if switch_local else "fluid"
+    big = scenario.topology.n_hosts > AUTO_FLUID_HOSTS
+    if not big:
+        return "packet"
+    return "skip" if switch_local else "fluid"
+
+
+def plan_runs(fabrics: Sequence[str], workloads: Sequence[str], schemes: Sequence[str], seeds: int,
+              nbytes: int, backend: str) -> list[RunSpec]:
+    """Every run of the study, validated (bad names raise InputError before anything runs)."""
+    if seeds < 1:
+        raise InputError("--seeds", "", f"must be at least 1 (got {seeds})")
+    if backend not in BACKEND_CHOICES:
+        raise InputError("--backend", "", f"unknown backend {backend!r} (choices: {', '.join(BACKEND_CHOICES)})")
+    for w in workloads:
+        if w not in WORKLOADS:
+            raise InputError("--workload", "", f"unknown workload {w!r} (known: {', '.join(WORKLOADS)})")
+    scheme_sets = {s: scheme_overrides(s) for s in schemes}
+    runs = []
+    for fabric in fabrics:
+        if not (fabric in preset_names("topology") or Path(fabric).is_file()):
+            raise InputError("--fabric", "", f"no topology preset or file named {fabric!r} "
+                             f"(presets: {', '.join(preset_names('topology'))})")
+        topo = _fabric_topology(fabric)
+        for w in workloads:
+            jobs = workload_jobs(w, topo, nbytes)
+            job_set = [f"workload.jobs={json.dumps(jobs)}"]
+            for s in schemes:
+                for seed in range(1, seeds + 1):
+                    overrides = tuple(job_set + scheme_sets[s] + [f"name=study-{w}"])
+                    runs.append(RunSpec(fabric, w, s, seed, _backend_for(backend, topo, s), overrides))
+    # Scenario-level validation (e.g. planned on a fat-tree) happens per run: such a run becomes a row
+    # with its error as status, as a planner refusing a large instance does.
+    return runs
+
+
+def _empty_row(run: RunSpec, status: str) -> dict:
+    row = dict.fromkeys(COLUMNS)
+    row.update(fabric=run.fabric, workload=run.workload, scheme=run.scheme, seed=run.seed,
+               backend=run.backend if run.backend != "skip" else None, status=status)
+    return row
+
+
+def execute(run: RunSpec) -> dict:
+    """Run one study run (in a worker process) and return its row."""
+    if run.backend == "skip":
+        return _empty_row(run, "skipped: fluid cannot model")
+    t0 = time.perf_counter()
+    try:
+        scenario = load_scenario(topology=run.fabric, seed=run.seed, overrides=list(run.overrides))
+        if run.backend == "fluid":
+            from .fluid import FluidSimulation
+
+            sim = FluidSimulation(scenario)
+        else:
+            from .simulation import Simulation
+
+            sim = Simulation(scenario)
+        summary = sim.run(None)
+    except InputError as e:
+        status = "too large" if "too large" in e.problem else f"error: {e}"
+        return _empty_row(run, status)
+    except Exception as e:  # a crash of one run must not lose the others; its row says what happened
+        return _empty_row(run, f"error: {type(e).__name__}: {e}")
+    row = _empty_row(run, "ok")
+    jobs = summary["jobs"]
+    worst = max(jobs, key=lambda j: j["slowdown"] or 0.0)
+    maxes = [j["max_congestion"] for j in jobs if j["max_congestion"] is not None]
+    means = [j["mean_congestion"] for j in jobs if j["mean_congestion"] is not None]
+    row.update(
+        cct_ns=float(worst["mean_cct_ns"]), ideal_ns=float(worst["mean_ideal_cct_ns"]),
+        slowdown=worst["slowdown"], max_congestion=max(maxes) if maxes else None,
+        mean_congestion=sum(means) / len(means) if means else None,
+        plan_s=float(summary.get("plan_s") or 0.0), wall_s=time.perf_counter() - t0,
+    )
+    return row
+
+
+def run_study(runs: Sequence[RunSpec], jobs: int = 1, progress: bool = False) -> list[dict]:
+    """Every run's row, in the order of ``runs`` (runs in parallel when ``jobs`` > 1)."""
+    rows: list[dict | None] = [None] * len(runs)
+    bar = None
+    if progress:
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+        bar = Progress(TextColumn("[bold]study"), BarColumn(), MofNCompleteColumn(),
+                       TextColumn("{task.fields[last]}"), TimeElapsedColumn())
+        bar.start()
+        task = bar.add_task("runs", total=len(runs), last="")
+
+    def done(i: int, row: dict) -> None:
+        rows[i] = row
+        if bar is not None:
+            r = runs[i]
+            bar.update(task, advance=1, last=f"{r.fabric} {r.workload} {r.scheme} seed {r.seed}: {row['status']}")
+
+    try:
+        if jobs <= 1:
+            for i, r in enumerate(runs):
+                done(i, execute(r))
+        else:
+            with ProcessPoolExecutor(max_workers=jobs) as pool:
+                futures = {pool.submit(execute, r): i for i, r in enumerate(runs)}
+                for fut in as_completed(futures):
+                    done(futures[fut], fut.result())
+    finally:
+        if bar is not None:
+            bar.stop()
+    return rows  # type: ignore[return-value]
+
+
+def to_table(rows: Sequence[dict]):
+    import pyarrow as pa
+
+    schema = pa.schema([
+        ("fabric", pa.string()), ("workload", pa.string()), ("scheme", pa.string()), ("seed", pa.int64()),
+        ("backend", pa.string()), ("status", pa.string()), ("cct_ns", pa.float64()), ("ideal_ns", pa.float64()),
+        ("slowdown", pa.float64()), ("max_congestion", pa.float64()), ("mean_congestion", pa.float64()),
+        ("plan_s", pa.float64()), ("wall_s", pa.float64()),
+    ])
+    return pa.Table.from_pylist(list(rows), schema=schema)
+
+
+def _groups(rows: Sequence[dict]) -> dict[tuple[str, str], dict[str, list[dict]]]:
+    """(fabric, workload) -> scheme -> its ok rows, in the study's order."""
+    out: dict[tuple[str, str], dict[str, list[dict]]] = {}
+    for r in rows:
+        schemes = out.setdefault((r["fabric"], r["workload"]), {})
+        schemes.setdefault(r["scheme"], [])
+        if r["status"] == "ok":
+            schemes[r["scheme"]].append(r)
+    return out
+
+
+def plot(rows: Sequence[dict], path: Path) -> str | None:
+    """``study.png``: per fabric x workload, slowdown per scheme (mean over seeds, min/max whiskers)
+    and max congestion next to it. Returns a note when matplotlib is missing."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return "study.png skipped: matplotlib is not installed (pip install -e '.[plots]')"
+    groups = _groups(rows)
+    n = len(groups)
+    fig, axes = plt.subplots(n, 2, figsize=(13, 2.8 * n + 0.6), squeeze=False)
+    for (ax_s, ax_c), ((fabric, workload), schemes) in zip(axes, groups.items()):
+        names = list(schemes)
+        xs = range(len(names))
+        for ax, key, label in ((ax_s, "slowdown", "slowdown (CCT / ideal)"),
+                               (ax_c, "max_congestion", "max congestion (flows)")):
+            means, lo, hi = [], [], []
+            for s in names:
+                vals = [r[key] for r in schemes[s] if r[key] is not None]
+                m = sum(vals) / len(vals) if vals else math.nan
+                means.append(m)
+                lo.append(m - min(vals) if vals else 0.0)
+                hi.append(max(vals) - m if vals else 0.0)
+            ax.bar(xs, means, yerr=[lo, hi], capsize=3, color="tab:blue" if key == "slowdown" else "tab:orange")
+            ax.axhline(1.0, color="grey", lw=0.8, ls="--")
+            ax.set_xticks(list(xs), names, rotation=40, ha="right", fontsize=7)
+            ax.set_ylabel(label, fontsize=8)
+            ax.set_title(f"{fabric} / {workload}", fontsize=9)
+            for x, m in zip(xs, means):  # runs that did not run (too large, skipped) are marked
+                if math.isnan(m):
+                    ax.text(x, 1.0, "n/a", ha="center", va="bottom", fontsize=6, rotation=90)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return None
+
+
+def print_summary(rows: Sequence[dict]) -> None:
+    """Mean slowdown per scheme (rows) x fabric/workload (columns)."""
+    from rich import box
+    from rich.console import Console
+    from rich.table import Table
+
+    console = Console()
+    if not console.is_terminal:
+        console.width = 200
+    groups = _groups(rows)
+    schemes = list(dict.fromkeys(r["scheme"] for r in rows))
+    status = {(r["fabric"], r["workload"], r["scheme"]): r["status"] for r in rows if r["status"] != "ok"}
+    table = Table(title="mean slowdown (CCT / ideal) over seeds", box=box.SIMPLE_HEAD)
+    table.add_column("scheme", no_wrap=True)
+    for fabric, workload in groups:
+        table.add_column(f"{fabric}\n{workload}", justify="right", no_wrap=True)
+    for s in schemes:
+        cells = []
+        for key, by_scheme in groups.items():
+            vals = [r["slowdown"] for r in by_scheme.get(s, []) if r["slowdown"] is not None]
+            if vals:
+                cells.append(f"{sum(vals) / len(vals):.3f}")
+            else:
+                st = status.get((*key, s), "-")
+                cells.append("too large" if st == "too large" else "skipped" if st.startswith("skipped")
+                             else "error" if st.startswith("error") else "-")
+        table.add_row(s, *cells)
+    console.print(table)
+    errors = [r for r in rows if r["status"].startswith("error")]
+    for r in errors[:5]:
+        console.print(f"[red]{r['fabric']} {r['workload']} {r['scheme']} seed {r['seed']}: {r['status']}")
+
+
+def write_outputs(rows: Sequence[dict], out: Path) -> str | None:
+    import pyarrow.parquet as pq
+
+    out.mkdir(parents=True, exist_ok=True)
+    pq.write_table(to_table(rows), out / "study.parquet")
+    return plot(rows, out / "study.png")
+
+
+def parse_size(text: str) -> int:
+    try:
+        n = parse_bytes(text)
+    except ValueError as e:
+        raise InputError("--bytes", "", str(e)) from None
+    if n < 1:
+        raise InputError("--bytes", "", "must be at least 1 byte")
+    return n
+
+
+def default_jobs() -> int:
+    return os.cpu_count() or 1
+
+
+def describe(runs: Sequence[RunSpec], nbytes: int) -> str:
+    backends = sorted({r.backend for r in runs})
+    return f"{len(runs)} runs, {format_bytes(nbytes)} per rank, backends: {', '.join(backends)}"
