@@ -11,15 +11,9 @@ from __future__ import annotations
 
 from . import __version__
 from .congestion import CongestionMeter
-from .planning import FlowPlanner
 from .scenario import Scenario
 from .traces import Recorder, ps_to_ns
 from .workload import Message, Workload
-
-
-def packets_to_send(workload: Workload, planner: FlowPlanner, payload_bytes: int) -> int:
-    """Packets the workload puts on the wire (its messages cut into the planned subflows)."""
-    return sum(-(-size // payload_bytes) for m in workload.messages for size, _ in planner.subflows(m))
 
 
 def _ns(t_ps: float) -> int:

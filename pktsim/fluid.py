@@ -59,7 +59,7 @@ import numpy as np
 
 from .collectives import build_workload
 from .congestion import CongestionMeter
-from .dag import DagExecution, packets_to_send
+from .dag import DagExecution
 from .errors import InputError
 from .ideal import PathHops, ideal_times, message_fct_ps
 from .planning import FlowPlanner
@@ -377,7 +377,7 @@ class FluidSimulation:
         )
         self.ideal_fct_ps, self.ideal_op_ps = ideal_times(self.graph, scenario, self.workload)
         self.planner = FlowPlanner(scenario, self.graph, self.workload)
-        self.packets_total = packets_to_send(self.workload, self.planner, scenario.nic.payload_bytes)
+        self.packets_total = self.planner.packets(self.workload, scenario.nic.payload_bytes)
         self.packets_received = 0
         self.routes = Routes(self.graph, scenario, self.host_names)
         self.capacity = np.append(self.routes.gbps, np.inf)  # the last link pads rows of _Active
@@ -471,8 +471,7 @@ class FluidSimulation:
         """Run to completion; returns the summary (``summary.json``; ``backend: fluid``)."""
         self.recorder = self.dag.recorder = recorder
         if recorder is not None:
-            for table in recorder.tables.values():  # say what the tables are (queues: not modelled)
-                table.schema = table.schema.with_metadata({**table.schema.metadata, **FLUID_METADATA})
+            recorder.add_metadata(FLUID_METADATA)  # say what the tables are (queues: not modelled)
         for m in self.dag.roots():
             self._schedule(m.gap_ns * 1000, _READY, m.msg_id)
         wall0 = time.perf_counter()

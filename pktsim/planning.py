@@ -62,6 +62,10 @@ class FlowPlanner:
         search for the entropies that pin flows to their spines."""
         return sum(self.phase_seconds.values())
 
+    def packets(self, workload: Workload, payload_bytes: int) -> int:
+        """Packets the workload puts on the wire, its messages cut into the planned subflows."""
+        return sum(-(-size // payload_bytes) for m in workload.messages for size, _ in self.subflows(m))
+
     def subflows(self, m: Message) -> list[Subflow]:
         """(bytes, entropy) of each subflow of ``m``; the bytes sum to ``m.bytes``."""
         plan = self._plans.get(m.msg_id)

@@ -16,7 +16,7 @@ from simpy.core import EmptySchedule
 
 from .collectives import build_workload
 from .congestion import CongestionMeter
-from .dag import DagExecution, packets_to_send
+from .dag import DagExecution
 from .ideal import ideal_times
 from .network import Network
 from .nic import Flow
@@ -60,7 +60,7 @@ class Simulation:
         )
         self.recorder: Recorder | None = None
         self.planner = FlowPlanner(scenario, self.graph, self.workload)
-        self.packets_total = packets_to_send(self.workload, self.planner, scenario.nic.payload_bytes)
+        self.packets_total = self.planner.packets(self.workload, scenario.nic.payload_bytes)
 
     # -- the DAG -------------------------------------------------------------------------------
 

@@ -109,6 +109,11 @@ class Recorder:
         self.part_rows = part_rows
         self._port_info: tuple | None = None
 
+    def add_metadata(self, metadata: dict[bytes, bytes]) -> None:
+        """More key/values for every table's Parquet metadata (before the first part is written)."""
+        for table in self.tables.values():
+            table.schema = table.schema.with_metadata({**table.schema.metadata, **metadata})
+
     def describe_ports(self, owners: list[str], peers: list[str], ps_per_byte: list[float], interval_ps: int) -> None:
         """Names and rates of the ports whose raw samples :meth:`port_samples` will receive."""
         self._port_info = (np.array(owners, dtype=object), np.array(peers, dtype=object),
