@@ -35,6 +35,7 @@ def _scenario_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--topology", "-t", help="topology preset name or YAML path")
     p.add_argument("--workload", "-w", help="workload preset name or YAML path")
     p.add_argument("--lb", help=f"load-balancing scheme ({' | '.join(LB_SCHEMES)})")
+    p.add_argument("--profile", help="network profile for the nic and switch sections (roce | ideal | a YAML path)")
     p.add_argument("--seed", type=int, help="seed of every random choice (default: the scenario's)")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override a scenario field by dotted path, e.g. --set topology.spines=8")
@@ -88,7 +89,7 @@ def build_parser() -> argparse.ArgumentParser:
 def _resolve(args: argparse.Namespace) -> Scenario:
     return load_scenario(
         args.scenario, topology=args.topology, workload=args.workload, lb=args.lb, seed=args.seed,
-        overrides=args.overrides,
+        profile=args.profile, overrides=args.overrides,
     )
 
 

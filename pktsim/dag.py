@@ -154,6 +154,7 @@ class DagExecution:
     def summary(
         self, scenario: Scenario, backend: str, *, wall_s: float, events: int, packet_hops: int,
         sim_time_ps: float, flows: int, packets: int, largest_queue: dict | None, plan_s: float,
+        transport: dict | None = None,
     ) -> dict:
         """``summary.json`` (its keys are documented in traces/README.md)."""
         return {
@@ -173,6 +174,7 @@ class DagExecution:
             "packets": packets,
             "largest_queue": largest_queue,
             "plan_s": plan_s,
+            "transport": transport,
             "jobs": self.jobs_summary(scenario),
             "scenario": scenario.model_dump(mode="json"),
         }

@@ -62,6 +62,7 @@ from .congestion import CongestionMeter
 from .dag import DagExecution
 from .errors import InputError
 from .ideal import PathHops, ideal_times, message_fct_ps
+from .network import uses_transport_model
 from .planning import FlowPlanner
 from .routing import LoadBalancing, ecmp_path, flow_key, switch_salt
 from .scenario import Scenario
@@ -368,6 +369,10 @@ class FluidSimulation:
         if LoadBalancing.from_spec(scenario.lb).switch_local:
             raise InputError("--backend fluid", "lb.scheme", f"{scenario.lb.scheme!r} chooses paths from queue "
                              "state, which the fluid model does not have (use the packet backend)")
+        if uses_transport_model(scenario):
+            field = "nic.transport" if scenario.nic.transport != "ideal" else "switch"
+            raise InputError("--backend fluid", field, "the fluid model is max-min fair sharing with ideal "
+                             "transport and unlimited buffers (use the ideal profile, or the packet backend)")
         self.scenario = scenario
         self.incremental = incremental
         self.graph = build_graph(scenario.topology)
@@ -550,7 +555,7 @@ class FluidSimulation:
     def _record_flow(self, f: _Flow, spine_bytes: list[tuple[str, int]]) -> None:
         self.recorder.tables["flows"].append((
             f.flow_id, f.msg, f.subflow, f.src, f.dst, f.bytes, ps_to_ns(round(f.start_ps)), ps_to_ns(round(f.end_ps)),
-            f.packets, 0, f.entropy, f.path, [{"node": n, "bytes": b} for n, b in spine_bytes],
+            f.packets, 0, 0, f.entropy, f.path, [{"node": n, "bytes": b} for n, b in spine_bytes],
         ))
 
     def _summary(self, wall_s: float, events: int) -> dict:

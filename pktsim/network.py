@@ -7,11 +7,31 @@ from typing import Callable
 import networkx as nx
 import simpy
 
+from .buffered import BufferedPort, SwitchBuffer
 from .nic import Flow, Nic
 from .routing import LoadBalancing, make_selector, stable_hash, switch_salt
 from .scenario import Scenario
 from .switch import Port, PortLog, Switch
 from .topology import host_tor, hosts, next_hops
+from .transport import RdmaFlow, RdmaNic, dropped
+
+
+def uses_transport_model(scenario: Scenario) -> bool:
+    """True when the scenario needs event-driven ports and the transport NIC (anything beyond the
+    ideal fabric: ACKs, finite buffers, PFC or ECN); the ideal fabric keeps the one-event-per-hop
+    ports of :mod:`pktsim.switch`."""
+    sw = scenario.switch
+    return scenario.nic.transport != "ideal" or sw.finite or sw.pfc.enabled or sw.ecn is not None
+
+
+def base_rtt_ps(scenario: Scenario) -> int:
+    """Round trip of the longest path (4 links in a leaf-spine, 6 in a fat-tree) without queueing:
+    propagation and switch latency both ways, an MTU serialised per hop out, an ACK back."""
+    topo = scenario.topology
+    links = 4 if topo.kind == "leaf_spine" else 6
+    gbps = min(topo.link_gbps, topo.host_gbps)
+    one_way = links * (topo.max_link_delay_ns + scenario.switch.latency_ns) * 1000
+    return 2 * one_way + round(links * (scenario.nic.mtu_bytes + scenario.nic.ack_bytes) * 8000 / gbps)
 
 
 class Network:
@@ -19,10 +39,12 @@ class Network:
 
     ``ports[i]`` has ``port_id == i``; ``nics[h]`` is the NIC of host ``h<h>``; ``switches``
     follow the graph's node order. ``port_log`` receives the ports' occupancy samples.
+    ``on_flow_closed`` receives each flow once its transport counts are final (transport model).
     """
 
     def __init__(
-        self, env: simpy.Environment, graph: nx.Graph, scenario: Scenario, on_flow_done: Callable[[Flow, int], None]
+        self, env: simpy.Environment, graph: nx.Graph, scenario: Scenario, on_flow_done: Callable[[Flow, int], None],
+        on_flow_closed: Callable[[RdmaFlow], None] | None = None,
     ) -> None:
         self.env = env
         self.graph = graph
@@ -35,35 +57,63 @@ class Network:
         self.host_index = {h: i for i, h in enumerate(self.host_names)}
         self.switches: dict[str, Switch] = {}
         switch_names = [n for n, d in graph.nodes(data=True) if d["kind"] == "switch"]
+        self.transport_model = uses_transport_model(scenario)
+        # The transport model's ports add the forwarding latency to the link into the switch.
+        latency_ns = 0 if self.transport_model else scenario.switch.latency_ns
         for i, name in enumerate(switch_names):
             self.switches[name] = Switch(
-                env, i, name, switch_salt(seed, name), make_selector(self.lb, seed, name), scenario.switch.latency_ns
+                env, i, name, switch_salt(seed, name), make_selector(self.lb, seed, name), latency_ns
             )
         self.switch_names = switch_names
+        self.buffers = {name: SwitchBuffer(env, scenario) for name in switch_names} if self.transport_model else {}
 
         # One egress port per direction of every link.
-        self.port_of: dict[tuple[str, str], Port] = {}
+        self.port_of: dict[tuple[str, str], Port | BufferedPort] = {}
         for u, v, data in sorted(graph.edges(data=True)):
             for a, b in ((u, v), (v, u)):
                 down = graph.nodes[b]["tier"] < graph.nodes[a]["tier"]
-                port = Port(env, len(self.ports), a, b, data["gbps"], data["delay_ns"], interval, self.port_log, down)
+                if self.transport_model:
+                    delay = data["delay_ns"] + (scenario.switch.latency_ns if b in self.switches else 0)
+                    port = BufferedPort(
+                        env, len(self.ports), a, b, data["gbps"], delay, interval, self.port_log, down,
+                        self.buffers.get(a), scenario.switch.ecn if a in self.switches else None,
+                        stable_hash("ecn", seed, a, b),
+                    )
+                    port.on_drop = dropped
+                else:
+                    port = Port(env, len(self.ports), a, b, data["gbps"], data["delay_ns"], interval, self.port_log,
+                                down)
                 self.ports.append(port)
                 self.port_of[a, b] = port
 
         self.nics: list[Nic] = []
+        rtt_ps = base_rtt_ps(scenario)
         for i, h in enumerate(self.host_names):
             port = self.port_of[h, host_tor(graph, h)]
-            nic = Nic(
-                env, i, h, port, scenario.nic.mtu_bytes, scenario.nic.header_bytes,
-                self.lb.entropy_per_packet, stable_hash("nic", seed, h), on_flow_done,
-            )
+            nic_seed = stable_hash("nic", seed, h)
+            if self.transport_model:
+                nic = RdmaNic(env, i, h, port, scenario.nic, self.lb.entropy_per_packet, nic_seed, port.gbps, rtt_ps,
+                              on_flow_done, on_flow_closed)
+            else:
+                nic = Nic(env, i, h, port, scenario.nic.mtu_bytes, scenario.nic.header_bytes,
+                          self.lb.entropy_per_packet, nic_seed, on_flow_done)
             self.nics.append(nic)
 
+        self.host_ports: list[Port | BufferedPort] = []
+        """The ports of the links into hosts (every packet's last hop)."""
         for (a, b), port in self.port_of.items():
-            if b in self.switches:
-                port.arrival_callbacks = (self.switches[b].on_arrival,)
-            else:
-                port.deliver = self.nics[self.host_index[b]].deliver
+            target = self.switches[b].on_arrival if b in self.switches else None
+            if b not in self.switches:
+                self.host_ports.append(port)
+                nic = self.nics[self.host_index[b]]
+                if self.transport_model:
+                    target = nic.on_arrival
+                else:
+                    port.deliver = nic.deliver
+            if self.transport_model:
+                port.wire.arrival_callbacks = (target,)
+            elif target is not None:
+                port.arrival_callbacks = (target,)
 
         # Forwarding tables: per switch, per destination host, the equal-cost egress ports.
         hops = next_hops(graph)

@@ -73,6 +73,8 @@ class Nic:
     """A host's NIC: one egress port onto its link, queue pairs served round-robin, one packet at
     a time at line rate, and the receive side for packets addressed to this host."""
 
+    flow_class = Flow
+
     def __init__(
         self, env: simpy.Environment, index: int, name: str, port: Port, mtu_bytes: int, header_bytes: int,
         entropy_per_packet: bool, seed: int, on_flow_done: Callable[[Flow, int], None],

@@ -29,3 +29,31 @@ class Packet:
         self.key = key
         self.via = -1
         self.record = record
+
+
+DATA, ACK, NACK, CNP = 0, 1, 2, 3
+"""Packet kinds of the reliable transport. ACK, NACK and CNP are control packets: they travel on
+the strict-priority control class, which PFC never pauses and buffers never drop."""
+
+
+class RdmaPacket(Packet):
+    """A packet of the reliable transport (:mod:`pktsim.transport`). ``qp`` is the sending queue
+    pair (for ACKs: the one acknowledged), ``psn`` its packet sequence number (for ACKs and NACKs:
+    the next sequence number expected), ``sack`` the out-of-order sequence number a selective ACK
+    reports (-1: none), ``ecn`` the congestion-experienced mark, ``echo`` the ECN-marked payload
+    bytes an ACK reports, ``ingress`` the link that brought it into the current switch (for PFC)."""
+
+    __slots__ = ("kind", "qp", "psn", "sack", "ecn", "echo", "ingress")
+
+    def __init__(
+        self, flow: Flow | None, seq: int, size: int, payload: int, dst: int, key: int, record: list | None,
+        kind: int, qp, psn: int,
+    ) -> None:
+        super().__init__(flow, seq, size, payload, dst, key, record)
+        self.kind = kind
+        self.qp = qp
+        self.psn = psn
+        self.sack = -1
+        self.ecn = False
+        self.echo = 0
+        self.ingress = None

@@ -19,7 +19,7 @@ from .errors import InputError
 from .units import parse_bytes, parse_ns
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
-PRESET_DIRS = {"topology": "topologies", "workload": "workloads"}
+PRESET_DIRS = {"topology": "topologies", "workload": "workloads", "profile": "profiles"}
 
 Bytes = Annotated[int, BeforeValidator(parse_bytes)]
 Nanoseconds = Annotated[int, BeforeValidator(parse_ns)]
@@ -41,6 +41,23 @@ class TopologySpec(_Strict):
     link_gbps: Gbps = 100.0
     host_link_gbps: Gbps | None = None
     link_delay_ns: Nanoseconds = 1000
+    spine_delay_ns: list[Nanoseconds] | None = None
+    """Leaf-spine only: propagation delay of the links of each spine (one value per spine), for
+    fabrics whose paths differ in length; default ``link_delay_ns`` everywhere."""
+
+    @model_validator(mode="after")
+    def _spine_delays(self) -> TopologySpec:
+        if self.spine_delay_ns is not None:
+            if self.kind != "leaf_spine":
+                raise _FieldError(("topology", "spine_delay_ns"), "only for leaf_spine topologies")
+            if len(self.spine_delay_ns) != self.spines:
+                raise _FieldError(("topology", "spine_delay_ns"),
+                                  f"gives {len(self.spine_delay_ns)} delays for {self.spines} spines")
+        return self
+
+    @property
+    def max_link_delay_ns(self) -> int:
+        return max([self.link_delay_ns, *(self.spine_delay_ns or [])])
 
     @property
     def host_gbps(self) -> float:
@@ -57,14 +74,75 @@ class TopologySpec(_Strict):
         return self.k // 2 if self.kind == "fat_tree" else self.hosts_per_leaf
 
 
+class DcqcnSpec(_Strict):
+    """DCQCN (Zhu et al., SIGCOMM 2015): the reaction point's rate control on the sender and the
+    notification point's CNP generation on the receiver. Defaults are the paper's."""
+
+    g: Annotated[float, Field(gt=0, lt=1)] = 1 / 256
+    """Gain of the congestion estimate alpha."""
+    cnp_interval_ns: Nanoseconds = 50_000
+    """The receiver sends at most one CNP per connection in this interval (N in the paper)."""
+    alpha_timer_ns: Annotated[int, BeforeValidator(parse_ns), Field(gt=0)] = 55_000
+    """Alpha decays by (1 - g) after every such interval without a CNP (K in the paper)."""
+    increase_timer_ns: Annotated[int, BeforeValidator(parse_ns), Field(gt=0)] = 55_000
+    """Rate-increase timer (T in the paper)."""
+    byte_counter_bytes: Annotated[int, BeforeValidator(parse_bytes), Field(gt=0)] = 10 * 10**6
+    """Rate-increase byte counter (B in the paper)."""
+    fast_recovery_steps: Positive = 5
+    """Increase events in fast recovery before additive increase starts (F in the paper)."""
+    rate_ai_gbps: Gbps = 0.04
+    """Additive increase step of the target rate (R_AI, 40 Mb/s)."""
+    rate_hai_gbps: Gbps = 0.4
+    """Hyper increase step (R_HAI; the paper leaves it to the deployment: 10 x R_AI here)."""
+    min_rate_gbps: Gbps = 0.1
+    """Floor of the sending rate."""
+
+
+class DctcpSpec(_Strict):
+    """DCTCP-style window control (Alizadeh et al., SIGCOMM 2010) over the RDMA transport."""
+
+    g: Annotated[float, Field(gt=0, lt=1)] = 1 / 16
+    """Gain of the estimate alpha of the fraction of marked bytes, updated once per window."""
+    init_window_bytes: Annotated[int | None, BeforeValidator(lambda v: v if v is None else parse_bytes(v))] = None
+    """Initial congestion window (default: the bandwidth-delay product of the host link over the
+    longest base round trip of the fabric, so a lone flow starts at line rate)."""
+
+
 class NicSpec(_Strict):
     mtu_bytes: Bytes = 4096
     header_bytes: Bytes = 64
+    transport: Literal["ideal", "gbn", "sr"] = "ideal"
+    """``ideal``: every byte sent once at line rate, no ACKs. ``gbn``: RoCE go-back-N (the
+    receiver drops out-of-order packets and NACKs the expected one; the sender rewinds).
+    ``sr``: selective repeat (IRN-style: out-of-order packets kept, selective ACKs; a packet is
+    resent when a packet sent ``reorder_window_ns`` after it has been acknowledged, or on timeout)."""
+    cc: Literal["none", "dcqcn", "dctcp"] = "none"
+    """Congestion control: ``none`` sends at line rate; ``dcqcn`` paces each connection at a rate
+    cut on CNPs; ``dctcp`` limits each connection's bytes in flight to a window cut by the fraction
+    of ECN-marked bytes. Both need ``switch.ecn`` and a reliable transport."""
+    ack_every: Positive = 1
+    """Coalescing: the receiver acknowledges every this many in-order packets (and always the
+    last packet of a message, and at once on anything out of order)."""
+    ack_bytes: Annotated[int, BeforeValidator(parse_bytes), Field(ge=1)] = 64
+    """Size of ACK, NACK and CNP packets on the wire."""
+    window_bytes: Annotated[int | None, BeforeValidator(lambda v: v if v is None else parse_bytes(v))] = None
+    """Cap on unacknowledged bytes per connection (rounded down to whole packets, at least one);
+    none by default, as in RoCE."""
+    rto_ns: Annotated[int, BeforeValidator(parse_ns), Field(gt=0)] = 1_000_000
+    """Retransmission timeout: with data outstanding and no acknowledgement for this long, the
+    sender resends from the first unacknowledged packet. One timer per connection."""
+    reorder_window_ns: Nanoseconds = 20_000
+    """``sr``: how much later than a missing packet another must have been sent, and acknowledged,
+    before the missing one is declared lost (RACK-style; keeps reordering from triggering resends)."""
+    dcqcn: DcqcnSpec = DcqcnSpec()
+    dctcp: DctcpSpec = DctcpSpec()
 
     @model_validator(mode="after")
     def _payload(self) -> NicSpec:
         if self.header_bytes >= self.mtu_bytes:
             raise ValueError(f"header_bytes ({self.header_bytes}) must be smaller than mtu_bytes ({self.mtu_bytes})")
+        if self.cc != "none" and self.transport == "ideal":
+            raise _FieldError(("nic", "cc"), f"{self.cc} needs acknowledgements: set nic.transport to gbn or sr")
         return self
 
     @property
@@ -72,9 +150,71 @@ class NicSpec(_Strict):
         return self.mtu_bytes - self.header_bytes
 
 
+class PfcSpec(_Strict):
+    """Priority flow control on the data priority, per ingress link of every switch."""
+
+    enabled: bool = False
+    xoff_bytes: Bytes = 256 * 2**10
+    """An ingress link is paused when the bytes it brought into the switch exceed this."""
+    xon_bytes: Bytes = 224 * 2**10
+    """... and resumed when they fall back to this."""
+    headroom_bytes: Annotated[int | None, BeforeValidator(lambda v: v if v is None else parse_bytes(v))] = None
+    """Bytes an ingress may bring above ``xoff_bytes`` while the pause travels and takes effect
+    (default: the worst case, 2 x delay x rate of the fastest link + 2 MTU + the pause frame)."""
+
+
+class EcnSpec(_Strict):
+    """RED-style ECN marking at switch egress queues: no mark below ``kmin_bytes``, probability
+    rising linearly to ``pmax`` at ``kmax_bytes``, every packet above. ``kmin == kmax`` is a step.
+    Defaults are DCQCN's."""
+
+    kmin_bytes: Bytes = 5_000
+    kmax_bytes: Bytes = 200_000
+    pmax: Annotated[float, Field(gt=0, le=1)] = 0.01
+
+    @model_validator(mode="after")
+    def _order(self) -> EcnSpec:
+        if self.kmin_bytes > self.kmax_bytes:
+            raise _FieldError(("switch", "ecn", "kmin_bytes"),
+                              f"{self.kmin_bytes} is above kmax_bytes ({self.kmax_bytes})")
+        return self
+
+
+OptionalBytes = Annotated[int | None, BeforeValidator(lambda v: v if v is None else parse_bytes(v))]
+
+
 class SwitchSpec(_Strict):
     latency_ns: Nanoseconds = 0
     """Fixed forwarding latency added at every switch before the egress queue."""
+    buffer_bytes: OptionalBytes = None
+    """Shared packet buffer of each switch (none: unlimited)."""
+    port_buffer_bytes: OptionalBytes = None
+    """Static limit on each egress queue (none: only the shared buffer limits it)."""
+    dt_alpha: Annotated[float | None, Field(gt=0)] = None
+    """Dynamic thresholds (Choudhury-Hahne, as in Broadcom switches): an egress queue may grow to
+    ``dt_alpha`` x the free shared buffer. Needs ``buffer_bytes``."""
+    pfc: PfcSpec = PfcSpec()
+    ecn: EcnSpec | None = None
+    """ECN marking thresholds (none: no marking)."""
+
+    @model_validator(mode="after")
+    def _buffers(self) -> SwitchSpec:
+        if self.dt_alpha is not None and self.buffer_bytes is None:
+            raise _FieldError(("switch", "dt_alpha"), "dynamic thresholds need a shared buffer: set switch.buffer_bytes")
+        pfc = self.pfc
+        if pfc.enabled:
+            if pfc.xon_bytes > pfc.xoff_bytes:
+                raise _FieldError(("switch", "pfc", "xon_bytes"),
+                                  f"{pfc.xon_bytes} is above xoff_bytes ({pfc.xoff_bytes})")
+            if self.port_buffer_bytes is not None or self.dt_alpha is not None:
+                raise _FieldError(("switch", "pfc", "enabled"), "PFC is lossless: egress drop limits "
+                                  "(port_buffer_bytes, dt_alpha) would drop what PFC holds; remove them")
+        return self
+
+    @property
+    def finite(self) -> bool:
+        """True when some buffer limit can drop packets."""
+        return self.buffer_bytes is not None or self.port_buffer_bytes is not None
 
 
 LbScheme = Literal["ecmp", "spray", "spray_switch", "split", "split_minimal", "planned", "adaptive", "flowlet"]
@@ -169,6 +309,8 @@ class TracesSpec(_Strict):
 class Scenario(_Strict):
     name: str = "default"
     seed: int = 1
+    profile: str | None = None
+    """The network profile (``profiles/<name>.yaml``) the nic and switch sections started from."""
     topology: TopologySpec = TopologySpec()
     nic: NicSpec = NicSpec()
     switch: SwitchSpec = SwitchSpec()
@@ -186,10 +328,57 @@ class Scenario(_Strict):
             used += job.ranks
         if used > hosts:
             raise _FieldError(("workload", "jobs"), f"the jobs need {used} hosts but the topology has {hosts}")
+        self._check_transport()
         if self.lb.scheme == "planned" and self.topology.kind != "leaf_spine":
             raise _FieldError(("lb", "scheme"), f"planned routing supports leaf_spine topologies only "
                               f"(got {self.topology.kind})")
         return self
+
+
+    def _check_transport(self) -> None:
+        nic, sw, topo = self.nic, self.switch, self.topology
+        if nic.cc != "none" and sw.ecn is None:
+            raise _FieldError(("nic", "cc"), f"{nic.cc} reacts to ECN marks: set switch.ecn")
+        if sw.finite and not sw.pfc.enabled and nic.transport == "ideal":
+            raise _FieldError(("switch", "buffer_bytes" if sw.buffer_bytes is not None else "port_buffer_bytes"),
+                              "a finite buffer without PFC drops packets and the ideal transport never "
+                              "resends: set nic.transport to gbn or sr, or enable switch.pfc")
+        if sw.pfc.enabled:
+            need = pfc_headroom_bytes(self)
+            headroom = sw.pfc.headroom_bytes
+            if headroom is not None and headroom < need:
+                raise _FieldError(("switch", "pfc", "headroom_bytes"),
+                                  f"{headroom} cannot absorb what arrives while a pause takes effect "
+                                  f"(2 x delay x rate + 2 MTU + pause frame = {need})")
+            if sw.buffer_bytes is not None:
+                ports = max_switch_ports(topo)
+                per_port = sw.pfc.xoff_bytes + (headroom if headroom is not None else need)
+                if ports * per_port > sw.buffer_bytes:
+                    raise _FieldError(("switch", "pfc", "xoff_bytes"),
+                                      f"PFC thresholds above the buffer: {ports} ports x (xoff {sw.pfc.xoff_bytes}"
+                                      f" + headroom {per_port - sw.pfc.xoff_bytes}) = {ports * per_port} bytes > "
+                                      f"switch.buffer_bytes {sw.buffer_bytes}")
+
+
+PAUSE_FRAME_BYTES = 64
+
+
+def pfc_headroom_bytes(scenario: Scenario) -> int:
+    """Bytes that can still reach a switch on one link after it decides to pause that link: the
+    pause frame's flight and the upstream's reaction (a round trip of the fastest, longest link and
+    its switch latency at line rate), the packet being serialised upstream and the one crossing
+    xoff, and the pause frame itself."""
+    topo = scenario.topology
+    gbps = max(topo.link_gbps, topo.host_gbps)
+    rtt_ns = 2 * (topo.max_link_delay_ns + scenario.switch.latency_ns)
+    return -(-rtt_ns * round(gbps * 1000) // 8000) + 2 * scenario.nic.mtu_bytes + PAUSE_FRAME_BYTES
+
+
+def max_switch_ports(topo: TopologySpec) -> int:
+    """Ports of the largest switch of the topology."""
+    if topo.kind == "fat_tree":
+        return topo.k
+    return max(topo.hosts_per_leaf + topo.spines, topo.leaves)
 
 
 class _FieldError(ValueError):
@@ -292,6 +481,30 @@ def _set_path(data: dict, dotted: str, value: Any, origin: str) -> None:
         node[last] = value
 
 
+PROFILE_SECTIONS = ("nic", "switch")
+
+
+def _merged(base: Any, over: Any) -> Any:
+    """``over`` on top of ``base``, mappings merged key by key."""
+    if isinstance(base, dict) and isinstance(over, dict):
+        return {**base, **{k: _merged(base.get(k), v) for k, v in over.items()}}
+    return over
+
+
+def _apply_profile(data: dict, ref: str, origin: str, sources: dict[str, str]) -> None:
+    """Start the nic and switch sections from the network profile ``ref``; what the scenario
+    itself says about them wins."""
+    prof, source = _resolve_ref("profile", ref, origin)
+    extra = sorted(set(prof) - set(PROFILE_SECTIONS))
+    if extra:
+        raise InputError(source, extra[0], f"a profile sets only {' and '.join(PROFILE_SECTIONS)}")
+    for section in PROFILE_SECTIONS:
+        if section in prof:
+            data[section] = _merged(prof[section], data.get(section) or {})
+            sources.setdefault(section, source)
+    data["profile"] = Path(ref).stem
+
+
 def load_scenario(
     path: str | None = None,
     *,
@@ -299,6 +512,7 @@ def load_scenario(
     workload: str | None = None,
     lb: str | None = None,
     seed: int | None = None,
+    profile: str | None = None,
     overrides: list[str] = (),
 ) -> Scenario:
     """Build and validate a scenario from a file (or the built-in default) and command-line options.
@@ -337,7 +551,13 @@ def load_scenario(
     if seed is not None:
         sets.append(("seed", seed))
 
-    for section in PRESET_DIRS:
+    if profile is not None:
+        data["profile"] = profile
+        sources["profile"] = "--profile"
+    ref = data.get("profile")
+    if isinstance(ref, str):
+        _apply_profile(data, ref, sources.get("profile", origin), sources)
+    for section in ("topology", "workload"):
         ref = data.get(section)
         if isinstance(ref, str):
             data[section], sources[section] = _resolve_ref(section, ref, sources.get(section, origin))

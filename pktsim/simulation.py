@@ -20,12 +20,15 @@ from .dag import DagExecution
 from .ideal import ideal_times
 from .network import Network
 from .nic import Flow
+from .transport import RdmaFlow
 from .planning import FlowPlanner
 from .scenario import Scenario
 from .topology import build_graph
 from .traces import Recorder, ps_to_ns
 
 STEPS_PER_CHUNK = 20_000
+TRANSPORT_COUNTS = ("tx_packets", "retransmits", "spurious", "discarded", "dropped")
+"""Per-flow counts of the transport model summed into summary.json (packets)."""
 
 
 @dataclass
@@ -45,15 +48,19 @@ class Progress:
 class Simulation:
     """One run of one scenario on the packet backend."""
 
-    def __init__(self, scenario: Scenario) -> None:
+    def __init__(self, scenario: Scenario, keep_flows: bool = False) -> None:
+        """``keep_flows``: keep every finished flow of the transport model in ``closed_flows``
+        (for tests and notebooks; a large run would hold them all in memory)."""
         self.scenario = scenario
+        self.closed_flows: list[RdmaFlow] | None = [] if keep_flows else None
         self.env = simpy.Environment()
         self.graph = build_graph(scenario.topology)
-        self.net = Network(self.env, self.graph, scenario, self._flow_done)
+        self.net = Network(self.env, self.graph, scenario, self._flow_done, self._flow_closed)
         self.workload = build_workload(
             scenario.workload.jobs, self.net.host_names, scenario.topology.hosts_per_tor, scenario.seed
         )
         self.flows_started = 0
+        self.transport_counts = dict.fromkeys(TRANSPORT_COUNTS, 0)
         self.ideal_fct_ps, self.ideal_op_ps = ideal_times(self.graph, scenario, self.workload)
         self.dag = DagExecution(
             self.workload, self.ideal_fct_ps, self.ideal_op_ps, CongestionMeter(self.graph, self.workload)
@@ -77,7 +84,7 @@ class Simulation:
             qp = nic.qps.get(key)
             if qp is None:  # connections persist: opened on first use, reused by later messages
                 qp = nic.open_queue_pair(key, dst, entropy)
-            flow = Flow(self.flows_started, msg_id, sub, src, dst, size, -(-size // payload), entropy)
+            flow = nic.flow_class(self.flows_started, msg_id, sub, src, dst, size, -(-size // payload), entropy)
             self.flows_started += 1
             nic.post(qp, flow)
 
@@ -92,21 +99,34 @@ class Simulation:
 
     def _flow_done(self, flow: Flow, t_ps: int) -> None:
         """The last byte of ``flow`` arrives at ``t_ps`` (now or up to one link ahead)."""
-        spine_bytes = [(self.net.switch_names[v], b) for v, b in sorted(flow.via_bytes.items())]
-        path = flow.path if len(spine_bytes) == 1 else None
-        if self.recorder is not None:
+        spine_bytes, path = self._paths(flow)
+        if self.recorder is not None and not self.net.transport_model:
             self._record_flow(flow, path, spine_bytes)
         if self.dag.flow_received(flow.msg, flow.bytes, flow.start_ps, t_ps, path, spine_bytes):
             self.env.timeout(t_ps - self.env._now, flow.msg).callbacks.append(self._on_message_done)
+
+    def _paths(self, flow: Flow) -> tuple[list[tuple[str, int]], list[str] | None]:
+        spine_bytes = [(self.net.switch_names[v], b) for v, b in sorted(flow.via_bytes.items())]
+        return spine_bytes, flow.path if len(spine_bytes) == 1 else None
+
+    def _flow_closed(self, flow: RdmaFlow) -> None:
+        """Transport model: ``flow`` is acknowledged and none of its copies is left in the network."""
+        for name in TRANSPORT_COUNTS:
+            self.transport_counts[name] += getattr(flow, name)
+        if self.closed_flows is not None:
+            self.closed_flows.append(flow)
+        if self.recorder is not None:
+            self._record_flow(flow, *reversed(self._paths(flow)))
 
     def _on_message_done(self, event: simpy.Event) -> None:
         for d in self.dag.message_done(event.value):
             self._ready_after(d, self.workload.messages[d].gap_ns * 1000)
 
     def _record_flow(self, f: Flow, path: list[str] | None, spine_bytes: list[tuple[str, int]]) -> None:
+        retransmits, spurious = (f.retransmits, f.spurious) if isinstance(f, RdmaFlow) else (0, 0)
         self.recorder.tables["flows"].append((
             f.flow_id, f.msg, f.subflow, self.net.host_names[f.src], self.net.host_names[f.dst], f.bytes,
-            ps_to_ns(f.start_ps), ps_to_ns(f.end_ps), f.packets, 0, f.entropy, path,
+            ps_to_ns(f.start_ps), ps_to_ns(f.end_ps), f.packets, retransmits, spurious, f.entropy, path,
             [{"node": n, "bytes": b} for n, b in spine_bytes],
         ))
 
@@ -167,7 +187,7 @@ class Simulation:
 
     def _progress(self, events: int) -> Progress:
         return Progress(
-            sum(port.packets for port in self.net.ports if port.deliver is not None), self.packets_total,
+            sum(port.packets for port in self.net.host_ports), self.packets_total,
             self.dag.messages_done, len(self.workload.messages), ps_to_ns(self.env.now), events,
         )
 
@@ -185,4 +205,20 @@ class Simulation:
             largest_queue={"node": peak.owner, "port": peak.peer, "max_bytes": round(peak.peak_bytes()),
                            "time_ns": peak.peak_t // 1000},
             plan_s=self.planner.plan_seconds,
+            transport=self._transport_summary() if self.net.transport_model else None,
         )
+
+    def _transport_summary(self) -> dict:
+        """Fabric-wide counts of the transport model (see traces/README.md)."""
+        ports = self.net.ports
+        return {
+            "transport": self.scenario.nic.transport, "cc": self.scenario.nic.cc,
+            "data_packets_sent": self.transport_counts["tx_packets"],
+            "retransmits": self.transport_counts["retransmits"],
+            "spurious_retransmits": self.transport_counts["spurious"],
+            "discarded_out_of_order": self.transport_counts["discarded"],
+            "drops": sum(p.drops for p in ports), "ecn_marks": sum(p.marks for p in ports),
+            "pause_frames": sum(b.pauses for b in self.net.buffers.values()),
+            "paused_ns": sum(p.paused_ps for p in ports) // 1000,
+            "timeouts": sum(qp.timeouts for nic in self.net.nics for qp in nic.qps.values()),
+        }

@@ -43,6 +43,9 @@ class PortLog:
         self.max_ps = array("q")     # largest backlog, in ps of serialisation
         self.area2 = array("d")      # twice the time integral of the backlog, ps * ps
         self.busy_ps = array("q")    # time the link transmitted
+        self.drops = array("q")      # packets refused by the buffer
+        self.marks = array("q")      # packets ECN-marked
+        self.paused_ps = array("q")  # time the port was paused by PFC
 
     def __len__(self) -> int:
         return len(self.port_id)
@@ -153,6 +156,9 @@ class Port:
                 log.max_ps.append(self.iv_max)
                 log.area2.append(area2)
                 log.busy_ps.append(busy)
+                log.drops.append(0)
+                log.marks.append(0)
+                log.paused_ps.append(0)
                 if self.iv_max > self.peak:
                     self.peak, self.peak_t = self.iv_max, end - iv
             start = end if rem else (t // iv) * iv

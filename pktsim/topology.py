@@ -16,7 +16,8 @@ def build_graph(spec: TopologySpec) -> nx.Graph:
     """The fabric described by ``spec``."""
     if spec.kind == "fat_tree":
         return fat_tree(spec.k, spec.link_gbps, spec.host_gbps, spec.link_delay_ns)
-    return leaf_spine(spec.spines, spec.leaves, spec.hosts_per_leaf, spec.link_gbps, spec.host_gbps, spec.link_delay_ns)
+    return leaf_spine(spec.spines, spec.leaves, spec.hosts_per_leaf, spec.link_gbps, spec.host_gbps, spec.link_delay_ns,
+                      spec.spine_delay_ns)
 
 
 def _add_hosts(g: nx.Graph, tor: str, first: int, count: int, gbps: float, delay_ns: int) -> None:
@@ -26,9 +27,11 @@ def _add_hosts(g: nx.Graph, tor: str, first: int, count: int, gbps: float, delay
 
 
 def leaf_spine(
-    spines: int, leaves: int, hosts_per_leaf: int, link_gbps: float, host_gbps: float, delay_ns: int
+    spines: int, leaves: int, hosts_per_leaf: int, link_gbps: float, host_gbps: float, delay_ns: int,
+    spine_delay_ns: list[int] | None = None,
 ) -> nx.Graph:
-    """Every leaf connects to every spine with one ``link_gbps`` link; hosts hang off leaves."""
+    """Every leaf connects to every spine with one ``link_gbps`` link (delay ``spine_delay_ns[s]``
+    for spine s if given); hosts hang off leaves."""
     g = nx.Graph(kind="leaf_spine")
     for s in range(spines):
         g.add_node(f"spine{s}", kind="switch", tier=2)
@@ -36,7 +39,7 @@ def leaf_spine(
         name = f"leaf{leaf}"
         g.add_node(name, kind="switch", tier=1)
         for s in range(spines):
-            g.add_edge(name, f"spine{s}", gbps=link_gbps, delay_ns=delay_ns)
+            g.add_edge(name, f"spine{s}", gbps=link_gbps, delay_ns=spine_delay_ns[s] if spine_delay_ns else delay_ns)
         _add_hosts(g, name, leaf * hosts_per_leaf, hosts_per_leaf, host_gbps, delay_ns)
     return g
 

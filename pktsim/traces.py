@@ -30,7 +30,8 @@ SCHEMAS: dict[str, pa.Schema] = {
     "flows": pa.schema([
         ("flow_id", pa.int64()), ("msg_id", pa.int64()), ("subflow", pa.int32()), ("src", pa.string()),
         ("dst", pa.string()), ("bytes", pa.int64()), ("start_ns", pa.int64()), ("end_ns", pa.int64()),
-        ("packets", pa.int64()), ("retransmits", pa.int64()), ("entropy", pa.int32()),
+        ("packets", pa.int64()), ("retransmits", pa.int64()), ("spurious_retransmits", pa.int64()),
+        ("entropy", pa.int32()),
         ("path", pa.list_(pa.string())), ("spine_bytes", _SPINE_BYTES),
     ]),
     "collectives": pa.schema([
@@ -47,6 +48,7 @@ SCHEMAS: dict[str, pa.Schema] = {
     "queues": pa.schema([
         ("time_ns", pa.int64()), ("node", pa.string()), ("port", pa.string()), ("max_bytes", pa.int64()),
         ("mean_bytes", pa.float64()), ("drops", pa.int64()), ("ecn_marks", pa.int64()),
+        ("paused_ns", pa.int64()),
     ]),
     "links": pa.schema([
         ("time_ns", pa.int64()), ("src", pa.string()), ("dst", pa.string()), ("bytes", pa.int64()),
@@ -130,10 +132,11 @@ class Recorder:
         busy = np.frombuffer(log.busy_ps, dtype=np.int64)
         rate = ppb[port]
         time_ns = np.frombuffer(log.start_ps, dtype=np.int64) // 1000
-        zeros = np.zeros(len(port), dtype=np.int64)
         self.tables["queues"].write_columns([
             time_ns, owners[port], peers[port], np.rint(np.frombuffer(log.max_ps, dtype=np.int64) / rate).astype(np.int64),
-            np.frombuffer(log.area2, dtype=np.float64) / 2.0 / interval / rate, zeros, zeros,
+            np.frombuffer(log.area2, dtype=np.float64) / 2.0 / interval / rate,
+            np.frombuffer(log.drops, dtype=np.int64), np.frombuffer(log.marks, dtype=np.int64),
+            np.frombuffer(log.paused_ps, dtype=np.int64) // 1000,
         ])
         self.tables["links"].write_columns([
             time_ns, owners[port], peers[port], self._carried_bytes(port, busy, rate), busy / interval,

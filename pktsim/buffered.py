@@ -1,0 +1,342 @@
+"""Egress ports with finite buffers, priorities, PFC and ECN marking.
+
+The ideal fabric's :class:`~pktsim.switch.Port` knows a packet's departure when it is enqueued,
+because nothing can stop a link once it has work. With PFC a link can be paused, with priorities a
+later control packet can overtake queued data, and with finite buffers a packet can be refused, so
+here every transmission is an event: a :class:`BufferedPort` starts its next packet when the
+previous one has been serialised (two events per packet-hop instead of one). A port serves
+
+1. the control class (ACK, NACK, CNP) first: strict priority, never paused, never dropped;
+2. the data FIFO, unless PFC has paused it;
+3. or, at a NIC, the NIC itself (``source``): the NIC hands over its next packet only when the
+   link is free, so a paused NIC stops sending and congestion control decides what goes next.
+
+A :class:`Wire` holds the packets in flight on the link, in order, with its head packet's arrival
+as the SimPy event (like the ideal port's FIFO). It is also the ingress of the next switch: PFC
+counts the bytes each ingress brought into the switch's buffer there.
+
+A :class:`SwitchBuffer` is the shared packet memory of one switch: admission (shared capacity,
+static per-port limits, Broadcom-style dynamic thresholds), drops, and PFC pause/resume per ingress
+link, with the pause frame crossing the link in the reverse direction.
+
+Occupancy is logged exactly as the ideal port does (see :class:`~pktsim.switch.PortLog`): the
+backlog jumps by a packet's serialisation time when it joins the port and drains linearly while the
+link transmits; it stands still while the port is paused.
+"""
+
+from __future__ import annotations
+
+import random
+from collections import deque
+from fractions import Fraction
+from heapq import heappush
+from typing import Callable
+
+import simpy
+from simpy.core import NORMAL
+
+from .packet import RdmaPacket
+from .scenario import PAUSE_FRAME_BYTES, EcnSpec, Scenario, pfc_headroom_bytes
+from .switch import PortLog
+from .units import PS_PER_NS
+
+
+class Wire:
+    """The packets in flight on one link, in arrival order; the head's arrival is the event. As
+    the ingress of a switch it carries PFC's count of the bytes it brought into that switch."""
+
+    __slots__ = ("port", "fifo", "callbacks", "arrival_callbacks", "heap", "eid", "held", "pause_sent")
+
+    _ok = True  # read by simpy.Environment.step
+
+    def __init__(self, port: BufferedPort) -> None:
+        self.port = port
+        """The egress port that feeds this link (the one PFC pauses)."""
+        self.fifo: deque[RdmaPacket] = deque()
+        self.callbacks: tuple | None = None
+        self.arrival_callbacks: tuple = ()
+        self.heap = port.env._queue
+        self.eid = port.env._eid
+        self.held = 0
+        """Bytes that arrived on this link and sit in the next switch's buffer."""
+        self.pause_sent = False
+
+    def push(self, pkt: RdmaPacket, arrival_ps: int) -> None:
+        pkt.t = arrival_ps
+        pkt.ingress = self
+        fifo = self.fifo
+        fifo.append(pkt)
+        if len(fifo) == 1:
+            self.callbacks = self.arrival_callbacks
+            heappush(self.heap, (arrival_ps, NORMAL, next(self.eid), self))
+
+    def pop(self) -> RdmaPacket:
+        """Take the head packet, which has just arrived, and make the next one the event."""
+        fifo = self.fifo
+        pkt = fifo.popleft()
+        if fifo:
+            self.callbacks = self.arrival_callbacks
+            heappush(self.heap, (fifo[0].t, NORMAL, next(self.eid), self))
+        return pkt
+
+
+class BufferedPort:
+    """Egress port of ``owner`` onto the link to ``peer``: control class first, then the data FIFO
+    (pausable by PFC), serialised one packet at a time. Times are integer picoseconds."""
+
+    __slots__ = (
+        "env", "heap", "eid", "port_id", "owner", "peer", "gbps", "delay_ps", "ppb_num", "ppb_den", "down",
+        "wire", "ctrl", "data", "data_bytes", "busy", "paused", "source", "buffer", "ecn", "rand", "on_drop",
+        "callbacks", "done_callbacks", "b", "last_t", "interval_ps", "log", "iv_end", "iv_max", "iv_area2",
+        "iv_busy", "iv_drops", "iv_marks", "iv_paused", "packets", "drops", "marks", "paused_ps", "peak", "peak_t",
+    )
+
+    _ok = True  # the port is the SimPy event of the end of its current transmission
+
+    def __init__(
+        self, env: simpy.Environment, port_id: int, owner: str, peer: str, gbps: float, delay_ns: int,
+        interval_ns: int, log: PortLog, down: bool, buffer: SwitchBuffer | None, ecn: EcnSpec | None, seed: int,
+    ) -> None:
+        self.env = env
+        self.heap = env._queue
+        self.eid = env._eid
+        self.port_id = port_id
+        self.owner = owner
+        self.peer = peer
+        self.gbps = gbps
+        self.delay_ps = delay_ns * PS_PER_NS
+        ppb = Fraction(8_000_000) / Fraction(round(gbps * 1000))
+        self.ppb_num, self.ppb_den = ppb.numerator, ppb.denominator
+        self.down = down
+        self.wire = Wire(self)
+        self.ctrl: deque[RdmaPacket] = deque()
+        self.data: deque[RdmaPacket] = deque()
+        self.data_bytes = 0
+        """Bytes of data packets waiting (the one being serialised excluded)."""
+        self.busy = False
+        self.paused = False
+        self.source: Callable[[int], RdmaPacket | None] | None = None
+        """At a NIC: returns the NIC's next data packet at time t, or None."""
+        self.buffer = buffer
+        self.ecn = (ecn.kmin_bytes, ecn.kmax_bytes, ecn.pmax) if ecn is not None else None
+        self.rand = random.Random(seed).random
+        self.on_drop: Callable[[RdmaPacket], None] | None = None
+        self.callbacks: tuple | None = None
+        self.done_callbacks = (self._tx_done,)
+        # Occupancy: backlog b (ps of serialisation) at time last_t, and the open interval's sums.
+        self.b = 0
+        self.last_t = 0
+        self.interval_ps = interval_ns * PS_PER_NS
+        self.log = log
+        self.iv_end = self.interval_ps
+        self.iv_max = self.iv_area2 = self.iv_busy = 0
+        self.iv_drops = self.iv_marks = self.iv_paused = 0
+        self.packets = self.drops = self.marks = self.paused_ps = 0
+        self.peak = self.peak_t = 0
+
+    # -- what the rest of the simulator reads --------------------------------------------------
+
+    @property
+    def busy_until(self) -> int:
+        """When the backlog would be gone if the link kept transmitting (the adaptive selector's
+        load signal, as for the ideal port)."""
+        return (self.last_t if self.busy else self.env._now) + self.b
+
+    def serialisation_ps(self, size: int) -> int:
+        return -(-size * self.ppb_num // self.ppb_den)
+
+    def peak_bytes(self) -> float:
+        return self.peak * self.ppb_den / self.ppb_num
+
+    # -- packets ----------------------------------------------------------------------------------
+
+    def send(self, pkt: RdmaPacket, t: int) -> None:
+        """Enqueue ``pkt`` now (``t`` is the current time in ps)."""
+        self._advance(t)
+        if pkt.kind:
+            self.ctrl.append(pkt)
+        else:
+            size = pkt.size
+            if self.buffer is not None and not self.buffer.admit(self, pkt):
+                self.iv_drops += 1
+                self.drops += 1
+                self.on_drop(pkt)
+                return
+            ecn = self.ecn
+            if ecn is not None and not pkt.ecn:
+                q = self.data_bytes
+                kmin, kmax, pmax = ecn
+                if q >= kmax or (q > kmin and self.rand() < pmax * (q - kmin) / (kmax - kmin)):
+                    pkt.ecn = True
+                    self.iv_marks += 1
+                    self.marks += 1
+            self.data.append(pkt)
+            self.data_bytes += size
+        b = self.b = self.b + -(-pkt.size * self.ppb_num // self.ppb_den)
+        if b > self.iv_max:
+            self.iv_max = b
+        if not self.busy:
+            self._start(t)
+
+    def kick(self) -> None:
+        """The source may have something to send: start if the link is idle."""
+        if not self.busy:
+            now = self.env._now
+            self._advance(now)
+            self._start(now)
+
+    def set_paused(self, paused: bool) -> None:
+        """PFC pause (True) or resume (False) of the data class, effective now."""
+        now = self.env._now
+        self._advance(now)
+        self.paused = paused
+        if not paused and not self.busy:
+            self._start(now)
+
+    def _start(self, now: int) -> None:
+        """Begin serialising the next packet, if there is one the port may send."""
+        if self.ctrl:
+            pkt = self.ctrl.popleft()
+        elif self.paused:
+            return
+        elif self.data:
+            pkt = self.data.popleft()
+            self.data_bytes -= pkt.size
+            if self.buffer is not None:
+                self.buffer.release(pkt)
+        elif self.source is not None:
+            pkt = self.source(now)
+            if pkt is None:
+                return
+            b = self.b = self.b + -(-pkt.size * self.ppb_num // self.ppb_den)
+            if b > self.iv_max:
+                self.iv_max = b
+        else:
+            return
+        done = now + -(-pkt.size * self.ppb_num // self.ppb_den)
+        self.busy = True
+        self.packets += 1
+        self.callbacks = self.done_callbacks
+        heappush(self.heap, (done, NORMAL, next(self.eid), self))
+        self.wire.push(pkt, done + self.delay_ps)
+
+    def _tx_done(self, _event: BufferedPort) -> None:
+        now = self.env._now
+        self._advance(now)
+        self.busy = False
+        self._start(now)
+
+    # -- occupancy log ----------------------------------------------------------------------------
+
+    def _advance(self, t: int) -> None:
+        """Integrate the backlog from ``last_t`` to ``t``, closing sampling intervals on the way."""
+        last = self.last_t
+        if t == last:
+            return
+        while t >= self.iv_end:
+            end = self.iv_end
+            self._integrate(end - last)
+            last = end
+            self._close_interval(end)
+            if not (self.b or self.busy or self.paused):  # idle: jump to t's interval
+                self.iv_end = (t // self.interval_ps + 1) * self.interval_ps
+                last = t
+        self._integrate(t - last)
+        self.last_t = t
+
+    def _integrate(self, dt: int) -> None:
+        if dt <= 0:
+            return
+        b = self.b
+        if self.busy:
+            self.iv_area2 += (2 * b - dt) * dt
+            self.b = b - dt
+            self.iv_busy += dt
+        else:
+            self.iv_area2 += 2 * b * dt
+        if self.paused:
+            self.iv_paused += dt
+            self.paused_ps += dt
+
+    def _close_interval(self, end: int) -> None:
+        iv = self.interval_ps
+        if self.iv_busy or self.iv_max or self.iv_drops or self.iv_paused:
+            log = self.log
+            log.start_ps.append(end - iv)
+            log.port_id.append(self.port_id)
+            log.max_ps.append(self.iv_max)
+            log.area2.append(self.iv_area2)
+            log.busy_ps.append(self.iv_busy)
+            log.drops.append(self.iv_drops)
+            log.marks.append(self.iv_marks)
+            log.paused_ps.append(self.iv_paused)
+            if self.iv_max > self.peak:
+                self.peak, self.peak_t = self.iv_max, end - iv
+        self.iv_end = end + iv
+        self.iv_max = self.b
+        self.iv_area2 = self.iv_busy = self.iv_drops = self.iv_marks = self.iv_paused = 0
+
+    def close(self) -> None:
+        """Log the intervals up to now (the run has ended: every queue is empty)."""
+        self._advance(self.env._now)
+        self._close_interval(self.iv_end)
+
+
+class SwitchBuffer:
+    """The shared packet memory of one switch: admission of data packets to its egress queues,
+    and PFC per ingress link. Sizes in bytes."""
+
+    def __init__(self, env: simpy.Environment, scenario: Scenario) -> None:
+        spec = scenario.switch
+        self.env = env
+        self.capacity = spec.buffer_bytes if spec.buffer_bytes is not None else float("inf")
+        self.port_limit = spec.port_buffer_bytes if spec.port_buffer_bytes is not None else float("inf")
+        self.alpha = spec.dt_alpha
+        self.used = 0
+        self.pfc = spec.pfc.enabled
+        self.xoff = spec.pfc.xoff_bytes
+        self.xon = spec.pfc.xon_bytes
+        headroom = spec.pfc.headroom_bytes
+        self.headroom = headroom if headroom is not None else pfc_headroom_bytes(scenario)
+        self.pauses = 0
+        """Pause frames this switch sent."""
+        self.over_headroom = 0
+        """Packets admitted to an ingress beyond xoff + headroom (zero when PFC is sized right)."""
+
+    def admit(self, port: BufferedPort, pkt: RdmaPacket) -> bool:
+        size = pkt.size
+        if self.used + size > self.capacity:
+            return False
+        queue = port.data_bytes + size
+        if queue > self.port_limit:
+            return False
+        if self.alpha is not None and queue > self.alpha * (self.capacity - self.used):
+            return False
+        self.used += size
+        if self.pfc:
+            ingress = pkt.ingress
+            held = ingress.held = ingress.held + size
+            if held > self.xoff and not ingress.pause_sent:
+                ingress.pause_sent = True
+                self.pauses += 1
+                self._signal(ingress.port, True)
+            if held > self.xoff + self.headroom:
+                self.over_headroom += 1
+        return True
+
+    def release(self, pkt: RdmaPacket) -> None:
+        """``pkt`` leaves its egress queue for the link."""
+        self.used -= pkt.size
+        if self.pfc:
+            ingress = pkt.ingress
+            ingress.held -= pkt.size
+            if ingress.pause_sent and ingress.held <= self.xon:
+                ingress.pause_sent = False
+                self._signal(ingress.port, False)
+
+    def _signal(self, upstream: BufferedPort, pause: bool) -> None:
+        """Send a PAUSE (or RESUME) frame up the link: it takes effect at the upstream port after
+        its serialisation and the link's propagation delay."""
+        delay = upstream.delay_ps + upstream.serialisation_ps(PAUSE_FRAME_BYTES)
+        self.env.timeout(delay, pause).callbacks.append(lambda event: upstream.set_paused(event.value))
+

@@ -1,0 +1,449 @@
+"""The reliable RDMA transport: ACKs and NACKs as real packets, go-back-N or selective repeat, a
+retransmission timeout, and the congestion control of :mod:`pktsim.cc`.
+
+Sequence numbers (PSNs) run per queue pair across the messages it carries, as in RoCE. The sender
+keeps, per queue pair, ``snd_una`` (first unacknowledged PSN), ``snd_nxt`` (next to send) and
+``snd_max`` (one past the highest ever sent); anything sent below ``snd_max`` is a retransmission.
+The receiver's state for the connection (:class:`Responder`) holds the next PSN expected and, for
+selective repeat, the PSNs received beyond it.
+
+- ``gbn`` (RoCE go-back-N): the receiver accepts only the expected PSN; anything later is
+  discarded and answered by one NACK for the expected PSN; the sender rewinds ``snd_nxt`` to it.
+- ``sr`` (selective repeat, IRN-style): the receiver keeps out-of-order packets and acknowledges
+  each with a selective ACK; the sender resends a missing PSN once a packet sent at least
+  ``reorder_window_ns`` after it has been acknowledged (RACK's time-based rule), so reordering
+  shorter than the window costs no retransmission.
+- both: one retransmission timer per queue pair (not per packet): after ``rto_ns`` without
+  progress the sender resends from ``snd_una`` (``sr``: every PSN not selectively acknowledged).
+
+``ideal`` keeps today's behaviour on this NIC: no ACKs, every packet sent once. The NIC hands its
+packets to its port only when the link is free (:class:`pktsim.buffered.BufferedPort` pulls them),
+so PFC pauses and congestion control act on what is sent next. A receiver counts a packet whose
+data it already has as a spurious retransmission; a flow's row is written once it is acknowledged
+and none of its copies is still in the network, so its counts are final.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from typing import Callable
+
+import simpy
+
+from .buffered import BufferedPort, Wire
+from .cc import Dcqcn, Dctcp
+from .nic import Flow, Nic, QueuePair
+from .packet import ACK, CNP, DATA, NACK, RdmaPacket
+from .routing import flow_key
+from .scenario import NicSpec
+
+
+class RdmaFlow(Flow):
+    """A flow with the transport's counts (packets, not bytes)."""
+
+    __slots__ = ("first_psn", "tx_packets", "retransmits", "spurious", "discarded", "dropped", "inflight",
+                 "acked", "closed")
+
+    def __init__(self, *args) -> None:
+        super().__init__(*args)
+        self.first_psn = 0
+        self.tx_packets = 0     # data packets put on the wire, retransmissions included
+        self.retransmits = 0    # ... of which retransmissions
+        self.spurious = 0       # copies that reached a receiver which already had their data
+        self.discarded = 0      # out-of-order arrivals a go-back-N receiver threw away
+        self.dropped = 0        # copies dropped by a full buffer
+        self.inflight = 0       # copies still in the network
+        self.acked = False
+        self.closed = False
+
+
+class Responder:
+    """The receiving side of one connection."""
+
+    __slots__ = ("expected", "ooo", "nack_for", "unacked", "echo", "last_cnp_ps")
+
+    def __init__(self) -> None:
+        self.expected = 0
+        self.ooo: set[int] = set()
+        self.nack_for = -1
+        self.unacked = 0
+        self.echo = 0           # ECN-marked payload bytes not yet reported
+        self.last_cnp_ps = None
+
+
+class RdmaQueuePair(QueuePair):
+    """A connection with its sender state (PSNs, window, congestion control, timer)."""
+
+    __slots__ = ("nic", "src", "rev_key", "segs", "psn_end", "snd_nxt", "snd_una", "snd_max", "active",
+                 "cc", "next_send_ps", "rto_deadline", "reo_deadline", "timer_at", "timer_gen", "lost", "lost_set",
+                 "sacked", "sent_at", "rack_high", "rack_rtt", "rx", "timeouts")
+
+    def __init__(self, nic: RdmaNic, key: tuple, dst: int, entropy: int) -> None:
+        super().__init__(key, dst, entropy, flow_key(nic.index, dst, entropy))
+        self.nic = nic
+        self.src = nic.index
+        self.rev_key = flow_key(dst, nic.index, entropy)
+        """The 5-tuple hash of the reverse direction: ACKs follow their own ECMP path."""
+        self.segs: deque[RdmaFlow] = deque()
+        """Flows posted and not yet fully acknowledged, in PSN order."""
+        self.psn_end = 0
+        self.snd_nxt = self.snd_una = self.snd_max = 0
+        self.active = False
+        self.cc: Dcqcn | Dctcp | None = None
+        self.next_send_ps = 0
+        self.rto_deadline: int | None = None   # when the retransmission timeout falls due
+        self.reo_deadline: int | None = None   # sr: when the next missing PSN becomes overdue
+        self.timer_at: int | None = None       # when the pending timer event fires
+        self.timer_gen = 0
+        self.lost: deque[int] = deque()    # sr: PSNs to resend, oldest first
+        self.lost_set: set[int] = set()
+        self.sacked: set[int] = set()       # sr: PSNs above snd_una the receiver has
+        self.sent_at: dict[int, int] = {}   # sr: last send time of each outstanding PSN
+        self.rack_high = 0                  # sr: highest PSN selectively acknowledged ...
+        self.rack_rtt = 0                   # ... and the round trip that acknowledgement measured
+        self.rx = Responder()
+        self.timeouts = 0
+
+    def flow_at(self, psn: int) -> RdmaFlow:
+        for f in self.segs:
+            if psn < f.first_psn + f.packets:
+                return f
+        raise AssertionError(f"PSN {psn} belongs to no outstanding flow")
+
+
+class RdmaNic(Nic):
+    """A NIC running the reliable transport over a :class:`BufferedPort`."""
+
+    flow_class = RdmaFlow
+
+    def __init__(
+        self, env: simpy.Environment, index: int, name: str, port: BufferedPort, spec: NicSpec,
+        entropy_per_packet: bool, seed: int, line_gbps: float, base_rtt_ps: int,
+        on_flow_done: Callable[[Flow, int], None], on_flow_closed: Callable[[RdmaFlow], None],
+    ) -> None:
+        super().__init__(env, index, name, port, spec.mtu_bytes, spec.header_bytes, entropy_per_packet, seed,
+                         on_flow_done)
+        self.spec = spec
+        self.transport = spec.transport
+        self.reliable = spec.transport != "ideal"
+        self.sr = spec.transport == "sr"
+        self.cc = spec.cc
+        self.line_gbps = line_gbps
+        self.max_inflight = (max(1, spec.window_bytes // spec.mtu_bytes) if spec.window_bytes is not None
+                             else float("inf"))
+        self.rto_ps = spec.rto_ns * 1000
+        self.reorder_ps = spec.reorder_window_ns * 1000
+        self.cnp_interval_ps = spec.dcqcn.cnp_interval_ns * 1000
+        init_window = spec.dctcp.init_window_bytes
+        self.init_window = init_window if init_window is not None else int(line_gbps / 8 * base_rtt_ps / 1000)
+        self.on_flow_closed = on_flow_closed
+        self.wake_t: int | None = None
+        port.source = self.next_packet
+
+    # -- sending ---------------------------------------------------------------------------------
+
+    def open_queue_pair(self, key: tuple, dst: int, entropy: int) -> RdmaQueuePair:
+        qp = self.qps[key] = RdmaQueuePair(self, key, dst, entropy)
+        now = self.env._now
+        if self.cc == "dcqcn":
+            qp.cc = Dcqcn(self.spec.dcqcn, self.line_gbps, now)
+        elif self.cc == "dctcp":
+            qp.cc = Dctcp(self.spec.dctcp, self.payload_max, self.init_window)
+        return qp
+
+    def post(self, qp: RdmaQueuePair, flow: RdmaFlow) -> None:
+        """Queue ``flow`` on ``qp`` (its PSNs follow the previous flow's) and wake the link."""
+        flow.first_psn = qp.psn_end
+        qp.psn_end += flow.packets
+        qp.segs.append(flow)
+        self._activate(qp)
+
+    def _activate(self, qp: RdmaQueuePair) -> None:
+        if not qp.active:
+            qp.active = True
+            self.active.append(qp)
+        self.port.kick()
+
+    def next_packet(self, now: int) -> RdmaPacket | None:
+        """The port's link is free: the next data packet, round-robin over the queue pairs that
+        may send (something to send, window open, pacing time reached), or None."""
+        active = self.active
+        wake = None
+        for _ in range(len(active)):
+            qp = active.popleft()
+            if qp.lost:
+                psn = qp.lost[0]
+            elif qp.snd_nxt < qp.psn_end:
+                psn = qp.snd_nxt
+                inflight = psn - qp.snd_una
+                cc = qp.cc
+                if inflight >= self.max_inflight or (
+                    cc is not None and cc.__class__ is Dctcp and inflight * self.payload_max >= cc.cwnd
+                ):
+                    active.append(qp)  # window closed: an ACK reopens it
+                    continue
+            else:
+                qp.active = False
+                continue
+            if qp.next_send_ps > now:  # paced by DCQCN
+                active.append(qp)
+                if wake is None or qp.next_send_ps < wake:
+                    wake = qp.next_send_ps
+                continue
+            active.append(qp)
+            return self._data_packet(qp, psn, now)
+        if wake is not None:
+            self._wake_at(wake)
+        return None
+
+    def _data_packet(self, qp: RdmaQueuePair, psn: int, now: int) -> RdmaPacket:
+        flow = qp.flow_at(psn)
+        seq = psn - flow.first_psn
+        payload = min(self.payload_max, flow.bytes - seq * self.payload_max)
+        size = payload + self.header
+        record = None
+        if psn < qp.snd_max:
+            flow.retransmits += 1
+        elif seq == 0:
+            flow.start_ps = now
+            record = [self.name]
+        if qp.lost and qp.lost[0] == psn:
+            qp.lost.popleft()
+            qp.lost_set.discard(psn)
+        else:
+            qp.snd_nxt = psn + 1
+            if qp.snd_nxt > qp.snd_max:
+                qp.snd_max = qp.snd_nxt
+        flow.tx_packets += 1
+        flow.inflight += 1
+        key = flow_key(self.index, qp.dst, self.rand16(16)) if self.entropy_per_packet else qp.fkey
+        pkt = RdmaPacket(flow, seq, size, payload, qp.dst, key, record, DATA, qp, psn)
+        cc = qp.cc
+        if cc is not None and cc.__class__ is Dcqcn:
+            cc.on_sent(now, size)
+            qp.next_send_ps = now + int(size * cc.ps_per_byte)
+        if self.reliable:
+            if self.sr:
+                qp.sent_at[psn] = now
+            if qp.rto_deadline is None:
+                self._arm(qp, now + self.rto_ps)
+        return pkt
+
+    def _wake_at(self, t: int) -> None:
+        if self.wake_t is not None and self.wake_t <= t:
+            return
+        self.wake_t = t
+        self.env.timeout(t - self.env._now, t).callbacks.append(self._on_wake)
+
+    def _on_wake(self, event: simpy.Event) -> None:
+        if event.value == self.wake_t:
+            self.wake_t = None
+            self.port.kick()
+
+    def _send_ctrl(self, kind: int, qp: RdmaQueuePair, psn: int) -> RdmaPacket:
+        """An ACK, NACK or CNP for ``qp`` back to its sender, on the control class."""
+        pkt = RdmaPacket(None, 0, self.spec.ack_bytes, 0, qp.src, qp.rev_key, None, kind, qp, psn)
+        self.port.send(pkt, self.env._now)
+        return pkt
+
+    # -- the connection's timer: retransmission timeout and (sr) reordering deadline -------------
+
+    def _arm(self, qp: RdmaQueuePair, deadline: int) -> None:
+        """Set the retransmission deadline (``sr`` also has ``qp.reo_deadline``)."""
+        qp.rto_deadline = deadline
+        self._schedule(qp)
+
+    def _schedule(self, qp: RdmaQueuePair) -> None:
+        """Make sure one timer event is pending at or before the earliest deadline. Deadlines that
+        move later need no new event: the pending one wakes, finds nothing due and sleeps again."""
+        due = qp.rto_deadline
+        if qp.reo_deadline is not None and (due is None or qp.reo_deadline < due):
+            due = qp.reo_deadline
+        if due is None or (qp.timer_at is not None and qp.timer_at <= due):
+            return
+        qp.timer_at = due
+        qp.timer_gen += 1
+        self.env.timeout(due - self.env._now, (qp, qp.timer_gen)).callbacks.append(self._on_timer)
+
+    def _on_timer(self, event: simpy.Event) -> None:
+        qp, gen = event.value
+        if gen != qp.timer_gen:  # superseded by an earlier one
+            return
+        qp.timer_at = None
+        now = self.env._now
+        if qp.reo_deadline is not None and qp.reo_deadline <= now:
+            qp.reo_deadline = self._detect_losses(qp, now)
+        if qp.rto_deadline is not None and qp.rto_deadline <= now:
+            self._timeout(qp, now)
+        self._schedule(qp)
+        if qp.lost or qp.snd_nxt < qp.psn_end:
+            self._activate(qp)
+
+    def _timeout(self, qp: RdmaQueuePair, now: int) -> None:
+        """No progress for ``rto_ns``: resend from the first unacknowledged PSN."""
+        qp.timeouts += 1
+        if self.sr:
+            for psn in range(qp.snd_una, qp.snd_max):
+                if psn not in qp.sacked and psn not in qp.lost_set:
+                    qp.lost.append(psn)
+                    qp.lost_set.add(psn)
+        else:
+            qp.snd_nxt = qp.snd_una
+        if qp.cc is not None and qp.cc.__class__ is Dctcp:
+            qp.cc.on_loss()
+        qp.rto_deadline = now + self.rto_ps
+
+    # -- receiving -------------------------------------------------------------------------------
+
+    def on_arrival(self, wire: Wire) -> None:
+        """The head packet of ``wire`` (the link from the ToR) has arrived."""
+        pkt = wire.pop()
+        kind = pkt.kind
+        if kind == DATA:
+            self._on_data(pkt)
+        elif kind == CNP:
+            pkt.qp.cc.on_cnp(self.env._now)
+        else:
+            self._on_ack(pkt)
+
+    def _on_data(self, pkt: RdmaPacket) -> None:
+        now = self.env._now
+        qp: RdmaQueuePair = pkt.qp
+        rx = qp.rx
+        flow: RdmaFlow = pkt.flow
+        flow.inflight -= 1
+        if pkt.record is not None:
+            pkt.record.append(self.name)
+            flow.path = pkt.record
+        if pkt.ecn:
+            rx.echo += pkt.payload
+            if self.cc == "dcqcn" and (rx.last_cnp_ps is None or now - rx.last_cnp_ps >= self.cnp_interval_ps):
+                rx.last_cnp_ps = now
+                self._send_ctrl(CNP, qp, 0)
+        if not self.reliable:
+            self._accept(flow, pkt, now)
+            self._maybe_close(flow)
+            return
+        psn = pkt.psn
+        if psn == rx.expected:
+            rx.expected += 1
+            rx.nack_for = -1
+            if rx.ooo:
+                while rx.expected in rx.ooo:
+                    rx.ooo.remove(rx.expected)
+                    rx.expected += 1
+            self._accept(flow, pkt, now)
+            rx.unacked += 1
+            if rx.unacked >= self.spec.ack_every or pkt.seq == flow.packets - 1 or rx.ooo:
+                self._ack(qp, ACK, -1)
+        elif psn > rx.expected:
+            if not self.sr:
+                flow.discarded += 1
+                if rx.nack_for != rx.expected:
+                    rx.nack_for = rx.expected
+                    self._ack(qp, NACK, -1)
+            elif psn in rx.ooo:
+                flow.spurious += 1
+                self._ack(qp, ACK, psn)
+            else:
+                rx.ooo.add(psn)
+                self._accept(flow, pkt, now)
+                self._ack(qp, ACK, psn)
+        else:
+            flow.spurious += 1
+            self._ack(qp, ACK, -1)
+        self._maybe_close(flow)
+
+    def _ack(self, qp: RdmaQueuePair, kind: int, sack: int) -> None:
+        rx = qp.rx
+        pkt = self._send_ctrl(kind, qp, rx.expected)
+        pkt.sack = sack
+        pkt.echo = rx.echo
+        rx.echo = 0
+        rx.unacked = 0
+
+    def _accept(self, flow: RdmaFlow, pkt: RdmaPacket, now: int) -> None:
+        """First copy of a packet's data at the receiver."""
+        flow.rx_bytes += pkt.payload
+        via = flow.via_bytes
+        via[pkt.via] = via.get(pkt.via, 0) + pkt.payload
+        if flow.rx_bytes == flow.bytes:
+            flow.end_ps = now
+            if not self.reliable:
+                flow.acked = True
+            self.on_flow_done(flow, now)
+
+    def _on_ack(self, pkt: RdmaPacket) -> None:
+        now = self.env._now
+        qp: RdmaQueuePair = pkt.qp
+        cum = pkt.psn
+        newly = 0
+        if cum > qp.snd_una:
+            newly = cum - qp.snd_una
+            qp.snd_una = cum
+            if qp.snd_nxt < cum:
+                qp.snd_nxt = cum
+            segs = qp.segs
+            while segs and segs[0].first_psn + segs[0].packets <= cum:
+                f = segs.popleft()
+                f.acked = True
+                self._maybe_close(f)
+            if self.sr:
+                for psn in [p for p in qp.sent_at if p < cum]:
+                    del qp.sent_at[psn]
+                qp.sacked = {p for p in qp.sacked if p >= cum}
+                while qp.lost and qp.lost[0] < cum:
+                    qp.lost_set.discard(qp.lost.popleft())
+            qp.rto_deadline = now + self.rto_ps if qp.snd_una < qp.snd_max else None
+        cc = qp.cc
+        if pkt.kind == NACK and cum < qp.snd_nxt:  # go back to the expected PSN
+            qp.snd_nxt = cum
+            if cc is not None and cc.__class__ is Dctcp:
+                cc.on_loss()
+        if self.sr and pkt.sack >= cum:
+            self._selective_ack(qp, pkt.sack, now)
+        if cc is not None and cc.__class__ is Dctcp:
+            cc.on_ack(newly * self.payload_max, pkt.echo, qp.snd_una, qp.snd_nxt)
+        if qp.lost or qp.snd_nxt < qp.psn_end:
+            self._activate(qp)
+
+    def _selective_ack(self, qp: RdmaQueuePair, psn: int, now: int) -> None:
+        """``psn`` arrived beyond a gap. RACK's rule: a PSN still missing below the highest one
+        selectively acknowledged is lost once it is ``reorder_window`` later than it would have
+        arrived with that acknowledgement's round trip; until then it may just be reordered."""
+        qp.sacked.add(psn)
+        sent = qp.sent_at.get(psn)
+        if sent is not None and psn > qp.rack_high:
+            qp.rack_high = psn
+            qp.rack_rtt = now - sent
+        qp.reo_deadline = self._detect_losses(qp, now)
+        self._schedule(qp)
+
+    def _detect_losses(self, qp: RdmaQueuePair, now: int) -> int | None:
+        """Queue the missing PSNs now overdue for resending; returns when the next one falls due."""
+        next_due = None
+        slack = qp.rack_rtt + self.reorder_ps
+        sacked, lost_set, sent_at = qp.sacked, qp.lost_set, qp.sent_at
+        for p in range(qp.snd_una, qp.rack_high):
+            if p in sacked or p in lost_set or p not in sent_at:
+                continue
+            due = sent_at[p] + slack
+            if due <= now:
+                qp.lost.append(p)
+                lost_set.add(p)
+            elif next_due is None or due < next_due:
+                next_due = due
+        return next_due
+
+    def _maybe_close(self, flow: RdmaFlow) -> None:
+        if flow.acked and not flow.inflight and not flow.closed and flow.end_ps >= 0:
+            flow.closed = True
+            self.on_flow_closed(flow)
+
+
+def dropped(pkt: RdmaPacket) -> None:
+    """A buffer refused ``pkt``: account the copy as gone."""
+    flow: RdmaFlow = pkt.flow
+    flow.dropped += 1
+    flow.inflight -= 1
+    pkt.qp.nic._maybe_close(flow)
