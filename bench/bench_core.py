@@ -6,7 +6,10 @@ a cross-leaf permutation (rank r -> r + 4) of 64 MiB flows under ECMP, traces on
 Prints, from one run on this machine:
   - pktsim: packet-hops per second, engine events per packet-hop, peak RSS of the run's process;
   - raw SimPy: events per second of a trivial process (the ceiling any SimPy design can reach);
-  - ns.py on the same scenario (if installed: pip install -e ".[bench]") and the speed ratio.
+  - ns.py on the same scenario (if installed: pip install -e ".[bench]") and the speed ratio;
+  - the ``roce`` variant: the same scenario with the transport model (ACKs as packets, go-back-N,
+    DCQCN, PFC, ECN; ``--profile roce``): its packet-hops (ACK hops included) per second, the
+    share of them that are ACKs, and its cost per packet-hop relative to the ideal fabric.
 
     python bench/bench_core.py            # the full benchmark (~2 min with ns.py)
     python bench/bench_core.py --mib 8    # quicker, smaller flows
@@ -62,6 +65,7 @@ def main() -> None:
     parser.add_argument("--mib", type=int, default=64, help="flow size in MiB (default 64)")
     parser.add_argument("--repeat", type=int, default=2, help="rounds of pktsim and ns.py, interleaved (default 2)")
     parser.add_argument("--no-nspy", action="store_true", help="skip ns.py")
+    parser.add_argument("--no-roce", action="store_true", help="skip the roce variant")
     args = parser.parse_args()
     try:
         from nspy_baseline import run_nspy
@@ -70,9 +74,11 @@ def main() -> None:
 
     floor = run_pktsim(0, ["--set", "workload.jobs.0.bytes=64KiB"])["peak_rss_mib"]
     # Shared machines are noisy: alternate the simulators and keep each one's best round.
-    runs, nspy = [], []
+    runs, nspy, roce = [], [], []
     for _ in range(args.repeat):
         runs.append(run_pktsim(args.mib, []))
+        if not args.no_roce:
+            roce.append(run_pktsim(args.mib, ["--profile", "roce"]))
         if run_nspy is not None and not args.no_nspy:
             try:
                 nspy.append(run_nspy(flow_bytes=args.mib * 2**20))
@@ -88,6 +94,20 @@ def main() -> None:
     peak = max(r["peak_rss_mib"] for r in runs)
     print(f"memory   peak RSS {peak:.0f} MiB; the same run with 64 KiB flows peaks at {floor:.0f} MiB "
           f"(interpreter, libraries and pyarrow's code), so the simulation's own state peaks at {peak - floor:.0f} MiB")
+    if roce:
+        r = max(roce, key=lambda x: x["packet_hops_per_s"])
+        t = r["transport"]
+        data_hops = s["packet_hops"]  # the ideal run's hops: every data packet once over its path
+        acks = r["packet_hops"] - data_hops - t["retransmits"] * 4
+        pairs = ", ".join(f"{a['packet_hops_per_s'] / b['packet_hops_per_s']:.2f}" for a, b in zip(roce, runs))
+        print(f"roce     {r['packet_hops']:>10,} packet-hops in {r['wall_s']:6.2f} s: "
+              f"{r['packet_hops_per_s']:>9,.0f} packet-hops/s (rounds: "
+              f"{', '.join(format(x['packet_hops_per_s'], ',.0f') for x in roce)}), "
+              f"{r['events_per_packet_hop']:.3f} events/packet-hop, ACKs {acks / r['packet_hops']:.0%} of the hops, "
+              f"CCT {r['jobs'][0]['mean_cct_ns'] / 1e6:.3f} ms (slowdown {r['jobs'][0]['slowdown']:.2f}x; "
+              f"{t['ecn_marks']:,} ECN marks, {t['pause_frames']:,} pauses, {t['drops']} drops)")
+        print(f"         per packet-hop the roce variant runs at {r['packet_hops_per_s'] / s['packet_hops_per_s']:.2f}x "
+              f"the ideal fabric's speed (round by round: {pairs}); peak RSS {max(x['peak_rss_mib'] for x in roce):.0f} MiB")
     raw = max(simpy_event_rate() for _ in range(args.repeat))
     print(f"simpy    {raw:>10,.0f} events/s of a trivial process (ceiling): pktsim reaches "
           f"{s['packet_hops_per_s'] / raw:.2f} packet-hops per raw SimPy event")

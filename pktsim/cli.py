@@ -73,6 +73,8 @@ def build_parser() -> argparse.ArgumentParser:
     st.add_argument("--scheme", action="append", metavar="NAME",
                     help="ecmp | spray | splitK | split_minimal | planned:PLANNER | adaptive | flowlet, repeatable "
                          "(default: all, with split2/4/8/16 and every planner)")
+    st.add_argument("--profile", help="network profile of every run (roce: PFC + DCQCN + go-back-N; "
+                    "packet backend only)")
     st.add_argument("--seeds", type=int, metavar="N", help="seeds 1..N (default 3)")
     st.add_argument("--bytes", metavar="SIZE", help="per-rank buffer (permutation: per sender; default 1MiB)")
     st.add_argument("--backend", choices=("packet", "fluid", "auto"), default="auto",
@@ -224,7 +226,7 @@ def cmd_study(args: argparse.Namespace) -> int:
     jobs = args.jobs if args.jobs is not None else study.default_jobs()
     if jobs < 1:
         raise InputError("--jobs", "", f"must be at least 1 (got {jobs})")
-    runs = study.plan_runs(fabrics, workloads, schemes, seeds, nbytes, args.backend)
+    runs = study.plan_runs(fabrics, workloads, schemes, seeds, nbytes, args.backend, args.profile)
     if args.out:
         out = Path(args.out)
         if out.exists() and (not out.is_dir() or any(out.iterdir())):

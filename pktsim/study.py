@@ -19,7 +19,10 @@ Per run: ``cct_ns`` and ``ideal_ns`` are the job's mean collective completion ti
 for several jobs (``multi_job``) they are those of the job with the largest slowdown (the worst
 job, which gates a synchronous training step), and ``slowdown = cct_ns / ideal_ns``.
 ``max_congestion`` is the largest over jobs and ``mean_congestion`` the mean of the jobs' means
-(see the ``congestion`` table in traces/README.md).
+(see the ``congestion`` table in traces/README.md). With ``--profile roce`` (or any profile
+that needs the transport model: packet backend only) ``retransmits``, ``spurious_retransmits``,
+``drops`` (packets) and ``paused_ns`` (PFC pause time summed over ports) say why a scheme lost;
+they are null on the ideal fabric.
 """
 
 from __future__ import annotations
@@ -34,6 +37,7 @@ from pathlib import Path
 from typing import Sequence
 
 from .errors import InputError
+from .network import uses_transport_model
 from .scenario import LB_SCHEMES, Scenario, load_scenario, preset_names
 from .units import format_bytes, parse_bytes
 
@@ -61,8 +65,9 @@ QUICK_SEEDS = 1
 QUICK_SCHEMES = ("ecmp", "spray", "split4", "split_minimal", "planned:edge_coloring", "adaptive")
 
 COLUMNS = (
-    "fabric", "workload", "scheme", "seed", "backend", "status", "cct_ns", "ideal_ns", "slowdown",
-    "max_congestion", "mean_congestion", "plan_s", "wall_s",
+    "fabric", "workload", "scheme", "seed", "profile", "backend", "status", "cct_ns", "ideal_ns", "slowdown",
+    "max_congestion", "mean_congestion", "retransmits", "spurious_retransmits", "drops", "paused_ns", "plan_s",
+    "wall_s",
 )
 
 
@@ -76,6 +81,7 @@ class RunSpec:
     seed: int
     backend: str  # packet | fluid | skip
     overrides: tuple[str, ...] = field(default=())
+    profile: str | None = None
 
 
 def scheme_overrides(name: str) -> list[str]:
@@ -97,9 +103,10 @@ def scheme_overrides(name: str) -> list[str]:
                      f"planned:PLANNER; spray_switch)")
 
 
-def _fabric_topology(fabric: str) -> Scenario:
-    """Validate a fabric (a topology preset or YAML path); the scenario carries its topology."""
-    return load_scenario(topology=fabric, overrides=["workload.jobs.0.ranks=2"])
+def _fabric_topology(fabric: str, profile: str | None) -> Scenario:
+    """Validate a fabric (a topology preset or YAML path) with the network profile; the scenario
+    carries both."""
+    return load_scenario(topology=fabric, profile=profile, overrides=["workload.jobs.0.ranks=2"])
 
 
 def workload_jobs(name: str, scenario: Scenario, nbytes: int) -> list[dict]:
@@ -128,8 +135,9 @@ def workload_jobs(name: str, scenario: Scenario, nbytes: int) -> list[dict]:
 
 
 def _backend_for(requested: str, scenario: Scenario, scheme: str) -> str:
-    """``packet`` | ``fluid`` | ``skip`` (a switch-local scheme the fluid backend cannot model)."""
-    switch_local = scheme in SWITCH_LOCAL
+    """``packet`` | ``fluid`` | ``skip`` (a switch-local scheme or a transport model the fluid
+    backend cannot model)."""
+    switch_local = scheme in SWITCH_LOCAL or uses_transport_model(scenario)
     if requested == "packet":
         return "packet"
     if requested == "fluid":
@@ -141,8 +149,9 @@ def _backend_for(requested: str, scenario: Scenario, scheme: str) -> str:
 
 
 def plan_runs(fabrics: Sequence[str], workloads: Sequence[str], schemes: Sequence[str], seeds: int,
-              nbytes: int, backend: str) -> list[RunSpec]:
-    """Every run of the study, validated (bad names raise InputError before anything runs)."""
+              nbytes: int, backend: str, profile: str | None = None) -> list[RunSpec]:
+    """Every run of the study, validated (bad names raise InputError before anything runs).
+    ``profile``: the network profile of every run (``roce``: the transport model, packet backend)."""
     if seeds < 1:
         raise InputError("--seeds", "", f"must be at least 1 (got {seeds})")
     if backend not in BACKEND_CHOICES:
@@ -156,14 +165,14 @@ def plan_runs(fabrics: Sequence[str], workloads: Sequence[str], schemes: Sequenc
         if not (fabric in preset_names("topology") or Path(fabric).is_file()):
             raise InputError("--fabric", "", f"no topology preset or file named {fabric!r} "
                              f"(presets: {', '.join(preset_names('topology'))})")
-        topo = _fabric_topology(fabric)
+        topo = _fabric_topology(fabric, profile)
         for w in workloads:
             jobs = workload_jobs(w, topo, nbytes)
             job_set = [f"workload.jobs={json.dumps(jobs)}"]
             for s in schemes:
                 for seed in range(1, seeds + 1):
                     overrides = tuple(job_set + scheme_sets[s] + [f"name=study-{w}"])
-                    runs.append(RunSpec(fabric, w, s, seed, _backend_for(backend, topo, s), overrides))
+                    runs.append(RunSpec(fabric, w, s, seed, _backend_for(backend, topo, s), overrides, profile))
     # Scenario-level validation (e.g. planned on a fat-tree) happens per run: such a run becomes a row
     # with its error as status, as a planner refusing a large instance does.
     return runs
@@ -171,7 +180,7 @@ def plan_runs(fabrics: Sequence[str], workloads: Sequence[str], schemes: Sequenc
 
 def _empty_row(run: RunSpec, status: str) -> dict:
     row = dict.fromkeys(COLUMNS)
-    row.update(fabric=run.fabric, workload=run.workload, scheme=run.scheme, seed=run.seed,
+    row.update(fabric=run.fabric, workload=run.workload, scheme=run.scheme, seed=run.seed, profile=run.profile,
                backend=run.backend if run.backend != "skip" else None, status=status)
     return row
 
@@ -182,7 +191,7 @@ def execute(run: RunSpec) -> dict:
         return _empty_row(run, "skipped: fluid cannot model")
     t0 = time.perf_counter()
     try:
-        scenario = load_scenario(topology=run.fabric, seed=run.seed, overrides=list(run.overrides))
+        scenario = load_scenario(topology=run.fabric, seed=run.seed, profile=run.profile, overrides=list(run.overrides))
         if run.backend == "fluid":
             from .fluid import FluidSimulation
 
@@ -208,6 +217,10 @@ def execute(run: RunSpec) -> dict:
         mean_congestion=sum(means) / len(means) if means else None,
         plan_s=float(summary.get("plan_s") or 0.0), wall_s=time.perf_counter() - t0,
     )
+    transport = summary.get("transport")
+    if transport is not None:
+        row.update(retransmits=transport["retransmits"], spurious_retransmits=transport["spurious_retransmits"],
+                   drops=transport["drops"], paused_ns=transport["paused_ns"])
     return row
 
 
@@ -249,9 +262,10 @@ def to_table(rows: Sequence[dict]):
 
     schema = pa.schema([
         ("fabric", pa.string()), ("workload", pa.string()), ("scheme", pa.string()), ("seed", pa.int64()),
-        ("backend", pa.string()), ("status", pa.string()), ("cct_ns", pa.float64()), ("ideal_ns", pa.float64()),
-        ("slowdown", pa.float64()), ("max_congestion", pa.float64()), ("mean_congestion", pa.float64()),
-        ("plan_s", pa.float64()), ("wall_s", pa.float64()),
+        ("profile", pa.string()), ("backend", pa.string()), ("status", pa.string()), ("cct_ns", pa.float64()),
+        ("ideal_ns", pa.float64()), ("slowdown", pa.float64()), ("max_congestion", pa.float64()),
+        ("mean_congestion", pa.float64()), ("retransmits", pa.int64()), ("spurious_retransmits", pa.int64()),
+        ("drops", pa.int64()), ("paused_ns", pa.int64()), ("plan_s", pa.float64()), ("wall_s", pa.float64()),
     ])
     return pa.Table.from_pylist(list(rows), schema=schema)
 
