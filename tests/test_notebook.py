@@ -128,13 +128,15 @@ def test_notebook_on_default_runs(tmp_path, monkeypatch):
 
 
 def test_notebook_on_given_run(tmp_path, monkeypatch):
-    """PKTSIM_RUNS overrides RUNS; a single run on another fabric (fat-tree, multi-iteration ring) works too."""
+    """PKTSIM_RUNS overrides RUNS; a single run on another fabric (fat-tree, multi-iteration ring) works too,
+    and so does the transport model (roce profile: ACKs on the host links, PFC pauses plotted)."""
     run = tmp_path / "ring-ft"
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in (str(REPO), os.environ.get("PYTHONPATH")) if p)}
     done = subprocess.run(
         [sys.executable, "-m", "pktsim", "run", "--topology", "fat_tree_k4", "--workload", "ring_allreduce",
          "--set", "workload.jobs.0.bytes=1MiB", "--set", "workload.jobs.0.iterations=2",
-         "--set", "workload.jobs.0.placement=random", "--out", str(run), "--quiet"],
+         "--set", "workload.jobs.0.placement=random", "--profile", "roce", "--set", "switch.buffer_bytes=2MiB",
+         "--set", "switch.pfc.xoff_bytes=64KiB", "--set", "switch.pfc.xon_bytes=32KiB", "--out", str(run), "--quiet"],
         capture_output=True, text=True, env=env, cwd=tmp_path,
     )
     assert done.returncode == 0, done.stderr
