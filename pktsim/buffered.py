@@ -3,8 +3,9 @@
 The ideal fabric's :class:`~pktsim.switch.Port` knows a packet's departure when it is enqueued,
 because nothing can stop a link once it has work. With PFC a link can be paused, with priorities a
 later control packet can overtake queued data, and with finite buffers a packet can be refused, so
-here every transmission is an event: a :class:`BufferedPort` starts its next packet when the
-previous one has been serialised (two events per packet-hop instead of one). A port serves
+here the end of a transmission is an event whenever something waits behind it: a
+:class:`BufferedPort` starts its next packet when the previous one has been serialised (one event
+per packet-hop when packets do not queue, as on the ideal fabric; two when they do). A port serves
 
 1. the control class (ACK, NACK, CNP) first: strict priority, never paused, never dropped;
 2. the data FIFO, unless PFC has paused it;
@@ -86,7 +87,7 @@ class BufferedPort:
 
     __slots__ = (
         "env", "heap", "eid", "port_id", "owner", "peer", "gbps", "delay_ps", "ppb_num", "ppb_den", "down",
-        "wire", "ctrl", "data", "data_bytes", "busy", "paused", "source", "buffer", "ecn", "rand", "on_drop",
+        "wire", "ctrl", "data", "data_bytes", "tx_end", "pending", "paused", "source", "buffer", "ecn", "rand", "on_drop",
         "callbacks", "done_callbacks", "b", "last_t", "interval_ps", "log", "iv_end", "iv_max", "iv_area2",
         "iv_busy", "iv_drops", "iv_marks", "iv_paused", "packets", "drops", "marks", "paused_ps", "peak", "peak_t",
     )
@@ -113,7 +114,10 @@ class BufferedPort:
         self.data: deque[RdmaPacket] = deque()
         self.data_bytes = 0
         """Bytes of data packets waiting (the one being serialised excluded)."""
-        self.busy = False
+        self.tx_end = 0
+        """When the packet being serialised has left (ps); the link is free from then on."""
+        self.pending = False
+        """True while the end of the current transmission is in the event heap."""
         self.paused = False
         self.source: Callable[[int], RdmaPacket | None] | None = None
         """At a NIC: returns the NIC's next data packet at time t, or None."""
@@ -140,7 +144,9 @@ class BufferedPort:
     def busy_until(self) -> int:
         """When the backlog would be gone if the link kept transmitting (the adaptive selector's
         load signal, as for the ideal port)."""
-        return (self.last_t if self.busy else self.env._now) + self.b
+        now = self.env._now
+        self._advance(now)
+        return now + self.b
 
     def serialisation_ps(self, size: int) -> int:
         return -(-size * self.ppb_num // self.ppb_den)
@@ -175,26 +181,40 @@ class BufferedPort:
         b = self.b = self.b + -(-pkt.size * self.ppb_num // self.ppb_den)
         if b > self.iv_max:
             self.iv_max = b
-        if not self.busy:
-            self._start(t)
+        self._wake(t)
 
     def kick(self) -> None:
-        """The source may have something to send: start if the link is idle."""
-        if not self.busy:
-            now = self.env._now
-            self._advance(now)
-            self._start(now)
+        """The source may have something to send."""
+        now = self.env._now
+        self._advance(now)
+        self._wake(now)
 
     def set_paused(self, paused: bool) -> None:
         """PFC pause (True) or resume (False) of the data class, effective now."""
         now = self.env._now
         self._advance(now)
         self.paused = paused
-        if not paused and not self.busy:
+        if not paused:
+            self._wake(now)
+
+    def _wake(self, now: int) -> None:
+        """Start now if the link is free, else make sure the end of the current packet is an event."""
+        if self.pending:
+            return
+        if now >= self.tx_end:
             self._start(now)
+        else:
+            self._schedule_done()
+
+    def _schedule_done(self) -> None:
+        self.pending = True
+        self.callbacks = self.done_callbacks
+        heappush(self.heap, (self.tx_end, NORMAL, next(self.eid), self))
 
     def _start(self, now: int) -> None:
-        """Begin serialising the next packet, if there is one the port may send."""
+        """Begin serialising the next packet, if there is one the port may send. The end of its
+        transmission becomes an event only if something may follow it (one event per hop when
+        packets do not queue)."""
         if self.ctrl:
             pkt = self.ctrl.popleft()
         elif self.paused:
@@ -213,17 +233,16 @@ class BufferedPort:
                 self.iv_max = b
         else:
             return
-        done = now + -(-pkt.size * self.ppb_num // self.ppb_den)
-        self.busy = True
+        done = self.tx_end = now + -(-pkt.size * self.ppb_num // self.ppb_den)
         self.packets += 1
-        self.callbacks = self.done_callbacks
-        heappush(self.heap, (done, NORMAL, next(self.eid), self))
         self.wire.push(pkt, done + self.delay_ps)
+        if self.ctrl or (not self.paused and (self.data or self.source is not None)):
+            self._schedule_done()
 
     def _tx_done(self, _event: BufferedPort) -> None:
+        self.pending = False
         now = self.env._now
         self._advance(now)
-        self.busy = False
         self._start(now)
 
     # -- occupancy log ----------------------------------------------------------------------------
@@ -235,25 +254,32 @@ class BufferedPort:
             return
         while t >= self.iv_end:
             end = self.iv_end
-            self._integrate(end - last)
+            self._integrate(last, end - last)
             last = end
             self._close_interval(end)
-            if not (self.b or self.busy or self.paused):  # idle: jump to t's interval
+            if not (self.b or self.paused):  # idle: jump to t's interval
                 self.iv_end = (t // self.interval_ps + 1) * self.interval_ps
                 last = t
-        self._integrate(t - last)
+        self._integrate(last, t - last)
         self.last_t = t
 
-    def _integrate(self, dt: int) -> None:
+    def _integrate(self, t0: int, dt: int) -> None:
+        """The backlog over [t0, t0 + dt): it drains while the link transmits (until ``tx_end``),
+        then stands still (queued packets wait for a pause to end or for their start event)."""
         if dt <= 0:
             return
         b = self.b
-        if self.busy:
-            self.iv_area2 += (2 * b - dt) * dt
-            self.b = b - dt
-            self.iv_busy += dt
-        else:
-            self.iv_area2 += 2 * b * dt
+        tx = self.tx_end - t0
+        if tx <= 0:
+            tx = 0
+        elif tx > dt:
+            tx = dt
+        if tx:
+            self.iv_area2 += (2 * b - tx) * tx
+            b = self.b = b - tx
+            self.iv_busy += tx
+        if dt > tx:
+            self.iv_area2 += 2 * b * (dt - tx)
         if self.paused:
             self.iv_paused += dt
             self.paused_ps += dt

@@ -16,6 +16,8 @@ from conftest import (
     ps_per_byte, ser_ps,
 )
 
+from pktsim.scenario import EcnSpec
+
 T = ser_ps(MTU, 100)  # 88_000 ps
 D = 1000 * PS_PER_NS  # 1 us links
 
@@ -25,6 +27,13 @@ PATHS = {
     4: (leaf_spine(spines=2, leaves=2, hosts_per_leaf=2), "h0", "h2", ["h", "leaf", "spine", "leaf", "h"]),
     6: (fat_tree(k=4), "h0", "h4", ["h", "edge", "agg", "core", "agg", "edge", "h"]),
 }
+
+
+def _event_driven_ports(sc):
+    """The same scenario on the transport model's event-driven ports and NIC (ECN on with
+    thresholds no queue reaches, so nothing else changes): the physics must not change either."""
+    return sc.model_copy(update={"switch": sc.switch.model_copy(
+        update={"ecn": EcnSpec(kmin_bytes=10**12, kmax_bytes=10**12)})})
 
 
 def _tier(name: str) -> str:
@@ -93,13 +102,15 @@ def test_lone_single_packet_message(h: int, run_in) -> None:
     _check_lone_message(r, src, dst, 400, 1, expected, tiers)
 
 
+@pytest.mark.parametrize("ports", ["ideal", "event-driven"])
 @pytest.mark.parametrize("h", [2, 4, 6])
-def test_lone_message_switch_latency(h: int, run_in) -> None:
+def test_lone_message_switch_latency(h: int, ports: str, run_in) -> None:
     # Each of the h-1 switches holds every packet L before its egress queue; the pipeline is otherwise
     # unchanged: FCT = n*t + (h-1)*(t + L) + h*d.
     topo, src, dst, tiers = PATHS[h]
     n, lat_ns = 64, 300
-    r = run_in(make_scenario(topo, one_message(src, dst, n * PAYLOAD), latency_ns=lat_ns))
+    sc = make_scenario(topo, one_message(src, dst, n * PAYLOAD), latency_ns=lat_ns)
+    r = run_in(_event_driven_ports(sc) if ports == "event-driven" else sc)
     expected = n * T + (h - 1) * (T + lat_ns * PS_PER_NS) + h * D
     _check_lone_message(r, src, dst, n * PAYLOAD, n, expected, tiers)
 
@@ -294,8 +305,9 @@ def _check_queue_against_model(rows: list[dict], arrivals_ps: list[int], interva
         assert q["mean_bytes"] == pytest.approx(float(area / (interval_ns * PS_PER_NS) / ppb), rel=1e-9)
 
 
+@pytest.mark.parametrize("ports", ["ideal", "event-driven"])
 @pytest.mark.parametrize("k,interval_ns", [(4, 1000), (6, 3000), (8, 10**6)])
-def test_incast_same_leaf(k: int, interval_ns: int, run_in) -> None:
+def test_incast_same_leaf(k: int, interval_ns: int, ports: str, run_in) -> None:
     # k senders and the receiver h0 under one leaf, n packets each, all starting at 0. Every sender's
     # packet i reaches the leaf at i*t + d, so k packets arrive together every t into a port that
     # serves one per t. The port is busy from t + d on, without a gap, until it has sent all k*n
@@ -308,7 +320,9 @@ def test_incast_same_leaf(k: int, interval_ns: int, run_in) -> None:
     n = 50
     hosts = [f"h{i}" for i in range(k + 1)]
     topo = leaf_spine(spines=1, leaves=2, hosts_per_leaf=k + 1)
-    r = run_in(make_scenario(topo, _incast(k, n, hosts), queue_interval_ns=interval_ns))
+    sc = make_scenario(topo, _incast(k, n, hosts), queue_interval_ns=interval_ns)
+    r = run_in(_event_driven_ports(sc) if ports == "event-driven" else sc)
+    assert r.sim.net.transport_model == (ports == "event-driven")
     single = n * T + T + 2 * D
     last = (k * n + 1) * T + 2 * D
     assert last == single + (k - 1) * n * T
@@ -332,8 +346,9 @@ def test_incast_same_leaf(k: int, interval_ns: int, run_in) -> None:
     assert sum(x["bytes"] for x in links) == k * n * MTU
 
 
+@pytest.mark.parametrize("ports", ["ideal", "event-driven"])
 @pytest.mark.parametrize("spines", [1, 2])
-def test_incast_across_leaves(spines: int, run_in) -> None:
+def test_incast_across_leaves(spines: int, ports: str, run_in) -> None:
     # k = 4 senders, each alone under its own leaf, to h0 on leaf0. Hosts at 100 Gb/s, fabric at
     # 400 Gb/s (tf = t/4), so the fabric never limits: whatever spines ECMP picks, a spine port gets
     # at most k = 4 packets per t and serves them in k*tf <= t. Sender packet i reaches its spine at
@@ -349,7 +364,8 @@ def test_incast_across_leaves(spines: int, run_in) -> None:
     assert 4 * tf == T
     hosts = ["h0"] + [f"h{2 * s}" for s in range(1, k + 1)]  # h2 on leaf1, h4 on leaf2, ...
     topo = leaf_spine(spines=spines, leaves=k + 1, hosts_per_leaf=2, gbps=400, host_gbps=100)
-    r = run_in(make_scenario(topo, _incast(k, n, hosts), queue_interval_ns=1000))
+    sc = make_scenario(topo, _incast(k, n, hosts), queue_interval_ns=1000)
+    r = run_in(_event_driven_ports(sc) if ports == "event-driven" else sc)
     tau0 = T + 2 * tf + 3 * D
     single = n * T + 2 * tf + T + 4 * D
     ends = sorted(m["end_ns"] for m in r.rows("messages"))
