@@ -83,6 +83,29 @@ def test_same_incast_without_pfc_drops_and_retransmits() -> None:
     check_conservation(sim)
 
 
+@pytest.mark.parametrize("limit", ["static", "dynamic"])
+def test_egress_limits_hold_the_queue_where_theory_puts_it(limit: str) -> None:
+    """Lossy incast into 1 MiB of shared buffer. A static 256 KiB port limit caps the queue at it;
+    dynamic thresholds with alpha = 1 let one congested queue grow while q <= alpha (B - q), i.e.
+    to B / 2 (the Choudhury-Hahne steady state with a single active queue; a packet of size s is
+    admitted while q + s <= B - q, so q reaches (B + s) / 2). The backlog counts the packet on the
+    wire too, so it may exceed the data limit by one packet."""
+    buffer = 2**20
+    sets = {"switch__buffer_bytes": buffer, "switch__pfc__enabled": "false", "nic__cc": "none"}
+    if limit == "static":
+        sets["switch__port_buffer_bytes"] = 256 * 1024
+        cap = 256 * 1024
+    else:
+        sets["switch__dt_alpha"] = 1
+        cap = (buffer + MTU) // 2
+    sim = Simulation(keep_flows=True, scenario=scenario(**incast([f"h{i}" for i in range(1, 16)]), **sets))
+    sim.run()
+    port = sim.net.port_of["leaf0", "h0"]
+    assert port.drops > 0
+    assert cap - 2 * MTU <= port.peak_bytes() <= cap + MTU
+    check_conservation(sim)
+
+
 class DropOnce:
     """A switch buffer that refuses one data packet (by PSN) once, and is unlimited otherwise."""
 
