@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import random
 from collections import deque
-from fractions import Fraction
 from heapq import heappush
 from typing import Callable
 
@@ -38,8 +37,7 @@ from simpy.core import NORMAL
 
 from .packet import RdmaPacket
 from .scenario import PAUSE_FRAME_BYTES, EcnSpec, Scenario, pfc_headroom_bytes
-from .switch import PortLog
-from .units import PS_PER_NS
+from .switch import EgressPort, PortLog
 
 
 class Wire:
@@ -81,15 +79,14 @@ class Wire:
         return pkt
 
 
-class BufferedPort:
+class BufferedPort(EgressPort):
     """Egress port of ``owner`` onto the link to ``peer``: control class first, then the data FIFO
     (pausable by PFC), serialised one packet at a time. Times are integer picoseconds."""
 
     __slots__ = (
-        "env", "heap", "eid", "port_id", "owner", "peer", "gbps", "delay_ps", "ppb_num", "ppb_den", "down",
-        "wire", "ctrl", "data", "data_bytes", "tx_end", "pending", "paused", "source", "buffer", "ecn", "rand", "on_drop",
-        "callbacks", "done_callbacks", "b", "last_t", "interval_ps", "log", "iv_end", "iv_max", "iv_area2",
-        "iv_busy", "iv_drops", "iv_marks", "iv_paused", "packets", "drops", "marks", "paused_ps", "peak", "peak_t",
+        "wire", "ctrl", "data", "data_bytes", "tx_end", "pending", "paused", "source", "buffer", "ecn", "rand",
+        "on_drop", "done_callbacks", "b", "last_t", "iv_drops", "iv_marks", "iv_paused", "drops", "marks",
+        "paused_ps",
     )
 
     _ok = True  # the port is the SimPy event of the end of its current transmission
@@ -98,17 +95,7 @@ class BufferedPort:
         self, env: simpy.Environment, port_id: int, owner: str, peer: str, gbps: float, delay_ns: int,
         interval_ns: int, log: PortLog, down: bool, buffer: SwitchBuffer | None, ecn: EcnSpec | None, seed: int,
     ) -> None:
-        self.env = env
-        self.heap = env._queue
-        self.eid = env._eid
-        self.port_id = port_id
-        self.owner = owner
-        self.peer = peer
-        self.gbps = gbps
-        self.delay_ps = delay_ns * PS_PER_NS
-        ppb = Fraction(8_000_000) / Fraction(round(gbps * 1000))
-        self.ppb_num, self.ppb_den = ppb.numerator, ppb.denominator
-        self.down = down
+        super().__init__(env, port_id, owner, peer, gbps, delay_ns, interval_ns, log, down)
         self.wire = Wire(self)
         self.ctrl: deque[RdmaPacket] = deque()
         self.data: deque[RdmaPacket] = deque()
@@ -125,18 +112,12 @@ class BufferedPort:
         self.ecn = (ecn.kmin_bytes, ecn.kmax_bytes, ecn.pmax) if ecn is not None else None
         self.rand = random.Random(seed).random
         self.on_drop: Callable[[RdmaPacket], None] | None = None
-        self.callbacks: tuple | None = None
         self.done_callbacks = (self._tx_done,)
-        # Occupancy: backlog b (ps of serialisation) at time last_t, and the open interval's sums.
+        # Occupancy: backlog b (ps of serialisation) at time last_t; the open interval's counts.
         self.b = 0
         self.last_t = 0
-        self.interval_ps = interval_ns * PS_PER_NS
-        self.log = log
-        self.iv_end = self.interval_ps
-        self.iv_max = self.iv_area2 = self.iv_busy = 0
         self.iv_drops = self.iv_marks = self.iv_paused = 0
-        self.packets = self.drops = self.marks = self.paused_ps = 0
-        self.peak = self.peak_t = 0
+        self.drops = self.marks = self.paused_ps = 0
 
     # -- what the rest of the simulator reads --------------------------------------------------
 
@@ -147,12 +128,6 @@ class BufferedPort:
         now = self.env._now
         self._advance(now)
         return now + self.b
-
-    def serialisation_ps(self, size: int) -> int:
-        return -(-size * self.ppb_num // self.ppb_den)
-
-    def peak_bytes(self) -> float:
-        return self.peak * self.ppb_den / self.ppb_num
 
     # -- packets ----------------------------------------------------------------------------------
 
@@ -287,17 +262,7 @@ class BufferedPort:
     def _close_interval(self, end: int) -> None:
         iv = self.interval_ps
         if self.iv_busy or self.iv_max or self.iv_drops or self.iv_paused:
-            log = self.log
-            log.start_ps.append(end - iv)
-            log.port_id.append(self.port_id)
-            log.max_ps.append(self.iv_max)
-            log.area2.append(self.iv_area2)
-            log.busy_ps.append(self.iv_busy)
-            log.drops.append(self.iv_drops)
-            log.marks.append(self.iv_marks)
-            log.paused_ps.append(self.iv_paused)
-            if self.iv_max > self.peak:
-                self.peak, self.peak_t = self.iv_max, end - iv
+            self._log_interval(end - iv, self.iv_area2, self.iv_busy, self.iv_drops, self.iv_marks, self.iv_paused)
         self.iv_end = end + iv
         self.iv_max = self.b
         self.iv_area2 = self.iv_busy = self.iv_drops = self.iv_marks = self.iv_paused = 0

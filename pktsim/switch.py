@@ -51,13 +51,13 @@ class PortLog:
         return len(self.port_id)
 
 
-class Port:
-    """Egress port of ``owner`` onto the link to ``peer``. Times are integer picoseconds."""
+class EgressPort:
+    """What every egress port has: the link it feeds (rate as exact picoseconds per byte,
+    propagation delay), its place in SimPy's event heap, and its occupancy log. Times in ps."""
 
     __slots__ = (
-        "env", "heap", "eid", "port_id", "owner", "peer", "gbps", "delay_ps", "ppb_num", "ppb_den", "busy_until",
-        "fifo", "callbacks", "deliver", "down", "interval_ps", "log", "iv_end", "iv_max", "iv_area2", "iv_busy",
-        "packets", "peak", "peak_t", "arrival_callbacks",
+        "env", "heap", "eid", "port_id", "owner", "peer", "gbps", "delay_ps", "ppb_num", "ppb_den", "down",
+        "callbacks", "interval_ps", "log", "iv_end", "iv_max", "iv_area2", "iv_busy", "packets", "peak", "peak_t",
     )
 
     def __init__(
@@ -65,7 +65,7 @@ class Port:
         interval_ns: int, log: PortLog, down: bool,
     ) -> None:
         self.env = env
-        # SimPy's event heap and id counter: Port.send pushes arrivals exactly as
+        # SimPy's event heap and id counter: ports push their events exactly as
         # Environment.schedule does, without the call (the hottest line of the simulator).
         self.heap = env._queue
         self.eid = env._eid
@@ -77,22 +77,15 @@ class Port:
         # picoseconds per byte as an exact fraction: 8e6 / (Mbit/s)
         ppb = Fraction(8_000_000) / Fraction(round(gbps * 1000))
         self.ppb_num, self.ppb_den = ppb.numerator, ppb.denominator
-        self.busy_until = 0
-        self.fifo: deque[Packet] = deque()
-        """Packets sent on this link and not yet arrived at a switch, in order."""
-        self.callbacks: tuple | None = None
-        self.arrival_callbacks: tuple = ()
-        """The next switch's ``on_arrival(port)``, run when the head packet reaches it."""
-        self.deliver: Callable[[Packet, int], None] | None = None
-        """Receiving NIC's ``deliver(pkt, arrival_ps)``, called at enqueue (no event)."""
         self.down = down
         """True when the link goes down the tree (toward hosts)."""
+        self.callbacks: tuple | None = None
         self.interval_ps = interval_ns * PS_PER_NS
         self.log = log
         self.iv_end = self.interval_ps
         self.iv_max = 0      # largest backlog in the interval, in ps of serialisation
-        self.iv_area2 = 0    # twice the integral of the backlog booked in the interval, ps * ps
-        self.iv_busy = 0     # serialisation time booked in the interval, ps
+        self.iv_area2 = 0    # twice the integral of the backlog in the interval, ps * ps
+        self.iv_busy = 0     # time the link transmitted in the interval, ps
         self.packets = 0     # packets sent through this port (packet-hops)
         self.peak = 0        # largest backlog so far (ps of serialisation) and when (ps)
         self.peak_t = 0
@@ -104,6 +97,41 @@ class Port:
     def peak_bytes(self) -> float:
         """The largest backlog seen in any closed sampling interval, in bytes."""
         return self.peak * self.ppb_den / self.ppb_num
+
+    def _log_interval(self, start: int, area2: float, busy: int, drops: int = 0, marks: int = 0,
+                      paused: int = 0) -> None:
+        """Append the row of the interval starting at ``start`` (its maximum is ``iv_max``)."""
+        log = self.log
+        log.start_ps.append(start)
+        log.port_id.append(self.port_id)
+        log.max_ps.append(self.iv_max)
+        log.area2.append(area2)
+        log.busy_ps.append(busy)
+        log.drops.append(drops)
+        log.marks.append(marks)
+        log.paused_ps.append(paused)
+        if self.iv_max > self.peak:
+            self.peak, self.peak_t = self.iv_max, start
+
+
+class Port(EgressPort):
+    """Egress port of ``owner`` onto the link to ``peer`` on the ideal fabric (FIFO, unlimited
+    buffer, never paused): a packet's departure is known when it is enqueued."""
+
+    __slots__ = ("busy_until", "fifo", "deliver", "arrival_callbacks")
+
+    def __init__(
+        self, env: simpy.Environment, port_id: int, owner: str, peer: str, gbps: float, delay_ns: int,
+        interval_ns: int, log: PortLog, down: bool,
+    ) -> None:
+        super().__init__(env, port_id, owner, peer, gbps, delay_ns, interval_ns, log, down)
+        self.busy_until = 0
+        self.fifo: deque[Packet] = deque()
+        """Packets sent on this link and not yet arrived at a switch, in order."""
+        self.arrival_callbacks: tuple = ()
+        """The next switch's ``on_arrival(port)``, run when the head packet reaches it."""
+        self.deliver: Callable[[Packet, int], None] | None = None
+        """Receiving NIC's ``deliver(pkt, arrival_ps)``, called at enqueue (no event)."""
 
     def send(self, pkt: Packet, t: int) -> None:
         """Enqueue ``pkt`` at time ``t`` (>= now, in ps)."""
@@ -150,17 +178,7 @@ class Port:
                 rem = 0
             area2, busy = self.iv_area2 - rem * rem, self.iv_busy - rem
             if busy:
-                log = self.log
-                log.start_ps.append(end - iv)
-                log.port_id.append(self.port_id)
-                log.max_ps.append(self.iv_max)
-                log.area2.append(area2)
-                log.busy_ps.append(busy)
-                log.drops.append(0)
-                log.marks.append(0)
-                log.paused_ps.append(0)
-                if self.iv_max > self.peak:
-                    self.peak, self.peak_t = self.iv_max, end - iv
+                self._log_interval(end - iv, area2, busy)
             start = end if rem else (t // iv) * iv
             self.iv_end = start + iv
             self.iv_max = rem
