@@ -328,13 +328,14 @@ class RdmaNic(Nic):
         if psn == rx.expected:
             rx.expected += 1
             rx.nack_for = -1
-            if rx.ooo:
+            gap = bool(rx.ooo)  # this packet fills a gap: acknowledge at once what it completes
+            if gap:
                 while rx.expected in rx.ooo:
                     rx.ooo.remove(rx.expected)
                     rx.expected += 1
             self._accept(flow, pkt, now)
             rx.unacked += 1
-            if rx.unacked >= self.spec.ack_every or pkt.seq == flow.packets - 1 or rx.ooo:
+            if rx.unacked >= self.spec.ack_every or pkt.seq == flow.packets - 1 or gap:
                 self._ack(qp, ACK, -1)
         elif psn > rx.expected:
             if not self.sr:

@@ -140,6 +140,23 @@ def test_one_drop_costs_the_window_under_gbn_and_one_packet_under_sr(transport: 
     check_conservation(sim)
 
 
+@pytest.mark.parametrize("transport", ["gbn", "sr"])
+@pytest.mark.parametrize("every", [1, 8])
+def test_acks_are_packets_coalesced_every_k(transport: str, every: int) -> None:
+    """A lone 1 MiB message in order: the receiver sends ceil(n / k) ACKs of 64 bytes (every k-th
+    packet and the last), and they cross the fabric's four links like data."""
+    sim = Simulation(keep_flows=True, scenario=scenario(**incast(["h4"], nbytes="1MiB"), nic__transport=transport,
+                                                        nic__cc="none", nic__ack_every=every))
+    summary = sim.run()
+    n = -(-2**20 // PAYLOAD)
+    acks = -(-n // every)
+    receiver = sim.net.nics[0].port
+    assert receiver.packets == acks
+    assert summary["packet_hops"] == 4 * (n + acks)
+    back = [x for x in sim.net.ports if x.owner == "leaf1" and x.peer == "h4"]
+    assert back[0].packets == acks
+
+
 # ---------------------------------------------------------------------------------------------
 # Reordering
 
