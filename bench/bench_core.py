@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import argparse
 import json
-import resource
+import os
 import subprocess
 import sys
 import tempfile
@@ -31,16 +31,18 @@ sys.path.insert(0, str(HERE))
 
 
 def run_pktsim(mib: int, extra: list[str]) -> dict:
-    """One run in a child process, so its peak RSS is its own."""
+    """One run in a child process, so its peak RSS is its own (os.wait4 reports that child's)."""
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp) / "run"
         cmd = [sys.executable, "-m", "pktsim", "run", "--topology", "bench", "--workload", "permutation",
                "--lb", "ecmp", "--set", f"workload.jobs.0.bytes={mib}MiB", "--out", str(out), "--quiet", *extra]
-        before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
-        subprocess.run(cmd, check=True, cwd=HERE.parent)
-        peak_kib = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+        child = subprocess.Popen(cmd, cwd=HERE.parent)
+        _, status, usage = os.wait4(child.pid, 0)
+        child.returncode = os.waitstatus_to_exitcode(status)
+        if child.returncode:
+            raise subprocess.CalledProcessError(child.returncode, cmd)
         summary = json.loads((out / "summary.json").read_text())
-    summary["peak_rss_mib"] = peak_kib / 1024 if peak_kib > before else float("nan")
+    summary["peak_rss_mib"] = usage.ru_maxrss / 1024
     return summary
 
 
