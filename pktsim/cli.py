@@ -314,6 +314,15 @@ def print_summary(summary: dict) -> None:
     else:
         console.print(f"largest queue: {format_bytes(q['max_bytes'])} at {q['node']} -> {q['port']} "
                       f"(t = {format_ns(q['time_ns'])})")
+        t = summary.get("transport")
+        if t is not None:
+            console.print(
+                f"transport {t['transport']}, cc {t['cc']}: {t['data_packets_sent']:,} data packets sent, "
+                f"{t['retransmits']:,} retransmitted ({t['spurious_retransmits']:,} spurious, "
+                f"{t['discarded_out_of_order']:,} discarded out of order, {t['timeouts']:,} timeouts), "
+                f"{t['drops']:,} dropped, {t['ecn_marks']:,} ECN-marked, {t['pause_frames']:,} PFC pauses "
+                f"({format_ns(t['paused_ns'])} of port pause time)"
+            )
         console.print(
             f"simulated {format_ns(summary['sim_time_ns'])} in {summary['wall_s']:.2f} s wall: "
             f"{summary['packet_hops']:,} packet-hops, {summary['packet_hops_per_s']:,.0f} packet-hops/s, "

@@ -102,17 +102,18 @@ class Network:
         self.host_ports: list[Port | BufferedPort] = []
         """The ports of the links into hosts (every packet's last hop)."""
         for (a, b), port in self.port_of.items():
-            target = self.switches[b].on_arrival if b in self.switches else None
-            if b not in self.switches:
+            if b in self.switches:
+                target = self.switches[b].on_arrival
+            else:
                 self.host_ports.append(port)
                 nic = self.nics[self.host_index[b]]
-                if self.transport_model:
-                    target = nic.on_arrival
-                else:
+                if not self.transport_model:
                     port.deliver = nic.deliver
+                    continue
+                target = nic.on_arrival
             if self.transport_model:
                 port.wire.arrival_callbacks = (target,)
-            elif target is not None:
+            else:
                 port.arrival_callbacks = (target,)
 
         # Forwarding tables: per switch, per destination host, the equal-cost egress ports.

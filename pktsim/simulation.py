@@ -20,11 +20,11 @@ from .dag import DagExecution
 from .ideal import ideal_times
 from .network import Network
 from .nic import Flow
-from .transport import RdmaFlow
 from .planning import FlowPlanner
 from .scenario import Scenario
 from .topology import build_graph
 from .traces import Recorder, ps_to_ns
+from .transport import RdmaFlow
 
 STEPS_PER_CHUNK = 20_000
 TRANSPORT_COUNTS = ("tx_packets", "retransmits", "spurious", "discarded", "dropped")
@@ -36,7 +36,8 @@ class Progress:
     """What a progress display needs, updated every chunk of engine events."""
 
     packets_delivered: int
-    """Packets handed to the receiving NICs' last links (delivered at most a queue later)."""
+    """Data packets delivered: on the ideal fabric those handed to the receiving NICs' last links
+    (delivered at most a queue later); with the transport model first copies received."""
     packets_total: int
     """Packets the workload will send (its messages segmented into the scheme's subflows)."""
     messages_done: int
@@ -99,15 +100,16 @@ class Simulation:
 
     def _flow_done(self, flow: Flow, t_ps: int) -> None:
         """The last byte of ``flow`` arrives at ``t_ps`` (now or up to one link ahead)."""
-        spine_bytes, path = self._paths(flow)
+        path, spine_bytes = self._paths(flow)
         if self.recorder is not None and not self.net.transport_model:
             self._record_flow(flow, path, spine_bytes)
         if self.dag.flow_received(flow.msg, flow.bytes, flow.start_ps, t_ps, path, spine_bytes):
             self.env.timeout(t_ps - self.env._now, flow.msg).callbacks.append(self._on_message_done)
 
-    def _paths(self, flow: Flow) -> tuple[list[tuple[str, int]], list[str] | None]:
+    def _paths(self, flow: Flow) -> tuple[list[str] | None, list[tuple[str, int]]]:
+        """The flow's path (when all its packets took one) and its payload bytes per turning point."""
         spine_bytes = [(self.net.switch_names[v], b) for v, b in sorted(flow.via_bytes.items())]
-        return spine_bytes, flow.path if len(spine_bytes) == 1 else None
+        return flow.path if len(spine_bytes) == 1 else None, spine_bytes
 
     def _flow_closed(self, flow: RdmaFlow) -> None:
         """Transport model: ``flow`` is acknowledged and none of its copies is left in the network."""
@@ -116,7 +118,7 @@ class Simulation:
         if self.closed_flows is not None:
             self.closed_flows.append(flow)
         if self.recorder is not None:
-            self._record_flow(flow, *reversed(self._paths(flow)))
+            self._record_flow(flow, *self._paths(flow))
 
     def _on_message_done(self, event: simpy.Event) -> None:
         for d in self.dag.message_done(event.value):
@@ -186,8 +188,12 @@ class Simulation:
         return events
 
     def _progress(self, events: int) -> Progress:
+        if self.net.transport_model:  # first copies of data packets (not ACKs, not resends)
+            delivered = sum(nic.delivered for nic in self.net.nics)
+        else:
+            delivered = sum(port.packets for port in self.net.host_ports)
         return Progress(
-            sum(port.packets for port in self.net.host_ports), self.packets_total,
+            delivered, self.packets_total,
             self.dag.messages_done, len(self.workload.messages), ps_to_ns(self.env.now), events,
         )
 

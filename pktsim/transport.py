@@ -138,6 +138,8 @@ class RdmaNic(Nic):
         self.init_window = init_window if init_window is not None else int(line_gbps / 8 * base_rtt_ps / 1000)
         self.on_flow_closed = on_flow_closed
         self.wake_t: int | None = None
+        self.delivered = 0
+        """Data packets received for the first time (progress display)."""
         port.source = self.next_packet
 
     # -- sending ---------------------------------------------------------------------------------
@@ -365,6 +367,7 @@ class RdmaNic(Nic):
 
     def _accept(self, flow: RdmaFlow, pkt: RdmaPacket, now: int) -> None:
         """First copy of a packet's data at the receiver."""
+        self.delivered += 1
         flow.rx_bytes += pkt.payload
         via = flow.via_bytes
         via[pkt.via] = via.get(pkt.via, 0) + pkt.payload
