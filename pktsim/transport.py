@@ -124,7 +124,6 @@ class RdmaNic(Nic):
         super().__init__(env, index, name, port, spec.mtu_bytes, spec.header_bytes, entropy_per_packet, seed,
                          on_flow_done)
         self.spec = spec
-        self.transport = spec.transport
         self.reliable = spec.transport != "ideal"
         self.sr = spec.transport == "sr"
         self.cc = spec.cc
