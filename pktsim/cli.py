@@ -75,6 +75,8 @@ def build_parser() -> argparse.ArgumentParser:
                          "(default: all, with split2/4/8/16 and every planner)")
     st.add_argument("--profile", help="network profile of every run (roce: PFC + DCQCN + go-back-N; "
                     "packet backend only)")
+    st.add_argument("--ranks", type=int, metavar="N", help="ranks per workload (default: every host of the "
+                    "fabric; multi_job shares them among its 4 jobs)")
     st.add_argument("--seeds", type=int, metavar="N", help="seeds 1..N (default 3)")
     st.add_argument("--bytes", metavar="SIZE", help="per-rank buffer (permutation: per sender; default 1MiB)")
     st.add_argument("--backend", choices=("packet", "fluid", "auto"), default="auto",
@@ -226,7 +228,7 @@ def cmd_study(args: argparse.Namespace) -> int:
     jobs = args.jobs if args.jobs is not None else study.default_jobs()
     if jobs < 1:
         raise InputError("--jobs", "", f"must be at least 1 (got {jobs})")
-    runs = study.plan_runs(fabrics, workloads, schemes, seeds, nbytes, args.backend, args.profile)
+    runs = study.plan_runs(fabrics, workloads, schemes, seeds, nbytes, args.backend, args.profile, args.ranks)
     if args.out:
         out = Path(args.out)
         if out.exists() and (not out.is_dir() or any(out.iterdir())):

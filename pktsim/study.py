@@ -65,7 +65,7 @@ QUICK_SEEDS = 1
 QUICK_SCHEMES = ("ecmp", "spray", "split4", "split_minimal", "planned:edge_coloring", "adaptive")
 
 COLUMNS = (
-    "fabric", "workload", "scheme", "seed", "profile", "backend", "status", "cct_ns", "ideal_ns", "slowdown",
+    "fabric", "workload", "ranks", "scheme", "seed", "profile", "backend", "status", "cct_ns", "ideal_ns", "slowdown",
     "max_congestion", "mean_congestion", "retransmits", "spurious_retransmits", "drops", "paused_ns", "plan_s",
     "wall_s",
 )
@@ -82,6 +82,7 @@ class RunSpec:
     backend: str  # packet | fluid | skip
     overrides: tuple[str, ...] = field(default=())
     profile: str | None = None
+    ranks: int | None = None
 
 
 def scheme_overrides(name: str) -> list[str]:
@@ -109,10 +110,14 @@ def _fabric_topology(fabric: str, profile: str | None) -> Scenario:
     return load_scenario(topology=fabric, profile=profile, overrides=["workload.jobs.0.ranks=2"])
 
 
-def workload_jobs(name: str, scenario: Scenario, nbytes: int) -> list[dict]:
-    """The jobs of study workload ``name`` on the fabric of ``scenario``."""
+def workload_jobs(name: str, scenario: Scenario, nbytes: int, ranks: int | None = None) -> list[dict]:
+    """The jobs of study workload ``name`` on the fabric of ``scenario``, over ``ranks`` ranks in
+    all (default: every host; ``multi_job`` splits them among its jobs)."""
     topo = scenario.topology
-    hosts, per_tor = topo.n_hosts, topo.hosts_per_tor
+    per_tor = topo.hosts_per_tor
+    hosts = topo.n_hosts if ranks is None else ranks
+    if not 2 <= hosts <= topo.n_hosts:
+        raise InputError("--ranks", "", f"must be between 2 and the fabric's {topo.n_hosts} hosts (got {hosts})")
     base = {"name": "job0", "bytes": nbytes, "ranks": hosts, "iterations": 1}
     if name == "ring_packed":
         return [{**base, "collective": "ring_allreduce", "placement": "packed"}]
@@ -122,13 +127,13 @@ def workload_jobs(name: str, scenario: Scenario, nbytes: int) -> list[dict]:
         return [{**base, "collective": "alltoall", "placement": "packed"}]
     if name == "permutation":
         if per_tor >= hosts:
-            raise InputError("--workload", "", f"permutation needs more than one leaf (fabric has {hosts} hosts "
-                             f"on one leaf)")
+            raise InputError("--workload", "", f"permutation needs more ranks than one leaf holds ({hosts} ranks, "
+                             f"{per_tor} hosts per leaf)")
         return [{**base, "collective": "permutation", "placement": "packed", "shift": per_tor}]
     if name == "multi_job":
         ranks = hosts // MULTI_JOBS
         if ranks < 2:
-            raise InputError("--workload", "", f"multi_job needs at least {2 * MULTI_JOBS} hosts (fabric has {hosts})")
+            raise InputError("--workload", "", f"multi_job needs at least {2 * MULTI_JOBS} ranks (got {hosts})")
         return [{**base, "name": f"job{j}", "collective": "ring_allreduce", "placement": "random", "ranks": ranks}
                 for j in range(MULTI_JOBS)]
     raise InputError("--workload", "", f"unknown workload {name!r} (known: {', '.join(WORKLOADS)})")
@@ -149,9 +154,10 @@ def _backend_for(requested: str, scenario: Scenario, scheme: str) -> str:
 
 
 def plan_runs(fabrics: Sequence[str], workloads: Sequence[str], schemes: Sequence[str], seeds: int,
-              nbytes: int, backend: str, profile: str | None = None) -> list[RunSpec]:
+              nbytes: int, backend: str, profile: str | None = None, ranks: int | None = None) -> list[RunSpec]:
     """Every run of the study, validated (bad names raise InputError before anything runs).
-    ``profile``: the network profile of every run (``roce``: the transport model, packet backend)."""
+    ``profile``: the network profile of every run (``roce``: the transport model, packet backend);
+    ``ranks``: ranks per workload (default: every host of the fabric)."""
     if seeds < 1:
         raise InputError("--seeds", "", f"must be at least 1 (got {seeds})")
     if backend not in BACKEND_CHOICES:
@@ -167,12 +173,13 @@ def plan_runs(fabrics: Sequence[str], workloads: Sequence[str], schemes: Sequenc
                              f"(presets: {', '.join(preset_names('topology'))})")
         topo = _fabric_topology(fabric, profile)
         for w in workloads:
-            jobs = workload_jobs(w, topo, nbytes)
+            jobs = workload_jobs(w, topo, nbytes, ranks)
             job_set = [f"workload.jobs={json.dumps(jobs)}"]
             for s in schemes:
                 for seed in range(1, seeds + 1):
                     overrides = tuple(job_set + scheme_sets[s] + [f"name=study-{w}"])
-                    runs.append(RunSpec(fabric, w, s, seed, _backend_for(backend, topo, s), overrides, profile))
+                    runs.append(RunSpec(fabric, w, s, seed, _backend_for(backend, topo, s), overrides, profile,
+                                        sum(j["ranks"] for j in jobs)))
     # Scenario-level validation (e.g. planned on a fat-tree) happens per run: such a run becomes a row
     # with its error as status, as a planner refusing a large instance does.
     return runs
@@ -180,8 +187,8 @@ def plan_runs(fabrics: Sequence[str], workloads: Sequence[str], schemes: Sequenc
 
 def _empty_row(run: RunSpec, status: str) -> dict:
     row = dict.fromkeys(COLUMNS)
-    row.update(fabric=run.fabric, workload=run.workload, scheme=run.scheme, seed=run.seed, profile=run.profile,
-               backend=run.backend if run.backend != "skip" else None, status=status)
+    row.update(fabric=run.fabric, workload=run.workload, ranks=run.ranks, scheme=run.scheme, seed=run.seed,
+               profile=run.profile, backend=run.backend if run.backend != "skip" else None, status=status)
     return row
 
 
@@ -261,7 +268,8 @@ def to_table(rows: Sequence[dict]):
     import pyarrow as pa
 
     schema = pa.schema([
-        ("fabric", pa.string()), ("workload", pa.string()), ("scheme", pa.string()), ("seed", pa.int64()),
+        ("fabric", pa.string()), ("workload", pa.string()), ("ranks", pa.int64()), ("scheme", pa.string()),
+        ("seed", pa.int64()),
         ("profile", pa.string()), ("backend", pa.string()), ("status", pa.string()), ("cct_ns", pa.float64()),
         ("ideal_ns", pa.float64()), ("slowdown", pa.float64()), ("max_congestion", pa.float64()),
         ("mean_congestion", pa.float64()), ("retransmits", pa.int64()), ("spurious_retransmits", pa.int64()),

@@ -3,6 +3,8 @@ guarantee on the bench fabric, determinism, and one-line errors for bad input.""
 
 from __future__ import annotations
 
+import json
+
 from pathlib import Path
 
 import pyarrow.parquet as pq
@@ -82,6 +84,17 @@ def test_ilp_refusal_and_skips_are_rows() -> None:
     assert [r.backend for r in skipped] == ["skip", "fluid"]
     assert study.execute(skipped[0])["status"] == "skipped: fluid cannot model"
     assert study.execute(skipped[1])["status"] == "ok"
+
+
+def test_ranks_size_the_workloads_and_the_roce_profile_skips_fluid() -> None:
+    runs = study.plan_runs(["ls32x64x32"], ["ring_random", "multi_job"], ["ecmp"], 1, 4096, "auto", ranks=256)
+    assert [r.ranks for r in runs] == [256, 256]
+    jobs = [json.loads(r.overrides[0].split("=", 1)[1]) for r in runs]
+    assert [j["ranks"] for j in jobs[0]] == [256] and [j["ranks"] for j in jobs[1]] == [64] * 4
+    with pytest.raises(InputError, match="--ranks"):
+        study.plan_runs(["bench"], ["ring_random"], ["ecmp"], 1, 4096, "auto", ranks=33)
+    roce = study.plan_runs(["ls32x64x32"], ["permutation"], ["ecmp"], 1, 4096, "auto", profile="roce")
+    assert [r.backend for r in roce] == ["skip"]  # the fluid model cannot model the transport
 
 
 def test_auto_backend() -> None:
