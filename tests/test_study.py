@@ -4,7 +4,6 @@ guarantee on the bench fabric, determinism, and one-line errors for bad input.""
 from __future__ import annotations
 
 import json
-
 from pathlib import Path
 
 import pyarrow.parquet as pq
