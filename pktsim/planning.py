@@ -18,6 +18,10 @@ Every backend asks :class:`FlowPlanner` for a message's subflows, so the packet 
   flow, pinned to that spine by an entropy found the same way as for ``split_minimal``. The NIC
   enforces the plan with the entropy rather than a source route because that is what a RoCE NIC can
   do on a fabric of unmodified ECMP switches. Planner runtime per phase is in ``phase_seconds``.
+
+A phase is one step of one collective op by default (``lb.plan_scope: job``): each job is planned
+alone, blind to the others. ``lb.plan_scope: cluster`` plans step k of iteration i of every job
+together, as a cluster-wide planner (C4) would for jobs that run in lockstep.
 """
 
 from __future__ import annotations
@@ -46,9 +50,10 @@ class FlowPlanner:
         self.seed = scenario.seed
         self.lb = LoadBalancing.from_spec(scenario.lb)
         self.minimal = scenario.lb.scheme == "split_minimal"
+        self.cluster_scope = scenario.lb.plan_scope == "cluster"
         self._plans: dict[int, list[Subflow]] = {}
         self.phase_seconds: dict[tuple[int, int], float] = {}
-        """``planned``: wall seconds the planner took per phase (op, step)."""
+        """``planned``: wall seconds the planner took per phase (see :meth:`_phases`)."""
         if self.minimal:
             self._paths = _PathPinner(graph, scenario.seed)
             self._plan_minimal(workload)
@@ -77,11 +82,12 @@ class FlowPlanner:
         ]
 
     def _phases(self, workload: Workload) -> dict[tuple[int, int], list[Message]]:
-        """The cross-rack messages of each phase (op, step): the flows a plan sees together."""
+        """The cross-rack messages of each phase, the flows a plan sees together: keyed by (op, step),
+        or (iteration, step) across all jobs with the cluster scope."""
         phases: dict[tuple[int, int], list[Message]] = defaultdict(list)
         for m in workload.messages:
             if self._paths.tor_of[m.src] != self._paths.tor_of[m.dst]:
-                phases[m.op, m.step].append(m)
+                phases[(m.iteration if self.cluster_scope else m.op), m.step].append(m)
         return phases
 
     def _plan_minimal(self, workload: Workload) -> None:

@@ -239,6 +239,10 @@ class LbSpec(_Strict):
     """``planned`` with ``annealing``: the annealer's seed (default: the scenario seed)."""
     annealing_steps: Positive = 20_000
     """``planned`` with ``annealing``: moves tried per phase (fewer if it reaches the lower bound)."""
+    plan_scope: Literal["job", "cluster"] = "job"
+    """``planned`` and ``split_minimal``: which flows a plan sees together. ``job``: one phase is one
+    step of one collective op. ``cluster`` (C4-style whole-cluster planning): one phase is step k of
+    iteration i of *every* job, for jobs that run in lockstep (same collective, same size)."""
 
     @model_validator(mode="after")
     def _planner_fields(self) -> LbSpec:
@@ -247,6 +251,9 @@ class LbSpec(_Strict):
         for name, default in (("planner_seed", None), ("annealing_steps", 20_000)):
             if getattr(self, name) != default and (self.scheme != "planned" or self.planner != "annealing"):
                 raise _FieldError(("lb", name), "only used with lb.scheme: planned and lb.planner: annealing")
+        if self.plan_scope != "job" and self.scheme not in ("planned", "split_minimal"):
+            raise _FieldError(("lb", "plan_scope"), f"only used with lb.scheme: planned or split_minimal "
+                              f"(scheme is {self.scheme})")
         return self
 
 

@@ -46,7 +46,7 @@ WORKLOADS = ("ring_packed", "ring_random", "alltoall", "permutation", "multi_job
 PLANNERS = ("edge_coloring", "greedy", "annealing", "ilp")
 SCHEMES = (
     "ecmp", "spray", "split2", "split4", "split8", "split16", "split_minimal",
-    *(f"planned:{p}" for p in PLANNERS), "adaptive", "flowlet",
+    *(f"planned:{p}" for p in PLANNERS), "planned:edge_coloring/cluster", "adaptive", "flowlet",
 )
 DEFAULT_SCHEMES = tuple(s for s in SCHEMES if s != "planned:ilp")
 """The default comparison: the ILP solves one program per phase (510 per 256-rank ring) and is
@@ -86,7 +86,15 @@ class RunSpec:
 
 
 def scheme_overrides(name: str) -> list[str]:
-    """A study scheme name (``ecmp``, ``split4``, ``planned:ilp``, ...) -> ``--set`` overrides."""
+    """A study scheme name (``ecmp``, ``split4``, ``planned:ilp``, ...) -> ``--set`` overrides.
+    ``/cluster`` after ``planned:PLANNER`` or ``split_minimal`` plans all jobs together
+    (``lb.plan_scope=cluster``)."""
+    base, sep, scope = name.partition("/")
+    if sep:
+        if scope != "cluster" or not (base == "split_minimal" or base.startswith("planned:")):
+            raise InputError("--scheme", "", f"unknown scheme {name!r} (/cluster follows planned:PLANNER "
+                             f"or split_minimal)")
+        return [*scheme_overrides(base), "lb.plan_scope=cluster"]
     if name.startswith("planned:"):
         planner = name.split(":", 1)[1]
         if planner not in PLANNERS:

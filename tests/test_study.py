@@ -139,5 +139,9 @@ def test_cli_quick_writes_table_and_plot(tmp_path: Path) -> None:
 def test_scheme_names() -> None:
     assert study.scheme_overrides("split16") == ["lb.scheme=split", "lb.subflows=16"]
     assert study.scheme_overrides("planned:ilp") == ["lb.scheme=planned", "lb.planner=ilp"]
-    with pytest.raises(InputError):
-        study.scheme_overrides("split")
+    assert study.scheme_overrides("planned:greedy/cluster") == [
+        "lb.scheme=planned", "lb.planner=greedy", "lb.plan_scope=cluster"]
+    assert study.scheme_overrides("split_minimal/cluster") == ["lb.scheme=split_minimal", "lb.plan_scope=cluster"]
+    for bad in ("split", "ecmp/cluster", "planned:greedy/job"):
+        with pytest.raises(InputError):
+            study.scheme_overrides(bad)
