@@ -71,8 +71,9 @@ def build_parser() -> argparse.ArgumentParser:
     st.add_argument("--workload", action="append", metavar="NAME",
                     help="ring_packed | ring_random | alltoall | permutation | multi_job, repeatable (default: all)")
     st.add_argument("--scheme", action="append", metavar="NAME",
-                    help="ecmp | spray | splitK | split_minimal | planned:PLANNER | adaptive | flowlet, repeatable "
-                         "(default: all, with split2/4/8/16 and every planner)")
+                    help="ecmp | spray | splitK | split_minimal | planned:PLANNER | adaptive | flowlet, repeatable; "
+                         "/cluster after planned:PLANNER or split_minimal plans all jobs together "
+                         "(default: all, with split2/4/8/16 and every planner but ilp)")
     st.add_argument("--profile", help="network profile of every run (roce: PFC + DCQCN + go-back-N; "
                     "packet backend only)")
     st.add_argument("--ranks", type=int, metavar="N", help="ranks per workload (default: every host of the "

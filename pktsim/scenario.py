@@ -22,6 +22,7 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 PRESET_DIRS = {"topology": "topologies", "workload": "workloads", "profile": "profiles"}
 
 Bytes = Annotated[int, BeforeValidator(parse_bytes)]
+OptionalBytes = Annotated[int | None, BeforeValidator(lambda v: v if v is None else parse_bytes(v))]
 Nanoseconds = Annotated[int, BeforeValidator(parse_ns)]
 Positive = Annotated[int, Field(ge=1)]
 Gbps = Annotated[float, Field(gt=0)]
@@ -103,7 +104,7 @@ class DctcpSpec(_Strict):
 
     g: Annotated[float, Field(gt=0, lt=1)] = 1 / 16
     """Gain of the estimate alpha of the fraction of marked bytes, updated once per window."""
-    init_window_bytes: Annotated[int | None, BeforeValidator(lambda v: v if v is None else parse_bytes(v))] = None
+    init_window_bytes: OptionalBytes = None
     """Initial congestion window (default: the bandwidth-delay product of the host link over the
     longest base round trip of the fabric, so a lone flow starts at line rate)."""
 
@@ -125,7 +126,7 @@ class NicSpec(_Strict):
     last packet of a message, and at once on anything out of order)."""
     ack_bytes: Annotated[int, BeforeValidator(parse_bytes), Field(ge=1)] = 64
     """Size of ACK, NACK and CNP packets on the wire."""
-    window_bytes: Annotated[int | None, BeforeValidator(lambda v: v if v is None else parse_bytes(v))] = None
+    window_bytes: OptionalBytes = None
     """Cap on unacknowledged bytes per connection (rounded down to whole packets, at least one);
     none by default, as in RoCE."""
     rto_ns: Annotated[int, BeforeValidator(parse_ns), Field(gt=0)] = 1_000_000
@@ -158,7 +159,7 @@ class PfcSpec(_Strict):
     """An ingress link is paused when the bytes it brought into the switch exceed this."""
     xon_bytes: Bytes = 224 * 2**10
     """... and resumed when they fall back to this."""
-    headroom_bytes: Annotated[int | None, BeforeValidator(lambda v: v if v is None else parse_bytes(v))] = None
+    headroom_bytes: OptionalBytes = None
     """Bytes an ingress may bring above ``xoff_bytes`` while the pause travels and takes effect
     (default: the worst case, 2 x delay x rate of the fastest link + 2 MTU + the pause frame)."""
 
@@ -178,9 +179,6 @@ class EcnSpec(_Strict):
             raise _FieldError(("switch", "ecn", "kmin_bytes"),
                               f"{self.kmin_bytes} is above kmax_bytes ({self.kmax_bytes})")
         return self
-
-
-OptionalBytes = Annotated[int | None, BeforeValidator(lambda v: v if v is None else parse_bytes(v))]
 
 
 class SwitchSpec(_Strict):
@@ -340,7 +338,6 @@ class Scenario(_Strict):
             raise _FieldError(("lb", "scheme"), f"planned routing supports leaf_spine topologies only "
                               f"(got {self.topology.kind})")
         return self
-
 
     def _check_transport(self) -> None:
         nic, sw, topo = self.nic, self.switch, self.topology

@@ -36,6 +36,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Sequence
 
+import pyarrow as pa
+import pyarrow.parquet as pq
+
 from .errors import InputError
 from .network import uses_transport_model
 from .scenario import LB_SCHEMES, Scenario, load_scenario, preset_names
@@ -64,11 +67,16 @@ QUICK_BYTES = 256 * 2**10
 QUICK_SEEDS = 1
 QUICK_SCHEMES = ("ecmp", "spray", "split4", "split_minimal", "planned:edge_coloring", "adaptive")
 
-COLUMNS = (
-    "fabric", "workload", "ranks", "scheme", "seed", "profile", "backend", "status", "cct_ns", "ideal_ns", "slowdown",
-    "max_congestion", "mean_congestion", "retransmits", "spurious_retransmits", "drops", "paused_ns", "plan_s",
-    "wall_s",
-)
+SCHEMA = pa.schema([
+    ("fabric", pa.string()), ("workload", pa.string()), ("ranks", pa.int64()), ("scheme", pa.string()),
+    ("seed", pa.int64()), ("profile", pa.string()), ("backend", pa.string()), ("status", pa.string()),
+    ("cct_ns", pa.float64()), ("ideal_ns", pa.float64()), ("slowdown", pa.float64()),
+    ("max_congestion", pa.float64()), ("mean_congestion", pa.float64()), ("retransmits", pa.int64()),
+    ("spurious_retransmits", pa.int64()), ("drops", pa.int64()), ("paused_ns", pa.int64()),
+    ("plan_s", pa.float64()), ("wall_s", pa.float64()),
+])
+"""``study.parquet``: one row per run."""
+COLUMNS = tuple(SCHEMA.names)
 
 
 @dataclass(frozen=True)
@@ -272,18 +280,8 @@ def run_study(runs: Sequence[RunSpec], jobs: int = 1, progress: bool = False) ->
     return rows  # type: ignore[return-value]
 
 
-def to_table(rows: Sequence[dict]):
-    import pyarrow as pa
-
-    schema = pa.schema([
-        ("fabric", pa.string()), ("workload", pa.string()), ("ranks", pa.int64()), ("scheme", pa.string()),
-        ("seed", pa.int64()),
-        ("profile", pa.string()), ("backend", pa.string()), ("status", pa.string()), ("cct_ns", pa.float64()),
-        ("ideal_ns", pa.float64()), ("slowdown", pa.float64()), ("max_congestion", pa.float64()),
-        ("mean_congestion", pa.float64()), ("retransmits", pa.int64()), ("spurious_retransmits", pa.int64()),
-        ("drops", pa.int64()), ("paused_ns", pa.int64()), ("plan_s", pa.float64()), ("wall_s", pa.float64()),
-    ])
-    return pa.Table.from_pylist(list(rows), schema=schema)
+def to_table(rows: Sequence[dict]) -> pa.Table:
+    return pa.Table.from_pylist(list(rows), schema=SCHEMA)
 
 
 def _groups(rows: Sequence[dict]) -> dict[tuple[str, str], dict[str, list[dict]]]:
@@ -370,8 +368,6 @@ def print_summary(rows: Sequence[dict]) -> None:
 
 
 def write_outputs(rows: Sequence[dict], out: Path) -> str | None:
-    import pyarrow.parquet as pq
-
     out.mkdir(parents=True, exist_ok=True)
     pq.write_table(to_table(rows), out / "study.parquet")
     return plot(rows, out / "study.png")

@@ -382,7 +382,8 @@ class RdmaNic(Nic):
         cum = pkt.psn
         newly = 0
         if cum > qp.snd_una:
-            newly = cum - qp.snd_una
+            una = qp.snd_una
+            newly = cum - una
             qp.snd_una = cum
             if qp.snd_nxt < cum:
                 qp.snd_nxt = cum
@@ -391,10 +392,10 @@ class RdmaNic(Nic):
                 f = segs.popleft()
                 f.acked = True
                 self._maybe_close(f)
-            if self.sr:
-                for psn in [p for p in qp.sent_at if p < cum]:
-                    del qp.sent_at[psn]
-                qp.sacked = {p for p in qp.sacked if p >= cum}
+            if self.sr:  # PSNs below snd_una are never resent or reported again
+                for psn in range(una, cum):
+                    qp.sent_at.pop(psn, None)
+                    qp.sacked.discard(psn)
                 while qp.lost and qp.lost[0] < cum:
                     qp.lost_set.discard(qp.lost.popleft())
             qp.rto_deadline = now + self.rto_ps if qp.snd_una < qp.snd_max else None
