@@ -21,9 +21,9 @@ import tempfile
 import time
 from pathlib import Path
 
-from pktsim.fluid import FluidSimulation
+from pktsim.fluid.backend import FluidSimulation
 from pktsim.scenario import Scenario, load_scenario
-from pktsim.simulation import Simulation
+from pktsim.packet.backend import Simulation
 from pktsim.traces import Recorder
 
 

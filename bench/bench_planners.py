@@ -17,12 +17,12 @@ import argparse
 import random
 import time
 
-from pktsim.planners import lower_bound, max_link_load, plan
-from pktsim.planning import FlowPlanner
-from pktsim.collectives import build_workload
+from pktsim.planning.planners import lower_bound, max_link_load, plan
+from pktsim.planning.flow_plan import FlowPlanner
+from pktsim.workload.collectives import build_workload
 from pktsim.errors import InputError
 from pktsim.scenario import load_scenario
-from pktsim.topology import build_graph, hosts
+from pktsim.fabric.topology import build_graph, hosts
 
 SPINES, LEAVES, HOSTS = 32, 64, 32
 SIZE = 64 * 2**20

@@ -15,10 +15,10 @@ from datetime import datetime
 from pathlib import Path
 from typing import Sequence
 
-from . import __version__
-from .errors import InputError
-from .scenario import LB_SCHEMES, Scenario, load_scenario
-from .units import format_bytes, format_ns
+from pktsim import __version__
+from pktsim.errors import InputError
+from pktsim.scenario import LB_SCHEMES, Scenario, load_scenario
+from pktsim.units import format_bytes, format_ns
 
 BACKENDS = ("packet", "fluid")
 
@@ -132,17 +132,17 @@ def _backend(name: str, scenario: Scenario):
     """The simulation of ``scenario`` on backend ``name`` (built, not run: the workload exists, so
     placement errors have surfaced)."""
     if name == "fluid":
-        from .fluid import FluidSimulation
+        from pktsim.fluid.backend import FluidSimulation
 
         return FluidSimulation(scenario)
-    from .simulation import Simulation
+    from pktsim.packet.backend import Simulation
 
     return Simulation(scenario)
 
 
 def _execute(sim, out: Path, scenario: Scenario, quiet: bool) -> dict:
     """Run ``sim`` into the run directory ``out``: tables, then summary.json last (INCOMPLETE on failure)."""
-    from .traces import Recorder
+    from pktsim.traces import Recorder
 
     out.mkdir(parents=True, exist_ok=True)
     try:
@@ -170,7 +170,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_validate(args: argparse.Namespace) -> int:
-    from . import validate
+    from pktsim.analysis import validate
 
     if args.worst < 0:
         raise InputError("--worst", "", f"must not be negative (got {args.worst})")
@@ -203,7 +203,7 @@ def cmd_validate(args: argparse.Namespace) -> int:
 
 
 def cmd_export_workload(args: argparse.Namespace) -> int:
-    from .export import write_workload
+    from pktsim.analysis.export import write_workload
 
     out = Path(args.out)
     if out.suffix.lower() != ".parquet":
@@ -219,7 +219,7 @@ def cmd_export_workload(args: argparse.Namespace) -> int:
 
 
 def cmd_study(args: argparse.Namespace) -> int:
-    from . import study
+    from pktsim.experiments import study
 
     fabrics = args.fabric or list(study.QUICK_FABRICS if args.quick else study.FABRICS)
     workloads = args.workload or list(study.WORKLOADS)

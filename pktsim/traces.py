@@ -11,12 +11,13 @@ import json
 from pathlib import Path
 from typing import Sequence
 
+from array import array
+
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from . import __version__
-from .switch import PortLog
+from pktsim import __version__
 
 _SPINE_BYTES = pa.list_(pa.struct([("node", pa.string()), ("bytes", pa.int64())]))
 
@@ -55,6 +56,28 @@ SCHEMAS: dict[str, pa.Schema] = {
         ("utilization", pa.float64()),
     ]),
 }
+
+
+class PortLog:
+    """Raw occupancy samples of every port, one row per port per non-idle sampling interval, in
+    compact columns (8 bytes a value) until the recorder converts them (:meth:`Recorder.port_samples`)."""
+
+    def __init__(self) -> None:
+        self.clear()
+
+    def clear(self) -> None:
+        self.start_ps = array("q")   # interval start
+        self.port_id = array("q")
+        self.max_ps = array("q")     # largest backlog, in ps of serialisation
+        self.area2 = array("d")      # twice the time integral of the backlog, ps * ps
+        self.busy_ps = array("q")    # time the link transmitted
+        self.drops = array("q")      # packets refused by the buffer
+        self.marks = array("q")      # packets ECN-marked
+        self.paused_ps = array("q")  # time the port was paused by PFC
+
+    def __len__(self) -> int:
+        return len(self.port_id)
+
 
 
 def ps_to_ns(ps: int) -> int:

@@ -20,7 +20,7 @@ import pyarrow.dataset as pads
 import pytest
 
 from pktsim.scenario import Scenario
-from pktsim.simulation import Simulation
+from pktsim.packet.backend import Simulation
 from pktsim.traces import Recorder
 
 PS_PER_NS = 1000
@@ -178,6 +178,6 @@ def ecmp_choice(switch, key: int, group):
     select = getattr(switch, "select", None)
     if select is not None:
         return select(SimpleNamespace(key=key), group)
-    from pktsim.routing import salted_hash
+    from pktsim.fabric.hashing import salted_hash
 
     return group[salted_hash(key, switch.salt) % len(group)]

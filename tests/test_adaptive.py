@@ -14,7 +14,8 @@ import pytest
 from conftest import run
 
 from pktsim.errors import InputError
-from pktsim.routing import AdaptiveSelect, FlowletSelect, salted_hash
+from pktsim.fabric.hashing import salted_hash
+from pktsim.fabric.selectors import AdaptiveSelect, FlowletSelect
 from pktsim.scenario import load_scenario
 
 MIB = 2**20

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import pytest
 
-from pktsim.cc import Dcqcn, Dctcp
+from pktsim.packet.cc import Dcqcn, Dctcp
 from pktsim.scenario import DcqcnSpec, DctcpSpec
 
 US = 1_000_000  # ps

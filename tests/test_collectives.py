@@ -6,10 +6,10 @@ from collections import Counter, defaultdict
 
 import pytest
 
-from pktsim.collectives import build_workload, critical_path, place_jobs, split_bytes
+from pktsim.workload.collectives import build_workload, critical_path, place_jobs, split_bytes
 from pktsim.errors import InputError
 from pktsim.scenario import JobSpec, load_scenario, preset_names
-from pktsim.workload import Workload
+from pktsim.workload.dag import Workload
 
 HOSTS16 = [f"h{i}" for i in range(16)]  # 4 leaves x 4 hosts
 HOSTS32 = [f"h{i}" for i in range(32)]  # 8 leaves x 4 hosts

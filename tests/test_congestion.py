@@ -9,10 +9,10 @@ from pathlib import Path
 import pytest
 
 from conftest import run
-from pktsim.routing import ecmp_path, flow_key, switch_salt
+from pktsim.fabric.hashing import ecmp_path, flow_key, switch_salt
 from pktsim.scenario import load_scenario
-from pktsim.simulation import Simulation
-from pktsim.topology import build_graph, host_tor, hosts, next_hops
+from pktsim.packet.backend import Simulation
+from pktsim.fabric.topology import build_graph, host_tor, hosts, next_hops
 
 
 def _fabric_links(path: list[str]) -> list[tuple[str, str]]:
@@ -63,7 +63,7 @@ def test_spray_congestion_from_per_spine_bytes_and_fluid_agrees(tmp_path: Path) 
     assert row["congestion"] == pytest.approx(max(load.values()) / size)
     assert 1.0 <= row["congestion"] < 1.2
 
-    from pktsim.fluid import FluidSimulation
+    from pktsim.fluid.backend import FluidSimulation
     fluid = FluidSimulation(sc).run(None)
     assert fluid["jobs"][0]["max_congestion"] == pytest.approx(1.0)
 

@@ -19,7 +19,8 @@ from conftest import (
 )
 
 from pktsim.cli import main
-from pktsim.fluid import FluidSimulation, max_min_rates
+from pktsim.fluid.backend import FluidSimulation
+from pktsim.fluid.maxmin import max_min_rates
 from pktsim.scenario import Scenario, load_scenario
 from pktsim.traces import Recorder
 

@@ -20,9 +20,9 @@ from conftest import (
 )
 from scipy.stats import chi2, chi2_contingency, chisquare
 
-from pktsim.routing import flow_key
+from pktsim.fabric.hashing import flow_key
 from pktsim.scenario import Scenario, load_scenario
-from pktsim.simulation import Simulation
+from pktsim.packet.backend import Simulation
 
 REPO = Path(__file__).resolve().parent.parent
 SCHEMES = [("ecmp", 1), ("spray", 1), ("spray_switch", 1), ("split", 4)]
@@ -528,8 +528,8 @@ def test_ecmp_cct_is_set_by_busiest_link(tmp_path: Path) -> None:
 def test_ecmp_path_function_matches_the_packets(tmp_path: Path) -> None:
     """routing.ecmp_path (used by backends without packets) predicts every recorded ECMP and split
     path: same entropies, same salts, same hash as the switches."""
-    from pktsim.routing import connection_entropy, ecmp_path, flow_key, switch_salt
-    from pktsim.topology import build_graph, host_tor, hosts, next_hops
+    from pktsim.fabric.hashing import connection_entropy, ecmp_path, flow_key, switch_salt
+    from pktsim.fabric.topology import build_graph, host_tor, hosts, next_hops
 
     for lb, subflows in (("ecmp", 1), ("split", 3)):
         sc = load_scenario(topology="fat_tree_k4", workload="alltoall", lb=lb, seed=5, overrides=[

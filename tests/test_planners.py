@@ -14,9 +14,9 @@ import pytest
 
 from conftest import run
 from pktsim.errors import InputError
-from pktsim.planners import annealing, edge_coloring, greedy, ilp, plan
+from pktsim.planning.planners import annealing, edge_coloring, greedy, ilp, plan
 from pktsim.scenario import load_scenario
-from pktsim.simulation import Simulation
+from pktsim.packet.backend import Simulation
 
 
 def loads(flows, assign, s):

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from conftest import leaf_spine, make_scenario, run
-from pktsim.planning import minimal_split
+from pktsim.planning.flow_plan import minimal_split
 from pktsim.scenario import load_scenario
 
 

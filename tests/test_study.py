@@ -9,7 +9,7 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 
-from pktsim import study
+from pktsim.experiments import study
 from pktsim.cli import main
 from pktsim.errors import InputError
 

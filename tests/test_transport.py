@@ -13,7 +13,7 @@ import pytest
 
 from pktsim.cli import main
 from pktsim.scenario import load_scenario
-from pktsim.simulation import Simulation
+from pktsim.packet.backend import Simulation
 
 from conftest import run
 from test_cli import run_cli

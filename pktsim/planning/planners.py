@@ -28,7 +28,7 @@ import random
 from collections import defaultdict
 from typing import Hashable, Sequence
 
-from .errors import InputError
+from pktsim.errors import InputError
 
 PLANNERS = ("edge_coloring", "greedy", "annealing", "ilp")
 ILP_MAX_BINARIES = 5000

@@ -22,9 +22,9 @@ from typing import Callable
 import simpy
 from simpy.core import NORMAL
 
-from .packet import Packet
-from .routing import flow_key
-from .switch import Port
+from pktsim.packet.packet import Packet
+from pktsim.fabric.hashing import flow_key
+from pktsim.packet.ports import Port
 
 
 class QueuePair:

@@ -14,17 +14,17 @@ from typing import Callable
 import simpy
 from simpy.core import EmptySchedule
 
-from .collectives import build_workload
-from .congestion import CongestionMeter
-from .dag import DagExecution
-from .ideal import ideal_times
-from .network import Network
-from .nic import Flow
-from .planning import FlowPlanner
-from .scenario import Scenario
-from .topology import build_graph
-from .traces import Recorder, ps_to_ns
-from .transport import RdmaFlow
+from pktsim.workload.collectives import build_workload
+from pktsim.analysis.congestion import CongestionMeter
+from pktsim.workload.execution import DagExecution
+from pktsim.analysis.ideal import ideal_times
+from pktsim.packet.network import Network
+from pktsim.packet.nic import Flow
+from pktsim.planning.flow_plan import FlowPlanner
+from pktsim.scenario import Scenario
+from pktsim.fabric.topology import build_graph
+from pktsim.traces import Recorder, ps_to_ns
+from pktsim.packet.transport import RdmaFlow
 
 STEPS_PER_CHUNK = 20_000
 TRANSPORT_COUNTS = ("tx_packets", "retransmits", "spurious", "discarded", "dropped")

@@ -30,12 +30,12 @@ from typing import Callable
 
 import simpy
 
-from .buffered import BufferedPort, Wire
-from .cc import Dcqcn, Dctcp
-from .nic import Flow, Nic, QueuePair
-from .packet import ACK, CNP, DATA, NACK, RdmaPacket
-from .routing import flow_key
-from .scenario import NicSpec
+from pktsim.packet.buffered_ports import BufferedPort, Wire
+from pktsim.packet.cc import Dcqcn, Dctcp
+from pktsim.packet.nic import Flow, Nic, QueuePair
+from pktsim.packet.packet import ACK, CNP, DATA, NACK, RdmaPacket
+from pktsim.fabric.hashing import flow_key
+from pktsim.scenario import NicSpec
 
 
 class RdmaFlow(Flow):

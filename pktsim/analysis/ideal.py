@@ -7,11 +7,11 @@ from fractions import Fraction
 
 import networkx as nx
 
-from .collectives import critical_path
-from .scenario import Scenario
-from .topology import host_tor
-from .units import PS_PER_NS
-from .workload import Workload
+from pktsim.workload.collectives import critical_path
+from pktsim.scenario import Scenario
+from pktsim.fabric.topology import host_tor
+from pktsim.units import PS_PER_NS
+from pktsim.workload.dag import Workload
 
 
 @dataclass(frozen=True)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from .nic import Flow
+    from pktsim.packet.nic import Flow
 
 
 class Packet:

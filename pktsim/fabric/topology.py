@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import networkx as nx
 
-from .scenario import TopologySpec
+from pktsim.scenario import TopologySpec
 
 
 def build_graph(spec: TopologySpec) -> nx.Graph:

@@ -32,12 +32,13 @@ from math import gcd
 
 import networkx as nx
 
-from .errors import InputError
-from .planners import plan
-from .routing import LoadBalancing, connection_entropy, ecmp_path, flow_key, subflow_sizes, switch_salt
-from .scenario import Scenario
-from .topology import host_tor, hosts, next_hops
-from .workload import Message, Workload
+from pktsim.errors import InputError
+from pktsim.planning.planners import plan
+from pktsim.fabric.hashing import connection_entropy, ecmp_path, flow_key, switch_salt
+from pktsim.fabric.selectors import LoadBalancing, subflow_sizes
+from pktsim.scenario import Scenario
+from pktsim.fabric.topology import host_tor, hosts, next_hops
+from pktsim.workload.dag import Message, Workload
 
 Subflow = tuple[int, int]
 """(payload bytes, entropy)."""

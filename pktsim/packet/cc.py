@@ -15,7 +15,7 @@ the wait only at that send, so it may send up to one packet late.
 
 from __future__ import annotations
 
-from .scenario import DcqcnSpec, DctcpSpec
+from pktsim.scenario import DcqcnSpec, DctcpSpec
 
 
 class Dcqcn:

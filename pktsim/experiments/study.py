@@ -39,10 +39,10 @@ from typing import Sequence
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from .errors import InputError
-from .network import uses_transport_model
-from .scenario import LB_SCHEMES, Scenario, load_scenario, preset_names
-from .units import format_bytes, parse_bytes
+from pktsim.errors import InputError
+from pktsim.packet.network import uses_transport_model
+from pktsim.scenario import LB_SCHEMES, Scenario, load_scenario, preset_names
+from pktsim.units import format_bytes, parse_bytes
 
 FABRICS = ("ls16x16x16", "ls32x64x32")
 WORKLOADS = ("ring_packed", "ring_random", "alltoall", "permutation", "multi_job")
@@ -216,11 +216,11 @@ def execute(run: RunSpec) -> dict:
     try:
         scenario = load_scenario(topology=run.fabric, seed=run.seed, profile=run.profile, overrides=list(run.overrides))
         if run.backend == "fluid":
-            from .fluid import FluidSimulation
+            from pktsim.fluid.backend import FluidSimulation
 
             sim = FluidSimulation(scenario)
         else:
-            from .simulation import Simulation
+            from pktsim.packet.backend import Simulation
 
             sim = Simulation(scenario)
         summary = sim.run(None)

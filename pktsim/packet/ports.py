@@ -25,30 +25,9 @@ from typing import Callable
 import simpy
 from simpy.core import NORMAL
 
-from .packet import Packet
-from .routing import salted_hash
-from .units import PS_PER_NS
-
-
-class PortLog:
-    """Raw occupancy samples of every port, one row per port per non-idle sampling interval, in
-    compact columns (8 bytes a value) until the recorder converts them (:meth:`Recorder.port_samples`)."""
-
-    def __init__(self) -> None:
-        self.clear()
-
-    def clear(self) -> None:
-        self.start_ps = array("q")   # interval start
-        self.port_id = array("q")
-        self.max_ps = array("q")     # largest backlog, in ps of serialisation
-        self.area2 = array("d")      # twice the time integral of the backlog, ps * ps
-        self.busy_ps = array("q")    # time the link transmitted
-        self.drops = array("q")      # packets refused by the buffer
-        self.marks = array("q")      # packets ECN-marked
-        self.paused_ps = array("q")  # time the port was paused by PFC
-
-    def __len__(self) -> int:
-        return len(self.port_id)
+from pktsim.packet.packet import Packet
+from pktsim.units import PS_PER_NS
+from pktsim.traces import PortLog
 
 
 class EgressPort:
@@ -190,51 +169,3 @@ class Port(EgressPort):
         self._roll(self.busy_until + self.interval_ps)
 
 
-class Switch:
-    """Forwards each arriving packet to an egress port chosen among the equal-cost next hops
-    toward its destination (``fib[dst_host]``): by default the salted hash of the packet's 5-tuple
-    key (:func:`pktsim.routing.salted_hash`), memoised per key since a connection's key is fixed;
-    or a ``select(pkt, group)`` policy (the hash per packet for sprayed keys, random choice, ...)."""
-
-    __slots__ = ("env", "index", "name", "fib", "salt", "select", "memo", "latency_ps")
-
-    MEMO_SIZE = 65_536
-    """Keys remembered per switch before the memo starts afresh (bounds memory on huge all-to-alls)."""
-
-    def __init__(self, env: simpy.Environment, index: int, name: str, salt: int, select, latency_ns: int) -> None:
-        self.env = env
-        self.index = index
-        self.name = name
-        self.fib: list[tuple[Port, ...]] = []
-        self.salt = salt
-        self.select = select
-        self.memo: dict[int, Port] = {}
-        self.latency_ps = latency_ns * PS_PER_NS
-
-    def on_arrival(self, link: Port) -> None:
-        """The head packet of ``link`` (an upstream port) has arrived: forward it."""
-        fifo = link.fifo
-        pkt = fifo.popleft()
-        if fifo:  # the link's next packet becomes the event
-            link.callbacks = link.arrival_callbacks
-            heappush(link.heap, (fifo[0].t, NORMAL, next(link.eid), link))
-        group = self.fib[pkt.dst]
-        if len(group) == 1:
-            port = group[0]
-        elif self.select is None:
-            port = self.memo.get(pkt.key)
-            if port is None:
-                port = self._hash_choice(pkt.key, group)
-        else:
-            port = self.select(pkt, group)
-        if port.down and pkt.via < 0:
-            pkt.via = self.index
-        if pkt.record is not None:
-            pkt.record.append(self.name)
-        port.send(pkt, pkt.t + self.latency_ps)  # pkt.t: its arrival time, i.e. now
-
-    def _hash_choice(self, key: int, group: tuple[Port, ...]) -> Port:
-        if len(self.memo) >= self.MEMO_SIZE:
-            self.memo.clear()
-        port = self.memo[key] = group[salted_hash(key, self.salt) % len(group)]
-        return port

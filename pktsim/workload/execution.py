@@ -9,11 +9,11 @@ the other is a join on ``msg_id``. Times are picoseconds (int for packets, float
 
 from __future__ import annotations
 
-from . import __version__
-from .congestion import CongestionMeter
-from .scenario import Scenario
-from .traces import Recorder, ps_to_ns
-from .workload import Message, Workload
+from pktsim import __version__
+from pktsim.analysis.congestion import CongestionMeter
+from pktsim.scenario import Scenario
+from pktsim.traces import Recorder, ps_to_ns
+from pktsim.workload.dag import Message, Workload
 
 
 def _ns(t_ps: float) -> int:

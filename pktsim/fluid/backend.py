@@ -57,18 +57,21 @@ from typing import Callable
 import networkx as nx
 import numpy as np
 
-from .collectives import build_workload
-from .congestion import CongestionMeter
-from .dag import DagExecution
-from .errors import InputError
-from .ideal import PathHops, ideal_times, message_fct_ps
-from .network import uses_transport_model
-from .planning import FlowPlanner
-from .routing import LoadBalancing, ecmp_path, flow_key, switch_salt
-from .scenario import Scenario
-from .simulation import Progress
-from .topology import build_graph, host_tor, hosts, next_hops
-from .traces import Recorder, ps_to_ns
+from pktsim.fluid.maxmin import max_min_rates
+
+from pktsim.workload.collectives import build_workload
+from pktsim.analysis.congestion import CongestionMeter
+from pktsim.workload.execution import DagExecution
+from pktsim.errors import InputError
+from pktsim.analysis.ideal import PathHops, ideal_times, message_fct_ps
+from pktsim.packet.network import uses_transport_model
+from pktsim.planning.flow_plan import FlowPlanner
+from pktsim.fabric.hashing import ecmp_path, flow_key, switch_salt
+from pktsim.fabric.selectors import LoadBalancing
+from pktsim.scenario import Scenario
+from pktsim.packet.backend import Progress
+from pktsim.fabric.topology import build_graph, host_tor, hosts, next_hops
+from pktsim.traces import Recorder, ps_to_ns
 
 DRAIN_TOLERANCE_PS = 1.0
 """Flows whose drain is due within this much of the earliest are drained together (float noise of
@@ -87,44 +90,6 @@ FLUID_METADATA = {
 
 # Kinds of timed events in the heap.
 _READY, _RECEIVED = 0, 1
-
-
-# ---------------------------------------------------------------------------------------------
-# Max-min fair rates
-
-
-def max_min_rates(links: np.ndarray, weights: np.ndarray, capacity: np.ndarray) -> np.ndarray:
-    """Max-min fair rates by progressive filling.
-
-    ``links[f, k]`` is the k-th link used by flow f and ``weights[f, k]`` the fraction of the flow's
-    traffic on it (1 for a single path; rows are padded with weight 0). ``capacity[l]`` is link l's
-    capacity (any rate unit; ``inf`` for a padding link). Returns each flow's rate in that unit.
-
-    Every round raises the rate of all unfrozen flows by the largest step that saturates no link,
-    then freezes the flows crossing the links it saturated: one round per distinct bottleneck level,
-    each a few array operations over the flows x links incidence.
-    """
-    n = len(links)
-    rate = np.zeros(n)
-    if n == 0:
-        return rate
-    flat = links.ravel()
-    left = capacity.astype(np.float64)
-    unfrozen = np.ones(n, dtype=bool)
-    uses = weights > 0
-    while True:
-        load = np.bincount(flat, weights=(weights * unfrozen[:, None]).ravel(), minlength=len(capacity))
-        loaded = load > 0
-        share = np.full(len(capacity), np.inf)
-        np.divide(left, load, out=share, where=loaded)
-        step = share.min()
-        rate[unfrozen] += step
-        left -= step * load
-        saturated = loaded & (share <= step * (1 + 1e-9))
-        hit = (saturated[links] & uses).any(axis=1) & unfrozen
-        unfrozen &= ~hit
-        if not unfrozen.any():
-            return rate
 
 
 # ---------------------------------------------------------------------------------------------

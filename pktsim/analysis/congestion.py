@@ -15,8 +15,8 @@ from collections import defaultdict
 
 import networkx as nx
 
-from .topology import host_tor
-from .workload import Workload
+from pktsim.fabric.topology import host_tor
+from pktsim.workload.dag import Workload
 
 
 class CongestionMeter:

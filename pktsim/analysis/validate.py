@@ -29,12 +29,12 @@ import pyarrow.compute as pc
 import pyarrow.dataset as pads
 import pyarrow.parquet as pq
 
-from . import __version__
-from .errors import InputError
-from .fluid import Routes
-from .scenario import Scenario
-from .units import format_bytes, format_ns
-from .workload import Workload
+from pktsim import __version__
+from pktsim.errors import InputError
+from pktsim.fluid.backend import Routes
+from pktsim.scenario import Scenario
+from pktsim.units import format_bytes, format_ns
+from pktsim.workload.dag import Workload
 
 PERCENTILES = (50, 90, 99)
 
@@ -249,7 +249,7 @@ def _describe(scenario: Scenario, packet_dir: Path, msgs: pa.Table, model: Model
                 links += list(zip(f["path"], f["path"][1:]))
             else:  # sprayed: every equal-cost link
                 if routes is None:
-                    from .topology import build_graph, hosts
+                    from pktsim.fabric.topology import build_graph, hosts
 
                     g = build_graph(scenario.topology)
                     routes = Routes(g, scenario, hosts(g))

@@ -7,13 +7,17 @@ from typing import Callable
 import networkx as nx
 import simpy
 
-from .buffered import BufferedPort, SwitchBuffer
-from .nic import Flow, Nic
-from .routing import LoadBalancing, make_selector, stable_hash, switch_salt
-from .scenario import Scenario
-from .switch import Port, PortLog, Switch
-from .topology import host_tor, hosts, next_hops
-from .transport import RdmaFlow, RdmaNic, dropped
+from pktsim.packet.buffered_ports import BufferedPort
+from pktsim.packet.switch_buffer import SwitchBuffer
+from pktsim.packet.nic import Flow, Nic
+from pktsim.fabric.hashing import stable_hash, switch_salt
+from pktsim.fabric.selectors import LoadBalancing, make_selector
+from pktsim.scenario import Scenario
+from pktsim.packet.ports import Port
+from pktsim.packet.switch import Switch
+from pktsim.traces import PortLog
+from pktsim.fabric.topology import host_tor, hosts, next_hops
+from pktsim.packet.transport import RdmaFlow, RdmaNic, dropped
 
 
 def uses_transport_model(scenario: Scenario) -> bool:

@@ -31,9 +31,9 @@ from typing import NamedTuple
 
 import numpy as np
 
-from .errors import InputError
-from .scenario import JobSpec
-from .workload import CollectiveOp, Message, Workload
+from pktsim.errors import InputError
+from pktsim.scenario import JobSpec
+from pktsim.workload.dag import CollectiveOp, Message, Workload
 
 RING_COLLECTIVES = ("ring_allreduce", "reduce_scatter", "allgather")
 

@@ -15,10 +15,10 @@ from typing import Annotated, Any, Literal, get_args
 import yaml
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, model_validator
 
-from .errors import InputError
-from .units import parse_bytes, parse_ns
+from pktsim.errors import InputError
+from pktsim.units import parse_bytes, parse_ns
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
+REPO_ROOT = Path(__file__).resolve().parents[2]
 PRESET_DIRS = {"topology": "topologies", "workload": "workloads", "profile": "profiles"}
 
 Bytes = Annotated[int, BeforeValidator(parse_bytes)]

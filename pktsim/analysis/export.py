@@ -17,14 +17,14 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from . import __version__
-from .fluid import Routes
-from .planning import FlowPlanner
-from .scenario import Scenario
-from .collectives import build_workload
-from .ideal import ideal_times
-from .topology import build_graph, hosts
-from .traces import ps_to_ns
+from pktsim import __version__
+from pktsim.fluid.backend import Routes
+from pktsim.planning.flow_plan import FlowPlanner
+from pktsim.scenario import Scenario
+from pktsim.workload.collectives import build_workload
+from pktsim.analysis.ideal import ideal_times
+from pktsim.fabric.topology import build_graph, hosts
+from pktsim.traces import ps_to_ns
 
 WORKLOAD_SCHEMA = pa.schema([
     ("msg_id", pa.int64()), ("op", pa.int64()), ("job", pa.string()), ("collective", pa.string()),

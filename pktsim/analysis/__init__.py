@@ -1,0 +1,1 @@
+"""Analysis: ideal times, congestion per phase, validation of a model, workload export."""

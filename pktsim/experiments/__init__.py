@@ -1,0 +1,1 @@
+"""Experiments: the reproduction study (many runs, one table)."""

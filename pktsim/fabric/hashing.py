@@ -1,0 +1,68 @@
+"""Hashes that pick paths: stable hashes, the RoCEv2 5-tuple key, per-switch salts and the
+connection entropy a NIC chooses. Every backend and planner uses these, so all agree on paths."""
+
+from __future__ import annotations
+
+import hashlib
+
+MASK32 = 0xFFFFFFFF
+ROCE_DST_PORT = 4791
+
+
+def stable_hash(*parts: object) -> int:
+    """A 64-bit hash of ``parts`` that is the same in every process (unlike ``hash()``)."""
+    text = "\x1f".join(str(p) for p in parts).encode()
+    return int.from_bytes(hashlib.blake2b(text, digest_size=8).digest(), "little")
+
+
+def fmix32(h: int) -> int:
+    """MurmurHash3's 32-bit finaliser: every input bit flips each output bit with probability ~1/2."""
+    h ^= h >> 16
+    h = (h * 0x85EBCA6B) & MASK32
+    h ^= h >> 13
+    h = (h * 0xC2B2AE35) & MASK32
+    return h ^ (h >> 16)
+
+
+def flow_key(src: int, dst: int, entropy: int) -> int:
+    """Key of a packet's RoCEv2 5-tuple (src IP, dst IP, UDP src port = entropy, dst port 4791,
+    UDP): its 32-bit hash in the low bits, the destination host index above them, so that equal
+    keys always mean the same destination (a switch may memoise its choice per key)."""
+    h = fmix32((src * 0x01000193) ^ fmix32(dst ^ (ROCE_DST_PORT << 16)) ^ (entropy * 0x9E3779B1))
+    return (dst << 32) | h
+
+
+def salted_hash(key: int, salt: int) -> int:
+    """A switch's ECMP hash of a packet's 5-tuple key: the next hop is
+    ``group[salted_hash(key, salt) % len(group)]``."""
+    return fmix32((key ^ salt) & MASK32)
+
+
+def connection_entropy(seed: int, job: str, src: str, dst: str, channel: int, subflow: int) -> int:
+    """The 16-bit entropy (UDP source port) of the connection carrying a job's traffic from ``src``
+    to ``dst`` on ``channel`` / ``subflow``: fixed for the run, whatever the order of events."""
+    return stable_hash("entropy", seed, job, src, dst, channel, subflow) & 0xFFFF
+
+
+def ecmp_path(
+    next_hops: dict[str, dict[str, list[str]]], tor_of: dict[str, str], salts: dict[str, int],
+    src: str, dst: str, key: int,
+) -> list[str]:
+    """The nodes a packet with 5-tuple ``key`` crosses from host ``src`` to host ``dst`` when every
+    switch hashes (what :meth:`pktsim.switch.Switch.on_arrival` does, for backends without packets).
+    ``next_hops`` is :func:`pktsim.topology.next_hops`; ``salts`` maps switch to :func:`switch_salt`."""
+    path = [src]
+    node, target = tor_of[src], tor_of[dst]
+    while node != target:
+        path.append(node)
+        group = next_hops[node][target]
+        node = group[salted_hash(key, salts[node]) % len(group)]
+    path += [node, dst]
+    return path
+
+
+def switch_salt(seed: int, switch: str) -> int:
+    """Per-switch hash salt: different at every switch (no polarisation), fixed by the seed."""
+    return stable_hash("salt", seed, switch) & MASK32
+
+

@@ -1,0 +1,1 @@
+"""The packet backend: SimPy engine seam, ports, switches, NICs, transport, congestion control."""

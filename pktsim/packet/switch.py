@@ -1,0 +1,62 @@
+"""A switch: forwards each arriving packet to the egress port chosen among its equal-cost next hops."""
+
+from __future__ import annotations
+
+from heapq import heappush
+
+import simpy
+from simpy.core import NORMAL
+
+from pktsim.fabric.hashing import salted_hash
+from pktsim.packet.ports import Port
+from pktsim.units import PS_PER_NS
+
+
+class Switch:
+    """Forwards each arriving packet to an egress port chosen among the equal-cost next hops
+    toward its destination (``fib[dst_host]``): by default the salted hash of the packet's 5-tuple
+    key (:func:`pktsim.routing.salted_hash`), memoised per key since a connection's key is fixed;
+    or a ``select(pkt, group)`` policy (the hash per packet for sprayed keys, random choice, ...)."""
+
+    __slots__ = ("env", "index", "name", "fib", "salt", "select", "memo", "latency_ps")
+
+    MEMO_SIZE = 65_536
+    """Keys remembered per switch before the memo starts afresh (bounds memory on huge all-to-alls)."""
+
+    def __init__(self, env: simpy.Environment, index: int, name: str, salt: int, select, latency_ns: int) -> None:
+        self.env = env
+        self.index = index
+        self.name = name
+        self.fib: list[tuple[Port, ...]] = []
+        self.salt = salt
+        self.select = select
+        self.memo: dict[int, Port] = {}
+        self.latency_ps = latency_ns * PS_PER_NS
+
+    def on_arrival(self, link: Port) -> None:
+        """The head packet of ``link`` (an upstream port) has arrived: forward it."""
+        fifo = link.fifo
+        pkt = fifo.popleft()
+        if fifo:  # the link's next packet becomes the event
+            link.callbacks = link.arrival_callbacks
+            heappush(link.heap, (fifo[0].t, NORMAL, next(link.eid), link))
+        group = self.fib[pkt.dst]
+        if len(group) == 1:
+            port = group[0]
+        elif self.select is None:
+            port = self.memo.get(pkt.key)
+            if port is None:
+                port = self._hash_choice(pkt.key, group)
+        else:
+            port = self.select(pkt, group)
+        if port.down and pkt.via < 0:
+            pkt.via = self.index
+        if pkt.record is not None:
+            pkt.record.append(self.name)
+        port.send(pkt, pkt.t + self.latency_ps)  # pkt.t: its arrival time, i.e. now
+
+    def _hash_choice(self, key: int, group: tuple[Port, ...]) -> Port:
+        if len(self.memo) >= self.MEMO_SIZE:
+            self.memo.clear()
+        port = self.memo[key] = group[salted_hash(key, self.salt) % len(group)]
+        return port
