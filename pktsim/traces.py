@@ -18,6 +18,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from pktsim import __version__
+from pktsim.units import ps_to_ns
 
 _SPINE_BYTES = pa.list_(pa.struct([("node", pa.string()), ("bytes", pa.int64())]))
 
@@ -78,11 +79,6 @@ class PortLog:
     def __len__(self) -> int:
         return len(self.port_id)
 
-
-
-def ps_to_ns(ps: int) -> int:
-    """Picoseconds to the nearest nanosecond (halves round up)."""
-    return (ps + 500) // 1000
 
 
 class TableWriter:

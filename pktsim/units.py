@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from fractions import Fraction
 
 _SIZE_UNITS = {
     "": 1, "b": 1,
@@ -13,6 +14,38 @@ _TIME_UNITS_NS = {"": 1, "ns": 1, "us": 10**3, "ms": 10**6, "s": 10**9}
 _NUMBER = re.compile(r"^\s*([0-9]+(?:\.[0-9]*)?(?:[eE][0-9]+)?)\s*([A-Za-z]*)\s*$")
 
 PS_PER_NS = 1000
+"""Simulated time is integer picoseconds inside the engines; tables and summaries are in ns."""
+
+
+def ns_to_ps(ns: int) -> int:
+    """Nanoseconds to picoseconds (exact)."""
+    return ns * PS_PER_NS
+
+
+def ps_to_ns(ps: float) -> int:
+    """Picoseconds (int, or float from the fluid engine) to the nearest nanosecond, halves up."""
+    return (round(ps) + PS_PER_NS // 2) // PS_PER_NS
+
+
+def ps_per_byte(gbps: float) -> Fraction:
+    """Serialisation time of one byte at ``gbps`` Gbit/s, in ps, as an exact fraction: rates are
+    held to whole Mbit/s, so 8e6 / (Mbit/s) is exact at 25/100/200/400/800G and at odd rates too."""
+    return Fraction(8_000_000, round(gbps * 1000))
+
+
+def serialisation_ps(size_bytes: int, gbps: float) -> int:
+    """Time to put ``size_bytes`` on a ``gbps`` link, rounded up to a whole picosecond."""
+    ppb = ps_per_byte(gbps)
+    return -(-size_bytes * ppb.numerator // ppb.denominator)
+
+
+def split_evenly(total: int, n: int) -> list[int]:
+    """``total`` cut into ``n`` near-equal whole parts summing exactly to it: the first
+    ``total % n`` parts get one more; parts are 0 when ``total < n`` (callers skip them)."""
+    if n < 1:
+        raise ValueError(f"cannot split into {n} parts")
+    base, extra = divmod(total, n)
+    return [base + (i < extra) for i in range(n)]
 
 
 def _parse(value: object, units: dict[str, int], what: str) -> int:
@@ -48,11 +81,6 @@ def parse_bytes(value: object) -> int:
 def parse_ns(value: object) -> int:
     """Nanoseconds from an integer or a string such as ``10us``, ``2ms``, ``500ns``."""
     return _parse(value, _TIME_UNITS_NS, "nanoseconds")
-
-
-def ps_per_byte(gbps: float) -> float:
-    """Serialisation time of one byte, in picoseconds, at ``gbps`` Gbit/s."""
-    return 8000.0 / gbps
 
 
 def format_bytes(n: float) -> str:

@@ -6,7 +6,8 @@ from collections import Counter, defaultdict
 
 import pytest
 
-from pktsim.workload.collectives import build_workload, critical_path, place_jobs, split_bytes
+from pktsim.workload.collectives import build_workload, critical_path, place_jobs
+from pktsim.units import split_evenly as split_bytes
 from pktsim.errors import InputError
 from pktsim.scenario import JobSpec, load_scenario, preset_names
 from pktsim.workload.dag import Workload

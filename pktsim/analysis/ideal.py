@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from fractions import Fraction
 
 import networkx as nx
 
 from pktsim.workload.collectives import critical_path
 from pktsim.scenario import Scenario
 from pktsim.fabric.topology import host_tor
-from pktsim.units import PS_PER_NS
+from pktsim.units import ns_to_ps, serialisation_ps
 from pktsim.workload.dag import Workload
 
 
@@ -22,11 +21,6 @@ class Hop:
     gbps: float
     delay_ns: int
     switch_latency_ns: int = 0
-
-
-def _ser_ps(size: int, gbps: float) -> int:
-    ppb = Fraction(8_000_000) / Fraction(round(gbps * 1000))
-    return -(-size * ppb.numerator // ppb.denominator)
 
 
 def message_fct_ps(payload_bytes: int, mtu_bytes: int, header_bytes: int, hops: list[Hop]) -> int:
@@ -46,8 +40,8 @@ def message_fct_ps(payload_bytes: int, mtu_bytes: int, header_bytes: int, hops: 
     slowest = 0  # largest full-packet serialisation time so far
     arrive_first = arrive_last = t_first = 0
     for j, hop in enumerate(hops):
-        full, short = _ser_ps(mtu_bytes, hop.gbps), _ser_ps(last_size, hop.gbps)
-        lat = hop.switch_latency_ns * PS_PER_NS
+        full, short = serialisation_ps(mtu_bytes, hop.gbps), serialisation_ps(last_size, hop.gbps)
+        lat = ns_to_ps(hop.switch_latency_ns)
         if n_full:
             slowest = max(slowest, full)
             t_first = arrive_first + lat + full
@@ -55,7 +49,7 @@ def message_fct_ps(payload_bytes: int, mtu_bytes: int, header_bytes: int, hops: 
             t_last = max(t_full_last, arrive_last + lat) + short
         else:
             t_last = arrive_last + lat + short
-        d = hop.delay_ns * PS_PER_NS
+        d = ns_to_ps(hop.delay_ns)
         arrive_first, arrive_last = t_first + d, t_last + d
     return arrive_last
 
@@ -110,7 +104,7 @@ def ideal_times(graph: nx.Graph, scenario: Scenario, workload: Workload) -> tupl
             for end in ((m.src, "tx"), (m.dst, "rx")):
                 nic_bytes[end] = nic_bytes.get(end, 0) + wire
         nic_bound = max(
-            _ser_ps(b, graph.edges[host, host_tor(graph, host)]["gbps"]) for (host, _), b in nic_bytes.items()
+            serialisation_ps(b, graph.edges[host, host_tor(graph, host)]["gbps"]) for (host, _), b in nic_bytes.items()
         )
         ops.append(max(int(cp), nic_bound))
     return fct, ops

@@ -179,13 +179,6 @@ class FlowletSelect:
         return port
 
 
-def subflow_sizes(message_bytes: int, lb: LoadBalancing) -> list[int]:
-    """How a message is cut into subflows (equal sizes summing exactly to the message)."""
-    n = min(lb.subflows, message_bytes)
-    base, extra = divmod(message_bytes, n)
-    return [base + (i < extra) for i in range(n)]
-
-
 def make_selector(
     lb: LoadBalancing, seed: int, switch: str
 ) -> HashSelect | RandomSelect | AdaptiveSelect | FlowletSelect | None:

@@ -35,7 +35,8 @@ import networkx as nx
 from pktsim.errors import InputError
 from pktsim.planning.planners import plan
 from pktsim.fabric.hashing import connection_entropy, ecmp_path, flow_key, switch_salt
-from pktsim.fabric.selectors import LoadBalancing, subflow_sizes
+from pktsim.fabric.selectors import LoadBalancing
+from pktsim.units import split_evenly
 from pktsim.scenario import Scenario
 from pktsim.fabric.topology import host_tor, hosts, next_hops
 from pktsim.workload.dag import Message, Workload
@@ -79,7 +80,7 @@ class FlowPlanner:
             return plan
         return [
             (size, connection_entropy(self.seed, m.job, m.src, m.dst, m.channel, sub))
-            for sub, size in enumerate(subflow_sizes(m.bytes, self.lb))
+            for sub, size in enumerate(split_evenly(m.bytes, min(self.lb.subflows, m.bytes)))
         ]
 
     def _phases(self, workload: Workload) -> dict[tuple[int, int], list[Message]]:
@@ -99,7 +100,7 @@ class FlowPlanner:
             for (a, b), flows in pairs.items():
                 spines = self._paths.turning_points(a, b)
                 for m, pieces in zip(flows, minimal_split(len(flows), len(spines))):
-                    sizes = _split(m.bytes, len(pieces))
+                    sizes = split_evenly(m.bytes, len(pieces))
                     self._plans[m.msg_id] = [
                         (size, self._paths.entropy_via(m.src, m.dst, spines[spine]))
                         for size, spine in zip(sizes, pieces) if size
@@ -136,11 +137,6 @@ def minimal_split(n: int, s: int) -> list[list[int]]:
             out.append([(spine + i) % s for i in range(k)])
             spine = (spine + k) % s
     return out
-
-
-def _split(total: int, n: int) -> list[int]:
-    base, extra = divmod(total, n)
-    return [base + (i < extra) for i in range(n)]
 
 
 class _PathPinner:

@@ -9,7 +9,7 @@ Conventions
 - msg_ids are ``0..M-1`` in creation order: job by job, iteration by iteration, step by step. Every
   dependency has a smaller id than its dependent, so a single forward pass over msg_ids is a
   topological order (:func:`critical_path` relies on it and asserts it).
-- Byte counts are split with :func:`split_bytes` (parts sum exactly to the total; the first
+- Byte counts are split with :func:`split_evenly` (parts sum exactly to the total; the first
   ``total % n`` parts carry one extra byte). Zero-byte messages are never emitted:
 
   * ring collectives (``ring_allreduce``, ``reduce_scatter``, ``allgather``) need ``bytes >= ranks``;
@@ -33,6 +33,7 @@ import numpy as np
 
 from pktsim.errors import InputError
 from pktsim.scenario import JobSpec
+from pktsim.units import split_evenly
 from pktsim.workload.dag import CollectiveOp, Message, Workload
 
 RING_COLLECTIVES = ("ring_allreduce", "reduce_scatter", "allgather")
@@ -51,18 +52,6 @@ class _Send(NamedTuple):
 
 # ---------------------------------------------------------------------------------------------
 # Helpers
-
-
-def split_bytes(total: int, n: int) -> list[int]:
-    """Cut ``total`` bytes into ``n`` parts summing exactly to ``total``.
-
-    The first ``total % n`` parts get one extra byte; parts may be 0 when ``total < n`` (callers skip
-    them).
-    """
-    if n < 1:
-        raise ValueError(f"cannot split into {n} parts")
-    q, rem = divmod(total, n)
-    return [q + 1 if i < rem else q for i in range(n)]
 
 
 def _field(index: int, name: str) -> str:
@@ -164,8 +153,8 @@ def _ring(job: JobSpec, index: int) -> list[_Send]:
         )
     n_channels = max(1, min(job.channels, total // n))
     n_slices = max(1, min(job.slices, (total // n_channels) // n))
-    chunks = [split_bytes(c_bytes, n) for c_bytes in split_bytes(total, n_channels)]
-    pieces = [[split_bytes(chunk, n_slices) for chunk in ch] for ch in chunks]
+    chunks = [split_evenly(c_bytes, n) for c_bytes in split_evenly(total, n_channels)]
+    pieces = [[split_evenly(chunk, n_slices) for chunk in ch] for ch in chunks]
     sends: list[_Send] = []
     received: dict[tuple[int, int, int], int] = {}  # (channel, piece, receiving rank) -> local id, previous step
     for k, offset in enumerate(_ring_offsets(job.collective, n)):
@@ -183,7 +172,7 @@ def _ring(job: JobSpec, index: int) -> list[_Send]:
 
 def _direct(src: int, dst: int, size: int, step: int, n_channels: int, deps: tuple[int, ...], out: list[_Send]) -> None:
     """Append ``size`` bytes from src to dst, cut over ``n_channels`` connections (empty parts skipped)."""
-    for c, part in enumerate(split_bytes(size, n_channels)):
+    for c, part in enumerate(split_evenly(size, n_channels)):
         if part > 0:
             out.append(_Send(step, src, dst, part, c, deps))
 
@@ -191,7 +180,7 @@ def _direct(src: int, dst: int, size: int, step: int, n_channels: int, deps: tup
 def _alltoall(job: JobSpec) -> list[_Send]:
     """Every rank sends chunk d (of S/N bytes) to every other rank d, in one step."""
     n = job.ranks
-    chunks = split_bytes(job.bytes, n)
+    chunks = split_evenly(job.bytes, n)
     sends: list[_Send] = []
     for r in range(n):
         for d in range(n):
@@ -207,7 +196,7 @@ def _alltoall_allreduce(job: JobSpec) -> list[_Send]:
     message addressed to it.
     """
     n = job.ranks
-    chunks = split_bytes(job.bytes, n)
+    chunks = split_evenly(job.bytes, n)
     sends = _alltoall(job)
     into: list[list[int]] = [[] for _ in range(n)]
     for i, s in enumerate(sends):

@@ -12,12 +12,9 @@ from __future__ import annotations
 from pktsim import __version__
 from pktsim.analysis.congestion import CongestionMeter
 from pktsim.scenario import Scenario
-from pktsim.traces import Recorder, ps_to_ns
+from pktsim.traces import Recorder
+from pktsim.units import ps_to_ns
 from pktsim.workload.dag import Message, Workload
-
-
-def _ns(t_ps: float) -> int:
-    return ps_to_ns(round(t_ps))
 
 
 class DagExecution:
@@ -107,8 +104,8 @@ class DagExecution:
             if self.recorder is not None:
                 self.recorder.tables["congestion"].append((
                     p["job"], p["collective"], p["iteration"], p["step"], p["messages"], p["bytes"],
-                    p["max_link_bytes"], p["busiest_link"], p["congestion"], _ns(p["start_ps"]), _ns(p["end_ps"]),
-                    _ns(p["end_ps"] - p["start_ps"]),
+                    p["max_link_bytes"], p["busiest_link"], p["congestion"], ps_to_ns(p["start_ps"]), ps_to_ns(p["end_ps"]),
+                    ps_to_ns(p["end_ps"] - p["start_ps"]),
                 ))
 
     # -- times and rows ------------------------------------------------------------------------
@@ -120,16 +117,16 @@ class DagExecution:
         i = m.msg_id
         self.recorder.tables["messages"].append((
             i, m.job, m.collective, m.iteration, m.step, m.channel, m.src, m.dst, m.bytes,
-            _ns(self.ready_ps[i]), _ns(self.start_ps[i]), _ns(self.end_ps[i]),
-            _ns(self.end_ps[i] - self.ready_ps[i]), _ns(self.ideal_fct_ps[i]),
+            ps_to_ns(self.ready_ps[i]), ps_to_ns(self.start_ps[i]), ps_to_ns(self.end_ps[i]),
+            ps_to_ns(self.end_ps[i] - self.ready_ps[i]), ps_to_ns(self.ideal_fct_ps[i]),
         ))
 
     def _record_op(self, op: int) -> None:
         c = self.workload.collectives[op]
         start, end = self.op_start_ps(op), self.op_end_ps[op]
         self.recorder.tables["collectives"].append((
-            c.job, c.collective, c.iteration, c.ranks, c.bytes, _ns(start), _ns(end), _ns(end - start),
-            _ns(self.ideal_op_ps[op]),
+            c.job, c.collective, c.iteration, c.ranks, c.bytes, ps_to_ns(start), ps_to_ns(end), ps_to_ns(end - start),
+            ps_to_ns(self.ideal_op_ps[op]),
         ))
 
     def jobs_summary(self, scenario: Scenario) -> list[dict]:
@@ -137,15 +134,15 @@ class DagExecution:
         jobs = []
         for job in scenario.workload.jobs:
             ops = [op.op for op in self.workload.collectives if op.job == job.name]
-            cct = [_ns(self.op_end_ps[op] - self.op_start_ps(op)) for op in ops]
-            ideal = [_ns(self.ideal_op_ps[op]) for op in ops]
+            cct = [ps_to_ns(self.op_end_ps[op] - self.op_start_ps(op)) for op in ops]
+            ideal = [ps_to_ns(self.ideal_op_ps[op]) for op in ops]
             mean, ideal_mean = sum(cct) / len(cct), sum(ideal) / len(ideal)
             congestion = [p["congestion"] for p in self.phases if p["job"] == job.name]
             jobs.append({
                 "name": job.name, "collective": job.collective, "ranks": job.ranks, "bytes": job.bytes,
                 "iterations": job.iterations, "cct_ns": cct, "ideal_cct_ns": ideal, "mean_cct_ns": mean,
                 "mean_ideal_cct_ns": ideal_mean, "slowdown": mean / ideal_mean if ideal_mean else None,
-                "start_ns": _ns(self.op_start_ps(ops[0])), "end_ns": _ns(self.op_end_ps[ops[-1]]),
+                "start_ns": ps_to_ns(self.op_start_ps(ops[0])), "end_ns": ps_to_ns(self.op_end_ps[ops[-1]]),
                 "max_congestion": max(congestion, default=None),
                 "mean_congestion": sum(congestion) / len(congestion) if congestion else None,
             })
@@ -168,7 +165,7 @@ class DagExecution:
             "packet_hops": packet_hops,
             "events_per_packet_hop": events / packet_hops if packet_hops else None,
             "packet_hops_per_s": packet_hops / wall_s if wall_s > 0 else None,
-            "sim_time_ns": _ns(sim_time_ps),
+            "sim_time_ns": ps_to_ns(sim_time_ps),
             "messages": len(self.workload.messages),
             "flows": flows,
             "packets": packets,
