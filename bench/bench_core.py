@@ -30,13 +30,14 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
 
-def run_pktsim(mib: int, extra: list[str]) -> dict:
-    """One run in a child process, so its peak RSS is its own (os.wait4 reports that child's)."""
+def run_pktsim(mib: int, extra: list[str], tree: Path = HERE.parent) -> dict:
+    """One run in a child process, so its peak RSS is its own (os.wait4 reports that child's).
+    ``tree``: the checkout whose ``pktsim`` runs (``python -m pktsim`` from there)."""
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp) / "run"
         cmd = [sys.executable, "-m", "pktsim", "run", "--topology", "bench", "--workload", "permutation",
                "--lb", "ecmp", "--set", f"workload.jobs.0.bytes={mib}MiB", "--out", str(out), "--quiet", *extra]
-        child = subprocess.Popen(cmd, cwd=HERE.parent)
+        child = subprocess.Popen(cmd, cwd=tree)
         _, status, usage = os.wait4(child.pid, 0)
         child.returncode = os.waitstatus_to_exitcode(status)
         if child.returncode:
@@ -62,13 +63,34 @@ def simpy_event_rate(n: int = 1_000_000) -> float:
     return n / (time.perf_counter() - t0)
 
 
+def compare_trees(baseline: Path, mib: int, rounds: int, roce: bool) -> None:
+    """This tree against ``baseline``, alternating, on the ideal fabric (and the roce profile)."""
+    variants = {"ideal": []} | ({"roce": ["--profile", "roce"]} if roce else {})
+    for name, extra in variants.items():
+        ratios, ours, theirs = [], [], []
+        for _ in range(rounds):
+            b = run_pktsim(mib, extra, baseline)["packet_hops_per_s"]
+            a = run_pktsim(mib, extra)["packet_hops_per_s"]
+            ours.append(a)
+            theirs.append(b)
+            ratios.append(a / b)
+        print(f"{name:6s} this tree {', '.join(f'{x:,.0f}' for x in ours)} packet-hops/s; baseline "
+              f"{', '.join(f'{x:,.0f}' for x in theirs)}; ratio per round {', '.join(f'{r:.3f}' for r in ratios)}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--mib", type=int, default=64, help="flow size in MiB (default 64)")
     parser.add_argument("--repeat", type=int, default=2, help="rounds of pktsim and ns.py, interleaved (default 2)")
     parser.add_argument("--no-nspy", action="store_true", help="skip ns.py")
     parser.add_argument("--no-roce", action="store_true", help="skip the roce variant")
+    parser.add_argument("--baseline", metavar="DIR", type=Path,
+                        help="another checkout (e.g. a git worktree of an older commit): alternate its runs with "
+                             "this tree's and print the speed ratio round by round, then stop")
     args = parser.parse_args()
+    if args.baseline is not None:
+        compare_trees(args.baseline, args.mib, args.repeat, not args.no_roce)
+        return
     try:
         from nspy_baseline import run_nspy
     except ImportError:

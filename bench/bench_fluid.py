@@ -21,17 +21,18 @@ import tempfile
 import time
 from pathlib import Path
 
-from pktsim.fluid.backend import FluidSimulation
+from pktsim.backends import backend
+from pktsim.experiment import prepare
 from pktsim.scenario import Scenario, load_scenario
-from pktsim.packet.backend import Simulation
 from pktsim.traces import Recorder
 
 
-def timed_run(sim_class, scenario: Scenario, out: Path) -> tuple[dict, float]:
-    """Build and run ``scenario`` with traces into ``out``; returns (summary, total wall seconds)."""
+def timed_run(name: str, scenario: Scenario, out: Path) -> tuple[dict, float]:
+    """Prepare and run ``scenario`` on backend ``name`` with traces into ``out``; returns (summary,
+    total wall seconds)."""
     t0 = time.perf_counter()
-    sim = sim_class(scenario)
-    summary = sim.run(Recorder(out, scenario.model_dump(mode="json"), scenario.traces.part_rows))
+    recorder = Recorder(out, scenario.model_dump(mode="json"), scenario.traces.part_rows)
+    summary = backend(name).run(prepare(scenario), recorder)
     return summary, time.perf_counter() - t0
 
 
@@ -39,10 +40,10 @@ def bench_core(mib: int, tmp: Path) -> None:
     sc = load_scenario(topology="bench", workload="permutation", lb="ecmp",
                        overrides=[f"workload.jobs.0.bytes={mib}MiB"])
     tiny = load_scenario(topology="bench", workload="permutation", overrides=["workload.jobs.0.bytes=64KiB"])
-    for backend in (FluidSimulation, Simulation):  # first use of pyarrow's writers etc. is slow: not timed
-        timed_run(backend, tiny, tmp / f"warm-{backend.__name__}")
-    f, f_total = timed_run(FluidSimulation, sc, tmp / "a-fluid")
-    p, p_total = timed_run(Simulation, sc, tmp / "a-packet")
+    for name in ("fluid", "packet"):  # first use of pyarrow's writers etc. is slow: not timed
+        timed_run(name, tiny, tmp / f"warm-{name}")
+    f, f_total = timed_run("fluid", sc, tmp / "a-fluid")
+    p, p_total = timed_run("packet", sc, tmp / "a-packet")
     cf, cp = f["jobs"][0]["cct_ns"][0], p["jobs"][0]["cct_ns"][0]
     print(f"(a) bench permutation, {mib} MiB flows, ECMP ({f['flows']} flows, {p['packet_hops']:,} packet-hops)")
     print(f"    packet  loop {p['wall_s']:8.3f} s  total {p_total:7.3f} s  CCT {cp / 1e6:.4f} ms  "
@@ -55,7 +56,7 @@ def bench_core(mib: int, tmp: Path) -> None:
 
 def bench_large(tmp: Path) -> None:
     sc = load_scenario(topology="ls32x64x32", workload="ring_allreduce_64jobs")
-    f, total = timed_run(FluidSimulation, sc, tmp / "b-fluid")
+    f, total = timed_run("fluid", sc, tmp / "b-fluid")
     slow = sorted(j["slowdown"] for j in f["jobs"])
     print(f"(b) ls32x64x32, 64 x 32-rank ring AllReduce (64 MiB, random placement), ECMP: "
           f"{f['messages']:,} messages, {f['flows']:,} flows")

@@ -22,7 +22,8 @@ from pktsim.planning.flow_plan import FlowPlanner
 from pktsim.workload.collectives import build_workload
 from pktsim.errors import InputError
 from pktsim.scenario import load_scenario
-from pktsim.fabric.topology import build_graph, hosts
+from pktsim.fabric.fabric import Fabric
+from pktsim.fabric.topology import build_graph
 
 SPINES, LEAVES, HOSTS = 32, 64, 32
 SIZE = 64 * 2**20
@@ -58,14 +59,14 @@ def main() -> None:
     # the scenario's shift-32 permutation, as FlowPlanner sees it (one phase)
     sc = load_scenario(topology="ls32x64x32", workload="permutation", lb="planned",
                        overrides=["workload.jobs.0.ranks=2048", "workload.jobs.0.shift=32"])
-    graph = build_graph(sc.topology)
-    wl = build_workload(sc.workload.jobs, hosts(graph), sc.topology.hosts_per_tor, sc.seed)
+    fabric = Fabric(build_graph(sc.topology), sc.seed)
+    wl = build_workload(sc.workload.jobs, fabric.hosts, sc.topology.hosts_per_tor, sc.seed)
     t0 = time.perf_counter()
-    fp = FlowPlanner(sc, graph, wl)
+    fp = FlowPlanner(sc, fabric, wl)
     total = time.perf_counter() - t0
     print(f"FlowPlanner(shift 32, edge_coloring): plan_seconds {fp.plan_seconds * 1e3:.1f} ms, "
           f"with entropy pinning {total:.2f} s, {len(wl.messages)} messages")
-    tor = fp._paths.tor_of
+    tor = fabric.tor_of
     demands = {
         "shift": [(tor[m.src], tor[m.dst], m.bytes) for m in wl.messages],
         "random": derange_random(rng),

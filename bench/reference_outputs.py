@@ -6,9 +6,18 @@
 Each case is a command line of ``pktsim`` (run, validate, export-workload, study) covering both
 backends, every load-balancing scheme and planner, both plan scopes, the ``roce`` profile with
 go-back-N and selective repeat, and a fat-tree. A Parquet file is fingerprinted by the md5 of its
-bytes; JSON files (summary.json, validation.json) and the study table by the md5 of their content
-without the fields that measure wall-clock time or name the output directory, which differ between
-any two runs.
+content: schema, every row, and the key/values of its metadata; JSON files (summary.json,
+validation.json) by the md5 of their content. Left out: the fields that measure wall-clock time or
+name the output directory, which differ between any two runs, and, in the resolved scenario that
+summaries and metadata carry, the topology fields that do not apply to its kind (``k`` of a
+leaf-spine, ``spines``/``leaves``/``hosts_per_leaf``/``spine_delay_ns`` of a fat-tree), which
+older versions listed with their defaults and newer ones do not.
+
+To check a change against an older version, record with the older code on the path:
+
+    git worktree add /tmp/base <commit>
+    PYTHONPATH=/tmp/base python bench/reference_outputs.py record --file /tmp/ref.json
+    python bench/reference_outputs.py check --file /tmp/ref.json
 """
 
 from __future__ import annotations
@@ -20,6 +29,7 @@ import sys
 import tempfile
 from pathlib import Path
 
+import pyarrow as pa
 import pyarrow.parquet as pq
 
 from pktsim.cli import main
@@ -66,24 +76,38 @@ VOLATILE = {"wall_s", "packet_hops_per_s", "out", "plan_s"}
 """Keys (in JSON) and columns (in tables) that measure wall-clock time or name the output directory."""
 
 
+NOT_FOR_KIND = {
+    "leaf_spine": {"k"},
+    "fat_tree": {"spines", "leaves", "hosts_per_leaf", "spine_delay_ns"},
+}
+"""Topology fields that do not apply to a kind (older versions dumped them with their defaults)."""
+
+
 def _without(value: object) -> object:
     if isinstance(value, dict):
-        return {k: _without(v) for k, v in value.items() if k not in VOLATILE}
+        drop = VOLATILE | NOT_FOR_KIND.get(value.get("kind"), set()) if "link_gbps" in value else VOLATILE
+        return {k: _without(v) for k, v in value.items() if k not in drop}
     if isinstance(value, list):
         return [_without(v) for v in value]
     return value
 
 
+def _md5(value: object) -> str:
+    return hashlib.md5(json.dumps(value, sort_keys=True, default=str).encode()).hexdigest()
+
+
 def fingerprint(path: Path) -> str:
     if path.suffix == ".json":
-        text = json.dumps(_without(json.loads(path.read_text())), sort_keys=True)
-        return hashlib.md5(text.encode()).hexdigest()
-    if path.name == "study.parquet":
-        table = pq.read_table(path)
-        table = table.drop_columns([c for c in table.column_names if c in VOLATILE])
-        text = json.dumps([table.schema.to_string(), table.to_pylist()], sort_keys=True, default=str)
-        return hashlib.md5(text.encode()).hexdigest()
-    return hashlib.md5(path.read_bytes()).hexdigest()
+        return _md5(_without(json.loads(path.read_text())))
+    table = pq.read_table(path)
+    table = table.drop_columns([c for c in table.column_names if c in VOLATILE])
+    meta = {k.decode(): v.decode() for k, v in (table.schema.metadata or {}).items()}
+    if "pktsim.scenario" in meta:
+        meta["pktsim.scenario"] = _without(json.loads(meta["pktsim.scenario"]))
+    sink = pa.BufferOutputStream()
+    with pa.ipc.new_stream(sink, table.schema.remove_metadata()) as writer:  # every row, bit for bit
+        writer.write_table(table.replace_schema_metadata(None))
+    return _md5([meta, hashlib.md5(sink.getvalue().to_pybytes()).hexdigest()])
 
 
 def run_case(name: str, argv: list[str], tmp: Path) -> dict[str, str]:

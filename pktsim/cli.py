@@ -1,4 +1,4 @@
-"""``python -m pktsim``: the command line (DESIGN.md section 4).
+"""``pktsim`` (or ``python -m pktsim``): the command line.
 
 Exit codes: 0 success, 2 bad input (one line on stderr naming file, field and problem), 1 anything
 else. Input is validated completely before the run directory is created.
@@ -13,15 +13,17 @@ import sys
 import time
 from datetime import datetime
 from pathlib import Path
-from typing import Sequence
+from typing import TYPE_CHECKING, Sequence
 
 from pktsim import __version__
+from pktsim.backends import BACKENDS, backend
 from pktsim.errors import InputError
 from pktsim.scenario import LB_SCHEMES, Scenario, load_scenario
+
+if TYPE_CHECKING:
+    from pktsim.experiment import Backend, Experiment
+    from pktsim.summary import RunSummary
 from pktsim.units import format_bytes, format_ns
-
-BACKENDS = ("packet", "fluid")
-
 
 class _Parser(argparse.ArgumentParser):
     """argparse, but usage errors are bad input: one line, exit code 2."""
@@ -42,13 +44,13 @@ def _scenario_options(p: argparse.ArgumentParser) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = _Parser(prog="python -m pktsim", description="Packet-level simulation of ML training traffic.")
+    parser = _Parser(prog="pktsim", description="Packet-level simulation of ML training traffic.")
     parser.add_argument("--version", action="version", version=f"pktsim {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
     run = sub.add_parser("run", help="simulate a scenario and write its traces")
     _scenario_options(run)
-    run.add_argument("--backend", choices=BACKENDS, default="packet",
-                     help="packet: packet-level (default); fluid: flow-level max-min model (pktsim/fluid.py)")
+    run.add_argument("--backend", choices=BACKENDS.names(), default="packet",
+                     help="packet: packet-level (default); fluid: flow-level max-min model (pktsim/fluid/)")
     run.add_argument("--out", "-o", help="run directory (default: traces/<name>-<lb>[-fluid]-seed<N>-<time>)")
     run.add_argument("--quiet", "-q", action="store_true", help="no progress bar and no summary table")
 
@@ -65,7 +67,8 @@ def build_parser() -> argparse.ArgumentParser:
     _scenario_options(exp)
     exp.add_argument("--out", "-o", required=True, metavar="FILE.parquet", help="the Parquet file to write")
 
-    st = sub.add_parser("study", help="the reproduction study: every scheme x workload x fabric x seed (pktsim/study.py)")
+    st = sub.add_parser("study", help="the reproduction study: every scheme x workload x fabric x seed "
+                        "(pktsim/experiments/study.py)")
     st.add_argument("--fabric", action="append", metavar="T",
                     help="topology preset or YAML path, repeatable (default: ls16x16x16 and ls32x64x32)")
     st.add_argument("--workload", action="append", metavar="NAME",
@@ -128,30 +131,30 @@ class _NoPandas(importlib.abc.MetaPathFinder):
         return None
 
 
-def _backend(name: str, scenario: Scenario):
-    """The simulation of ``scenario`` on backend ``name`` (built, not run: the workload exists, so
-    placement errors have surfaced)."""
-    if name == "fluid":
-        from pktsim.fluid.backend import FluidSimulation
+def _prepared(name: str, scenario: Scenario) -> tuple[Backend, Experiment]:
+    """Backend ``name`` and the prepared experiment of ``scenario`` (the workload exists and the
+    flows are planned, so placement and planning errors have surfaced before anything is written)."""
+    from pktsim.experiment import prepare
 
-        return FluidSimulation(scenario)
-    from pktsim.packet.backend import Simulation
-
-    return Simulation(scenario)
+    engine = backend(name)
+    engine.check(scenario)
+    return engine, prepare(scenario)
 
 
-def _execute(sim, out: Path, scenario: Scenario, quiet: bool) -> dict:
-    """Run ``sim`` into the run directory ``out``: tables, then summary.json last (INCOMPLETE on failure)."""
+def _execute(engine: Backend, experiment: Experiment, out: Path, quiet: bool) -> RunSummary:
+    """Run ``experiment`` on ``backend`` into the run directory ``out``: tables, then summary.json
+    last (INCOMPLETE on failure)."""
     from pktsim.traces import Recorder
 
+    scenario = experiment.scenario
     out.mkdir(parents=True, exist_ok=True)
     try:
         recorder = Recorder(out, scenario.model_dump(mode="json"), scenario.traces.part_rows)
         with _ProgressBar(quiet) as progress:
-            summary = sim.run(recorder, progress)
-        summary["out"] = str(out)
+            summary = engine.run(experiment, recorder, progress)
+        summary.out = str(out)
         # summary.json is written last: a run directory without it is incomplete.
-        (out / "summary.json").write_text(json.dumps(summary, indent=2, sort_keys=True) + "\n")
+        (out / "summary.json").write_text(json.dumps(summary.to_json(), indent=2, sort_keys=True) + "\n")
     except BaseException:
         if not (out / "summary.json").exists():
             (out / "INCOMPLETE").write_text("this run did not finish; its tables end at the last flush\n")
@@ -161,9 +164,9 @@ def _execute(sim, out: Path, scenario: Scenario, quiet: bool) -> dict:
 
 def cmd_run(args: argparse.Namespace) -> int:
     scenario = _resolve(args)
-    sim = _backend(args.backend, scenario)
+    engine, experiment = _prepared(args.backend, scenario)
     out = _run_dir(args, scenario, "" if args.backend == "packet" else args.backend)
-    summary = _execute(sim, out, scenario, args.quiet)
+    summary = _execute(engine, experiment, out, args.quiet)
     if not args.quiet:
         print_summary(summary)
     return 0
@@ -175,18 +178,21 @@ def cmd_validate(args: argparse.Namespace) -> int:
     if args.worst < 0:
         raise InputError("--worst", "", f"must not be negative (got {args.worst})")
     scenario = _resolve(args)
-    packet = _backend("packet", scenario)
+    packet, experiment = _prepared("packet", scenario)
     # Every input is checked before anything is written: the scenario, then the model's file.
-    model = validate.read_model_file(args.against, packet.workload) if args.against else None
-    fluid = None if args.against else _backend("fluid", scenario)
+    model = validate.read_model_file(args.against, experiment.workload) if args.against else None
+    fluid = None
+    if not args.against:
+        fluid = backend("fluid")
+        fluid.check(scenario)
     out = _run_dir(args, scenario, "validate")
     out.mkdir(parents=True, exist_ok=True)
     try:
-        _execute(packet, out / "packet", scenario, args.quiet)
+        _execute(packet, experiment, out / "packet", args.quiet)
         if fluid is not None:
-            _execute(fluid, out / "fluid", scenario, args.quiet)
-            model = validate.read_run(out / "fluid", "fluid backend", packet.workload)
-        table, report = validate.compare(scenario, packet.workload, out / "packet", model, args.worst)
+            _execute(fluid, experiment, out / "fluid", args.quiet)
+            model = validate.read_run(out / "fluid", "fluid backend", experiment.workload)
+        table, report = validate.compare(experiment, out / "packet", model, args.worst)
         report["out"] = str(out)
         note = validate.write_outputs(out, table, report, scenario.model_dump(mode="json"))
     except BaseException:
@@ -204,6 +210,7 @@ def cmd_validate(args: argparse.Namespace) -> int:
 
 def cmd_export_workload(args: argparse.Namespace) -> int:
     from pktsim.analysis.export import write_workload
+    from pktsim.experiment import prepare
 
     out = Path(args.out)
     if out.suffix.lower() != ".parquet":
@@ -211,7 +218,7 @@ def cmd_export_workload(args: argparse.Namespace) -> int:
     if out.exists():
         raise InputError("--out", "", f"{out} already exists")
     scenario = _resolve(args)
-    table = write_workload(scenario, out)  # builds the whole table (errors surface) before writing
+    table = write_workload(prepare(scenario), out)  # builds the whole table (errors surface) before writing
     subflows = sum(len(x) for x in table["subflow_bytes"].to_pylist())
     print(f"{table.num_rows:,} messages ({subflows:,} subflows) of '{scenario.name}' "
           f"(lb={scenario.lb.scheme}) -> {out}")
@@ -286,7 +293,7 @@ class _ProgressBar:
             self.bar.stop()
 
 
-def print_summary(summary: dict) -> None:
+def print_summary(summary: RunSummary) -> None:
     """The human-readable end of a run: per job CCT vs ideal, the largest queue, the speed."""
     from rich import box
     from rich.console import Console

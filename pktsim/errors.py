@@ -11,3 +11,9 @@ class InputError(Exception):
         self.field = field
         self.problem = problem
         super().__init__(f"{source}: {field}: {problem}" if field else f"{source}: {problem}")
+
+
+class TooLarge(InputError):
+    """An instance a solver refuses for its size (the ILP planner above
+    :data:`~pktsim.planning.planners.ILP_MAX_BINARIES` binaries). The study reports such a run as
+    status ``too large`` instead of an error."""

@@ -1,24 +1,29 @@
-"""Trace tables: rows buffered in memory, streamed to Parquet parts as the run goes.
+"""Trace tables: every schema, one named row type per table, one Parquet-metadata builder, and the
+recorder that streams a run's rows to Parquet parts as the run goes.
 
-Each table is a directory ``<run>/<table>/`` of ``part-NNNNN.parquet`` files, readable with
+Each table of a run is a directory ``<run>/<table>/`` of ``part-NNNNN.parquet`` files, readable with
 ``pyarrow.dataset.dataset(path)``. Every part carries the resolved scenario in its metadata
-(key ``pktsim.scenario``). The schemas are documented in ``traces/README.md``.
+(key ``pktsim.scenario``). The files written beside runs (the exported workload, the validation
+table, the study table) have their schemas here too. All are documented in ``traces/README.md``.
+
+The backends and the DAG execution hand the recorder named rows (:class:`MessageRow`, ...), never
+positional tuples; the packet ports hand it raw occupancy samples in a :class:`PortLog`.
 """
 
 from __future__ import annotations
 
 import json
-from pathlib import Path
-from typing import Sequence
-
 from array import array
+from pathlib import Path
+from typing import NamedTuple, Sequence
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
 from pktsim import __version__
-from pktsim.units import ps_to_ns
+from pktsim.units import PS_PER_NS, ps_to_ns
+from pktsim.workload.dag import CollectiveOp, Message
 
 _SPINE_BYTES = pa.list_(pa.struct([("node", pa.string()), ("bytes", pa.int64())]))
 
@@ -57,6 +62,124 @@ SCHEMAS: dict[str, pa.Schema] = {
         ("utilization", pa.float64()),
     ]),
 }
+
+
+FILE_SCHEMAS: dict[str, pa.Schema] = {
+    "workload": pa.schema([
+        ("msg_id", pa.int64()), ("op", pa.int64()), ("job", pa.string()), ("collective", pa.string()),
+        ("iteration", pa.int32()), ("step", pa.int32()), ("channel", pa.int32()), ("src", pa.string()),
+        ("dst", pa.string()), ("bytes", pa.int64()), ("deps", pa.list_(pa.int64())), ("after_op", pa.int64()),
+        ("gap_ns", pa.int64()), ("ideal_fct_ns", pa.int64()), ("subflow_bytes", pa.list_(pa.int64())),
+        ("entropy", pa.list_(pa.int32())), ("paths", pa.list_(pa.list_(pa.string()))),
+    ]),
+    "validation": pa.schema([
+        ("msg_id", pa.int64()), ("job", pa.string()), ("collective", pa.string()), ("iteration", pa.int32()),
+        ("step", pa.int32()), ("channel", pa.int32()), ("src", pa.string()), ("dst", pa.string()),
+        ("bytes", pa.int64()), ("ready_packet_ns", pa.int64()), ("fct_packet_ns", pa.int64()),
+        ("fct_fluid_ns", pa.int64()), ("ideal_fct_ns", pa.int64()), ("rel_error", pa.float64()),
+    ]),
+    "study": pa.schema([
+        ("fabric", pa.string()), ("workload", pa.string()), ("ranks", pa.int64()), ("scheme", pa.string()),
+        ("seed", pa.int64()), ("profile", pa.string()), ("backend", pa.string()), ("status", pa.string()),
+        ("cct_ns", pa.float64()), ("ideal_ns", pa.float64()), ("slowdown", pa.float64()),
+        ("max_congestion", pa.float64()), ("mean_congestion", pa.float64()), ("retransmits", pa.int64()),
+        ("spurious_retransmits", pa.int64()), ("drops", pa.int64()), ("paused_ns", pa.int64()),
+        ("plan_s", pa.float64()), ("wall_s", pa.float64()),
+    ]),
+}
+"""Single-file tables: ``export-workload``'s DAG, ``validation.parquet``, ``study.parquet``."""
+
+RUN_UNITS = b"times in ns from the start of the simulation; sizes in bytes"
+
+
+def parquet_metadata(scenario_json: dict | None, units: bytes = RUN_UNITS, **extra: str | bytes) -> dict[bytes, bytes]:
+    """The key/values every pktsim Parquet file carries: the resolved scenario, the version, the
+    units, then ``extra`` (``pktsim.<key>``)."""
+    meta: dict[bytes, bytes] = {}
+    if scenario_json is not None:
+        meta[b"pktsim.scenario"] = json.dumps(scenario_json, sort_keys=True).encode()
+    meta[b"pktsim.version"] = __version__.encode()
+    meta[b"pktsim.units"] = units
+    for key, value in extra.items():
+        meta[f"pktsim.{key}".encode()] = value if isinstance(value, bytes) else value.encode()
+    return meta
+
+
+class MessageRow(NamedTuple):
+    """A row of ``messages``: one message of the workload DAG (times in ns)."""
+
+    msg_id: int
+    job: str
+    collective: str
+    iteration: int
+    step: int
+    channel: int
+    src: str
+    dst: str
+    bytes: int
+    ready_ns: int
+    start_ns: int
+    end_ns: int
+    fct_ns: int
+    ideal_fct_ns: int
+
+
+class FlowRow(NamedTuple):
+    """A row of ``flows``: one transport flow or subflow (times in ns; ``path`` None when the
+    flow's packets spread, ``spine_bytes`` the payload bytes per turning-point switch)."""
+
+    flow_id: int
+    msg_id: int
+    subflow: int
+    src: str
+    dst: str
+    bytes: int
+    start_ns: int
+    end_ns: int
+    packets: int
+    retransmits: int
+    spurious_retransmits: int
+    entropy: int
+    path: list[str] | None
+    spine_bytes: list[dict]
+
+
+class CollectiveRow(NamedTuple):
+    """A row of ``collectives``: one collective operation (one iteration of one job)."""
+
+    job: str
+    collective: str
+    iteration: int
+    ranks: int
+    bytes: int
+    start_ns: int
+    end_ns: int
+    duration_ns: int
+    ideal_ns: int
+
+
+class CongestionRow(NamedTuple):
+    """A row of ``congestion``: one phase (a step of a collective) with cross-ToR traffic."""
+
+    job: str
+    collective: str
+    iteration: int
+    step: int
+    messages: int
+    bytes: int
+    max_link_bytes: int
+    busiest_link: str
+    congestion: float
+    start_ns: int
+    end_ns: int
+    duration_ns: int
+
+
+ROWS: dict[str, type[tuple]] = {
+    "messages": MessageRow, "flows": FlowRow, "collectives": CollectiveRow, "congestion": CongestionRow,
+}
+for _name, _row in ROWS.items():  # a row type and its schema can never drift apart
+    assert _row._fields == tuple(SCHEMAS[_name].names), _name
 
 
 class PortLog:
@@ -117,15 +240,11 @@ class TableWriter:
 
 class Recorder:
     """All tables of one run directory. Port samples arrive raw (picoseconds and serialisation
-    times, see :class:`pktsim.switch.Port`) and are converted here, in bulk, with numpy."""
+    times, see :class:`pktsim.packet.ports.Port`) and are converted here, in bulk, with numpy."""
 
     def __init__(self, directory: Path, scenario_json: dict, part_rows: int) -> None:
         self.dir = directory
-        metadata = {
-            b"pktsim.scenario": json.dumps(scenario_json, sort_keys=True).encode(),
-            b"pktsim.version": __version__.encode(),
-            b"pktsim.units": b"times in ns from the start of the simulation; sizes in bytes",
-        }
+        metadata = parquet_metadata(scenario_json)
         self.tables = {name: TableWriter(directory, name, metadata, part_rows) for name in SCHEMAS}
         self.part_rows = part_rows
         self._port_info: tuple | None = None
@@ -134,6 +253,39 @@ class Recorder:
         """More key/values for every table's Parquet metadata (before the first part is written)."""
         for table in self.tables.values():
             table.schema = table.schema.with_metadata({**table.schema.metadata, **metadata})
+
+    # -- rows from the DAG execution and the backends ------------------------------------------
+
+    def message_done(self, m: Message, ready_ps: float, start_ps: float, end_ps: float, ideal_fct_ps: int) -> None:
+        """``m`` was fully received at ``end_ps`` (times in ps)."""
+        self.tables["messages"].append(MessageRow(
+            msg_id=m.msg_id, job=m.job, collective=m.collective, iteration=m.iteration, step=m.step,
+            channel=m.channel, src=m.src, dst=m.dst, bytes=m.bytes, ready_ns=ps_to_ns(ready_ps),
+            start_ns=ps_to_ns(start_ps), end_ns=ps_to_ns(end_ps), fct_ns=ps_to_ns(end_ps - ready_ps),
+            ideal_fct_ns=ps_to_ns(ideal_fct_ps),
+        ))
+
+    def collective_done(self, op: CollectiveOp, start_ps: float, end_ps: float, ideal_ps: int) -> None:
+        """Every message of ``op`` was received; it started at ``start_ps`` (times in ps)."""
+        self.tables["collectives"].append(CollectiveRow(
+            job=op.job, collective=op.collective, iteration=op.iteration, ranks=op.ranks, bytes=op.bytes,
+            start_ns=ps_to_ns(start_ps), end_ns=ps_to_ns(end_ps), duration_ns=ps_to_ns(end_ps - start_ps),
+            ideal_ns=ps_to_ns(ideal_ps),
+        ))
+
+    def phase_done(self, p: dict) -> None:
+        """A phase's congestion and times (see :meth:`pktsim.analysis.congestion.CongestionMeter.phases`)."""
+        self.tables["congestion"].append(CongestionRow(
+            job=p["job"], collective=p["collective"], iteration=p["iteration"], step=p["step"],
+            messages=p["messages"], bytes=p["bytes"], max_link_bytes=p["max_link_bytes"],
+            busiest_link=p["busiest_link"], congestion=p["congestion"], start_ns=ps_to_ns(p["start_ps"]),
+            end_ns=ps_to_ns(p["end_ps"]), duration_ns=ps_to_ns(p["end_ps"] - p["start_ps"]),
+        ))
+
+    def flow_done(self, row: FlowRow) -> None:
+        self.tables["flows"].append(row)
+
+    # -- port samples from the packet backend -------------------------------------------------
 
     def describe_ports(self, owners: list[str], peers: list[str], ps_per_byte: list[float], interval_ps: int) -> None:
         """Names and rates of the ports whose raw samples :meth:`port_samples` will receive."""
@@ -150,12 +302,12 @@ class Recorder:
         port = np.frombuffer(log.port_id, dtype=np.int64)
         busy = np.frombuffer(log.busy_ps, dtype=np.int64)
         rate = ppb[port]
-        time_ns = np.frombuffer(log.start_ps, dtype=np.int64) // 1000
+        time_ns = np.frombuffer(log.start_ps, dtype=np.int64) // PS_PER_NS
         self.tables["queues"].write_columns([
             time_ns, owners[port], peers[port], np.rint(np.frombuffer(log.max_ps, dtype=np.int64) / rate).astype(np.int64),
             np.frombuffer(log.area2, dtype=np.float64) / 2.0 / interval / rate,
             np.frombuffer(log.drops, dtype=np.int64), np.frombuffer(log.marks, dtype=np.int64),
-            np.frombuffer(log.paused_ps, dtype=np.int64) // 1000,
+            np.frombuffer(log.paused_ps, dtype=np.int64) // PS_PER_NS,
         ])
         self.tables["links"].write_columns([
             time_ns, owners[port], peers[port], self._carried_bytes(port, busy, rate), busy / interval,

@@ -20,6 +20,7 @@ import pyarrow.dataset as pads
 import pytest
 
 from pktsim.scenario import Scenario
+from pktsim.experiment import prepare
 from pktsim.packet.backend import Simulation
 from pktsim.traces import Recorder
 
@@ -88,7 +89,7 @@ class Run:
 
 def run(sc: Scenario, directory: Path) -> Run:
     """Run ``sc`` on the packet backend, writing its tables under ``directory``."""
-    sim = Simulation(sc)
+    sim = Simulation(prepare(sc))
     summary = sim.run(Recorder(directory, sc.model_dump(mode="json"), sc.traces.part_rows))
     return Run(sc, sim, summary, directory)
 

@@ -112,3 +112,24 @@ def test_readme_scenario_example_is_a_valid_scenario(tmp_path: Path) -> None:
     path.write_text(block)
     sc = load_scenario(str(path))
     assert sc.name == "example" and sc.topology.spines == 4 and sc.workload.jobs[0].bytes == 64 * 2**20
+
+
+def test_presets_in_the_working_directory_come_first(tmp_path: Path) -> None:
+    """``./topologies/NAME.yaml`` (and workloads, profiles) is found before the shipped preset of that
+    name and beside the shipped ones; an explicit path works from anywhere."""
+    (tmp_path / "topologies").mkdir()
+    (tmp_path / "topologies" / "small.yaml").write_text("kind: leaf_spine\nspines: 1\nleaves: 2\nhosts_per_leaf: 2\n")
+    (tmp_path / "workloads").mkdir()
+    (tmp_path / "workloads" / "pair.yaml").write_text("jobs: [{collective: permutation, ranks: 2, bytes: 8KiB}]\n")
+    res = run_cli(["run", "-w", "pair", "--quiet", "--out", "a"], tmp_path)
+    assert res.returncode == 0, res.stderr
+    topo = json.loads((tmp_path / "a" / "summary.json").read_text())["scenario"]["topology"]
+    assert (topo["spines"], topo["leaves"], topo["hosts_per_leaf"]) == (1, 2, 2)
+    res = run_cli(["run", "-t", "nosuch"], tmp_path)  # the error lists local and shipped presets alike
+    assert res.returncode == 2 and "presets: bench, fat_tree_k4" in res.stderr and "small" in res.stderr
+    res = run_cli(["run", "-w", "nosuch"], tmp_path)
+    assert res.returncode == 2 and "alltoall" in res.stderr and "pair" in res.stderr
+    res = run_cli(["run", "-t", str(REPO / "topologies" / "bench.yaml"), "-w", "pair", "--quiet", "--out", "b"],
+                  tmp_path)
+    assert res.returncode == 0, res.stderr
+    assert json.loads((tmp_path / "b" / "summary.json").read_text())["scenario"]["topology"]["leaves"] == 8

@@ -9,8 +9,10 @@ from pathlib import Path
 import pytest
 
 from conftest import run
-from pktsim.fabric.hashing import ecmp_path, flow_key, switch_salt
+from pktsim.fabric.fabric import Fabric
+from pktsim.fabric.hashing import flow_key
 from pktsim.scenario import load_scenario
+from pktsim.experiment import prepare
 from pktsim.packet.backend import Simulation
 from pktsim.fabric.topology import build_graph, host_tor, hosts, next_hops
 
@@ -64,7 +66,7 @@ def test_spray_congestion_from_per_spine_bytes_and_fluid_agrees(tmp_path: Path) 
     assert 1.0 <= row["congestion"] < 1.2
 
     from pktsim.fluid.backend import FluidSimulation
-    fluid = FluidSimulation(sc).run(None)
+    fluid = FluidSimulation(prepare(sc)).run(None)
     assert fluid["jobs"][0]["max_congestion"] == pytest.approx(1.0)
 
 
@@ -79,14 +81,12 @@ def test_ecmp_uses_balls_into_bins_fraction_of_uplinks(n: int) -> None:
         g = build_graph(sc.topology)
         names = hosts(g)
         index = {h: i for i, h in enumerate(names)}
-        hops = next_hops(g)
-        tor_of = {h: host_tor(g, h) for h in names}
-        salts = {s: switch_salt(seed, s) for s in hops}
-        sim = Simulation(sc)
+        ecmp_path = Fabric(g, seed).ecmp_path
+        sim = Simulation(prepare(sc))
         used: dict[str, set] = defaultdict(set)
         for m in sim.workload.messages:
             ((_, entropy),) = sim.planner.subflows(m)
-            path = ecmp_path(hops, tor_of, salts, m.src, m.dst, flow_key(index[m.src], index[m.dst], entropy))
+            path = ecmp_path(m.src, m.dst, flow_key(index[m.src], index[m.dst], entropy))
             used[path[1]].add(path[2])
         fraction += [len(spines) / n for spines in used.values()]
     expected = 1 - (1 - 1 / n) ** n

@@ -19,6 +19,7 @@ from conftest import (
 )
 
 from pktsim.cli import main
+from pktsim.experiment import prepare
 from pktsim.fluid.backend import FluidSimulation
 from pktsim.fluid.maxmin import max_min_rates
 from pktsim.scenario import Scenario, load_scenario
@@ -30,7 +31,7 @@ D = 1000 * PS_PER_NS
 
 class FluidRun:
     def __init__(self, sc: Scenario, directory: Path, incremental: bool = True) -> None:
-        self.sim = FluidSimulation(sc, incremental=incremental)
+        self.sim = FluidSimulation(prepare(sc), incremental=incremental)
         self.summary = self.sim.run(Recorder(directory, sc.model_dump(mode="json"), sc.traces.part_rows))
         self.dir = directory
 

@@ -22,6 +22,7 @@ from scipy.stats import chi2, chi2_contingency, chisquare
 
 from pktsim.fabric.hashing import flow_key
 from pktsim.scenario import Scenario, load_scenario
+from pktsim.experiment import prepare
 from pktsim.packet.backend import Simulation
 
 REPO = Path(__file__).resolve().parent.parent
@@ -351,7 +352,7 @@ def test_ecmp_selector_uniform_per_switch(topo: dict) -> None:
     # Synthetic flows through every switch that has a choice (leaf -> spine; edge -> agg and
     # agg -> core): RoCEv2 keys of real (src, dst) pairs with random 16-bit entropies. Every switch
     # must spread them uniformly over its group (chi-square per switch, and pooled).
-    sim = Simulation(make_scenario(topo, one_message("h0", "h1", 1000), seed=7))
+    sim = Simulation(prepare(make_scenario(topo, one_message("h0", "h1", 1000), seed=7)))
     rng = np.random.default_rng(1)
     n_keys = 4000
     stats, dof, tiers = 0.0, 0, Counter()
@@ -383,7 +384,7 @@ def test_ecmp_no_polarisation_fat_tree() -> None:
     # Cross-pod flows choose an aggregation switch at their edge (index a in the pod), then a core at
     # that agg (index c in the agg's group). If the tiers hashed alike (same salt) c would equal a.
     # For each edge uplink a, the core choice must be uniform, and (a, c) independent.
-    sim = Simulation(make_scenario(fat_tree(k=8), one_message("h0", "h1", 1000), seed=7))
+    sim = Simulation(prepare(make_scenario(fat_tree(k=8), one_message("h0", "h1", 1000), seed=7)))
     rng = np.random.default_rng(2)
     half, n_hosts = 4, 128
     table = np.zeros((half, half), dtype=np.int64)
@@ -526,10 +527,11 @@ def test_ecmp_cct_is_set_by_busiest_link(tmp_path: Path) -> None:
 
 
 def test_ecmp_path_function_matches_the_packets(tmp_path: Path) -> None:
-    """routing.ecmp_path (used by backends without packets) predicts every recorded ECMP and split
+    """Fabric.ecmp_path (used by backends without packets) predicts every recorded ECMP and split
     path: same entropies, same salts, same hash as the switches."""
-    from pktsim.fabric.hashing import connection_entropy, ecmp_path, flow_key, switch_salt
-    from pktsim.fabric.topology import build_graph, host_tor, hosts, next_hops
+    from pktsim.fabric.fabric import Fabric
+    from pktsim.fabric.hashing import connection_entropy, flow_key
+    from pktsim.fabric.topology import build_graph, hosts
 
     for lb, subflows in (("ecmp", 1), ("split", 3)):
         sc = load_scenario(topology="fat_tree_k4", workload="alltoall", lb=lb, seed=5, overrides=[
@@ -539,9 +541,7 @@ def test_ecmp_path_function_matches_the_packets(tmp_path: Path) -> None:
         r = run(sc, tmp_path / lb)
         g = build_graph(sc.topology)
         names = hosts(g)
-        hops = next_hops(g)
-        tor_of = {h: host_tor(g, h) for h in names}
-        salts = {s: switch_salt(sc.seed, s) for s in hops}
+        ecmp_path = Fabric(g, sc.seed).ecmp_path
         msgs = {m["msg_id"]: m for m in r.rows("messages")}
         flows = r.rows("flows")
         assert len(flows) == len(msgs) * subflows
@@ -550,4 +550,4 @@ def test_ecmp_path_function_matches_the_packets(tmp_path: Path) -> None:
             entropy = connection_entropy(sc.seed, m["job"], f["src"], f["dst"], m["channel"], f["subflow"])
             assert f["entropy"] == entropy
             key = flow_key(names.index(f["src"]), names.index(f["dst"]), entropy)
-            assert ecmp_path(hops, tor_of, salts, f["src"], f["dst"], key) == f["path"]
+            assert ecmp_path(f["src"], f["dst"], key) == f["path"]

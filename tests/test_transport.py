@@ -13,6 +13,7 @@ import pytest
 
 from pktsim.cli import main
 from pktsim.scenario import load_scenario
+from pktsim.experiment import prepare
 from pktsim.packet.backend import Simulation
 
 from conftest import run
@@ -57,7 +58,7 @@ SMALL_BUFFER = {"switch__buffer_bytes": "1MiB", "switch__pfc__xoff_bytes": "64Ki
 
 def test_pfc_incast_far_beyond_the_buffer_loses_nothing_and_pauses_upstream() -> None:
     senders = [f"h{i}" for i in range(1, 16)]  # 15 x 4 MiB = 60 MiB into a 1 MiB buffer
-    sim = Simulation(keep_flows=True, scenario=scenario(**incast(senders), **SMALL_BUFFER))
+    sim = Simulation(keep_flows=True, experiment=prepare(scenario(**incast(senders), **SMALL_BUFFER)))
     summary = sim.run()
     assert sum(p.drops for p in sim.net.ports) == 0
     assert all(b.over_headroom == 0 for b in sim.net.buffers.values())
@@ -74,7 +75,7 @@ def test_pfc_incast_far_beyond_the_buffer_loses_nothing_and_pauses_upstream() ->
 
 def test_same_incast_without_pfc_drops_and_retransmits() -> None:
     senders = [f"h{i}" for i in range(1, 16)]
-    sim = Simulation(keep_flows=True, scenario=scenario(**incast(senders), **SMALL_BUFFER, switch__pfc__enabled="false"))
+    sim = Simulation(keep_flows=True, experiment=prepare(scenario(**incast(senders), **SMALL_BUFFER, switch__pfc__enabled="false")))
     summary = sim.run()
     assert summary["transport"]["drops"] > 0
     assert summary["transport"]["retransmits"] >= summary["transport"]["drops"]
@@ -98,7 +99,7 @@ def test_egress_limits_hold_the_queue_where_theory_puts_it(limit: str) -> None:
     else:
         sets["switch__dt_alpha"] = 1
         cap = (buffer + MTU) // 2
-    sim = Simulation(keep_flows=True, scenario=scenario(**incast([f"h{i}" for i in range(1, 16)]), **sets))
+    sim = Simulation(keep_flows=True, experiment=prepare(scenario(**incast([f"h{i}" for i in range(1, 16)]), **sets)))
     sim.run()
     port = sim.net.port_of["leaf0", "h0"]
     assert port.drops > 0
@@ -127,8 +128,8 @@ def test_one_drop_costs_the_window_under_gbn_and_one_packet_under_sr(transport: 
     """One packet of a 1 MiB message is dropped at the last hop. Go-back-N resends everything in
     flight after it: the window (the base round trip is ~30 packets at 100 Gb/s, so the window,
     not the round trip, bounds what is in flight). Selective repeat resends the one packet."""
-    sim = Simulation(keep_flows=True, scenario=scenario(**incast(["h4"], nbytes="1MiB"), nic__transport=transport, nic__cc="none",
-                              nic__window_bytes=window * MTU))
+    sim = Simulation(keep_flows=True, experiment=prepare(scenario(**incast(["h4"], nbytes="1MiB"), nic__transport=transport, nic__cc="none",
+                              nic__window_bytes=window * MTU)))
     port = sim.net.port_of["leaf0", "h0"]
     port.buffer = DropOnce(port.buffer, psn=100)
     sim.run()
@@ -145,8 +146,8 @@ def test_one_drop_costs_the_window_under_gbn_and_one_packet_under_sr(transport: 
 def test_acks_are_packets_coalesced_every_k(transport: str, every: int) -> None:
     """A lone 1 MiB message in order: the receiver sends ceil(n / k) ACKs of 64 bytes (every k-th
     packet and the last), and they cross the fabric's four links like data."""
-    sim = Simulation(keep_flows=True, scenario=scenario(**incast(["h4"], nbytes="1MiB"), nic__transport=transport,
-                                                        nic__cc="none", nic__ack_every=every))
+    sim = Simulation(keep_flows=True, experiment=prepare(scenario(**incast(["h4"], nbytes="1MiB"), nic__transport=transport,
+                                                        nic__cc="none", nic__ack_every=every)))
     summary = sim.run()
     n = -(-2**20 // PAYLOAD)
     acks = -(-n // every)
@@ -166,8 +167,8 @@ def test_spraying_over_unequal_paths_is_spurious_under_gbn_only(transport: str) 
     """Spines 1 and 3 are 1 and 2 us longer each way: sprayed packets arrive out of order. The
     go-back-N receiver discards them and the sender resends data that had arrived; selective
     repeat keeps them (the reordering, <= 4 us, is inside its 20 us window)."""
-    sim = Simulation(keep_flows=True, scenario=scenario("permutation", nic__transport=transport, nic__cc="none", lb__scheme="spray",
-                              workload__jobs__0__bytes="1MiB", topology__spine_delay_ns="[1000, 2000, 1000, 3000]"))
+    sim = Simulation(keep_flows=True, experiment=prepare(scenario("permutation", nic__transport=transport, nic__cc="none", lb__scheme="spray",
+                              workload__jobs__0__bytes="1MiB", topology__spine_delay_ns="[1000, 2000, 1000, 3000]")))
     summary = sim.run()
     t = summary["transport"]
     if transport == "gbn":
@@ -239,7 +240,7 @@ def test_long_flows_converge_to_the_fair_share_with_a_bounded_queue(cc: str) -> 
         window = (40_000_000, 160_000_000)
         rtt_ns = 2 * 4 * 1000  # four 1 us links each way
         bound = 200_000 + (rtt_ns + 50_000) * 40 // 8
-    sim = Simulation(keep_flows=True, scenario=scenario(**sets))
+    sim = Simulation(keep_flows=True, experiment=prepare(scenario(**sets)))
     rates, peak = rates_gbps(sim, *window)
     fair = LINE_GOODPUT / N_FLOWS
     assert all(abs(r - fair) <= 0.1 * fair for r in rates), (rates, fair)
@@ -251,8 +252,8 @@ def test_without_congestion_control_the_bottleneck_queue_grows_to_the_pfc_thresh
     """Same flows, no congestion control: the queue grows until PFC pauses every ingress that
     feeds it, i.e. to at least xoff per active ingress link (all their bytes wait for h0)."""
     senders = [f"h{8 + i}" for i in range(N_FLOWS)]
-    sim = Simulation(keep_flows=True, scenario=scenario(
-        **incast(senders, nbytes="16MiB"), topology__link_gbps=40, topology__hosts_per_leaf=8, nic__cc="none"))
+    sim = Simulation(keep_flows=True, experiment=prepare(scenario(
+        **incast(senders, nbytes="16MiB"), topology__link_gbps=40, topology__hosts_per_leaf=8, nic__cc="none")))
     _, peak = rates_gbps(sim, 1_000_000, 3_000_000)
     ingress = [sim.net.port_of[f"spine{s}", "leaf0"] for s in range(4)]
     active = sum(1 for p in ingress if p.packets)

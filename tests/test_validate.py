@@ -20,6 +20,7 @@ from conftest import run
 
 from pktsim.cli import main
 from pktsim.scenario import load_scenario
+from pktsim.experiment import prepare
 from pktsim.packet.backend import Simulation
 
 RING = ["-w", "ring_allreduce_random", "--set", "workload.jobs.0.bytes=1MiB"]
@@ -176,7 +177,7 @@ def test_export_workload_matches_the_dag_and_the_packet_paths(tmp_path: Path, ca
     assert str(f) in capsys.readouterr().out
     rows = pq.read_table(f).to_pylist()
     sc = load_scenario(workload="multi_job", lb="split", overrides=[a for a in args[4:] if a != "--set"])
-    wl = Simulation(sc).workload
+    wl = prepare(sc).workload
     assert [r["msg_id"] for r in rows] == [m.msg_id for m in wl.messages]
     for r, m in zip(rows, wl.messages):
         assert (r["src"], r["dst"], r["bytes"], r["op"], r["after_op"], r["gap_ns"]) == (

@@ -13,22 +13,17 @@ from __future__ import annotations
 
 from collections import defaultdict
 
-import networkx as nx
-
-from pktsim.fabric.topology import host_tor
+from pktsim.fabric.fabric import Fabric
 from pktsim.workload.dag import Workload
 
 
 class CongestionMeter:
     """Accumulates per-phase link loads from the flows as they complete."""
 
-    def __init__(self, graph: nx.Graph, workload: Workload) -> None:
-        self.graph = graph
+    def __init__(self, fabric: Fabric, workload: Workload) -> None:
+        self.fabric = fabric
         self.workload = workload
-        self.tier = {n: d["tier"] for n, d in graph.nodes(data=True)}
-        self.fabric = graph.subgraph([n for n, d in graph.nodes(data=True) if d["kind"] == "switch"])
         self.loads: dict[tuple[int, int], dict[tuple[str, str], int]] = defaultdict(lambda: defaultdict(int))
-        self._via: dict[tuple[str, str, str], list[str]] = {}
 
     def add_flow(self, msg_id: int, path: list[str] | None, spine_bytes: list[tuple[str, int]]) -> None:
         """A flow of ``msg_id`` took ``path`` (nodes, or None when its packets spread) and carried
@@ -41,17 +36,9 @@ class CongestionMeter:
                 load[u, v] += nbytes
             return
         for turn, nbytes in spine_bytes:
-            switches = self._via_path(host_tor(self.graph, m.src), host_tor(self.graph, m.dst), turn)
+            switches = self.fabric.via(self.fabric.tor_of[m.src], self.fabric.tor_of[m.dst], turn)
             for u, v in zip(switches, switches[1:]):
                 load[u, v] += nbytes
-
-    def _via_path(self, a: str, b: str, turn: str) -> list[str]:
-        key = (a, b, turn)
-        if key not in self._via:
-            up = nx.shortest_path(self.fabric, a, turn)
-            down = nx.shortest_path(self.fabric, turn, b)
-            self._via[key] = up + down[1:]
-        return self._via[key]
 
     def phases(self) -> list[dict]:
         """One record per phase with cross-ToR traffic, in (op, step) order: the busiest link, its

@@ -29,21 +29,15 @@ import pyarrow.compute as pc
 import pyarrow.dataset as pads
 import pyarrow.parquet as pq
 
-from pktsim import __version__
 from pktsim.errors import InputError
-from pktsim.fluid.backend import Routes
-from pktsim.scenario import Scenario
+from pktsim.experiment import Experiment
+from pktsim.traces import FILE_SCHEMAS, parquet_metadata
 from pktsim.units import format_bytes, format_ns
 from pktsim.workload.dag import Workload
 
 PERCENTILES = (50, 90, 99)
 
-VALIDATION_SCHEMA = pa.schema([
-    ("msg_id", pa.int64()), ("job", pa.string()), ("collective", pa.string()), ("iteration", pa.int32()),
-    ("step", pa.int32()), ("channel", pa.int32()), ("src", pa.string()), ("dst", pa.string()),
-    ("bytes", pa.int64()), ("ready_packet_ns", pa.int64()), ("fct_packet_ns", pa.int64()),
-    ("fct_fluid_ns", pa.int64()), ("ideal_fct_ns", pa.int64()), ("rel_error", pa.float64()),
-])
+VALIDATION_SCHEMA = FILE_SCHEMAS["validation"]
 
 
 @dataclass
@@ -170,12 +164,11 @@ def rel_error(reference: np.ndarray, model: np.ndarray) -> np.ndarray:
     return (reference - model) / reference
 
 
-def compare(
-    scenario: Scenario, workload: Workload, packet_dir: Path, model: ModelTimes, worst: int = 5,
-) -> tuple[pa.Table, dict]:
+def compare(experiment: Experiment, packet_dir: Path, model: ModelTimes, worst: int = 5) -> tuple[pa.Table, dict]:
     """The ``validation.parquet`` table and the report (per job and overall CCT and FCT errors, the
     ``worst`` most optimistic and most pessimistic messages with their paths and their path's most
     congested port)."""
+    scenario, workload = experiment.scenario, experiment.workload
     packet = read_run(packet_dir, "packet", workload)
     msgs = pads.dataset(packet_dir / "messages").to_table().sort_by("msg_id")
     err = rel_error(packet.fct_ns, model.fct_ns)
@@ -202,7 +195,7 @@ def compare(
         "jobs": jobs,
         "overall": {"messages": len(err), "makespan_packet_ns": float(end_p), "makespan_model_ns": float(end_m),
                     "makespan_rel_error": float((end_p - end_m) / end_p), "fct_rel_error": _distribution(err)},
-        "worst": _worst(scenario, packet_dir, msgs, model, err, worst),
+        "worst": _worst(experiment, packet_dir, msgs, model, err, worst),
     }
     return table, report
 
@@ -213,7 +206,7 @@ def _distribution(err: np.ndarray) -> dict:
     return out
 
 
-def _worst(scenario: Scenario, packet_dir: Path, msgs: pa.Table, model: ModelTimes, err: np.ndarray, n: int) -> dict:
+def _worst(experiment: Experiment, packet_dir: Path, msgs: pa.Table, model: ModelTimes, err: np.ndarray, n: int) -> dict:
     """The ``n`` messages with the largest positive error (model optimistic) and the ``n`` with the
     most negative (pessimistic), where they ran (the packet run's paths) and which port of their
     path held the largest queue while they were in flight."""
@@ -222,11 +215,11 @@ def _worst(scenario: Scenario, packet_dir: Path, msgs: pa.Table, model: ModelTim
     ranked = np.lexsort((np.arange(len(err)), -err))  # by error, largest first; ties by msg_id
     optimistic = [int(i) for i in ranked[:n] if err[i] > 0]
     pessimistic = [int(i) for i in ranked[::-1][:n] if err[i] < 0]
-    described = _describe(scenario, packet_dir, msgs, model, err, sorted(set(optimistic + pessimistic)))
+    described = _describe(experiment, packet_dir, msgs, model, err, sorted(set(optimistic + pessimistic)))
     return {"optimistic": [described[i] for i in optimistic], "pessimistic": [described[i] for i in pessimistic]}
 
 
-def _describe(scenario: Scenario, packet_dir: Path, msgs: pa.Table, model: ModelTimes, err: np.ndarray,
+def _describe(experiment: Experiment, packet_dir: Path, msgs: pa.Table, model: ModelTimes, err: np.ndarray,
               order: list[int]) -> dict[int, dict]:
     """Per message of ``order``: its rows, packet paths and hottest port (see :func:`_worst`)."""
     if not order:
@@ -236,8 +229,8 @@ def _describe(scenario: Scenario, packet_dir: Path, msgs: pa.Table, model: Model
     paths: dict[int, list] = {}
     for row in flows.filter(wanted).sort_by([("msg_id", "ascending"), ("subflow", "ascending")]).to_pylist():
         paths.setdefault(row["msg_id"], []).append(row)
-    queues = _Queues(packet_dir, scenario.traces.queue_interval_ns)
-    routes = None
+    queues = _Queues(packet_dir, experiment.scenario.traces.queue_interval_ns)
+    fabric = experiment.fabric
     out = {}
     rows = msgs.take(order).to_pylist()
     for i, m in zip(order, rows):
@@ -248,12 +241,7 @@ def _describe(scenario: Scenario, packet_dir: Path, msgs: pa.Table, model: Model
                 shown.append(" > ".join(f["path"]))
                 links += list(zip(f["path"], f["path"][1:]))
             else:  # sprayed: every equal-cost link
-                if routes is None:
-                    from pktsim.fabric.topology import build_graph, hosts
-
-                    g = build_graph(scenario.topology)
-                    routes = Routes(g, scenario, hosts(g))
-                on_link, _ = routes.spread(f["src"], f["dst"])
+                on_link, _ = fabric.spread(f["src"], f["dst"])
                 shown.append(f"{f['src']} > sprayed over {len(on_link) - 2} fabric links > {f['dst']}")
                 links += sorted(on_link)
         hot = queues.hottest(sorted(set(links)), m["ready_ns"], m["end_ns"])
@@ -299,13 +287,7 @@ class _Queues:
 def write_outputs(out: Path, table: pa.Table, report: dict, scenario_json: dict) -> str | None:
     """``validation.parquet``, ``validation.png`` (when matplotlib is installed) and, last,
     ``validation.json`` (the report). Returns a note when the plot was skipped."""
-    meta = {
-        b"pktsim.scenario": json.dumps(scenario_json, sort_keys=True).encode(),
-        b"pktsim.version": __version__.encode(),
-        b"pktsim.units": b"times in ns from the start of the simulation; sizes in bytes",
-        b"pktsim.model": report["model"].encode(),
-        b"pktsim.rel_error": report["sign"].encode(),
-    }
+    meta = parquet_metadata(scenario_json, model=report["model"], rel_error=report["sign"])
     pq.write_table(table.replace_schema_metadata(meta), out / "validation.parquet")
     note = plot(table, report, out / "validation.png")
     (out / "validation.json").write_text(json.dumps(report, indent=2, sort_keys=True) + "\n")

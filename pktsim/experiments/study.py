@@ -39,8 +39,10 @@ from typing import Sequence
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from pktsim.backends import BACKENDS, backend
 from pktsim.errors import InputError
-from pktsim.packet.network import uses_transport_model
+from pktsim.experiment import prepare
+from pktsim.traces import FILE_SCHEMAS
 from pktsim.scenario import LB_SCHEMES, Scenario, load_scenario, preset_names
 from pktsim.units import format_bytes, parse_bytes
 
@@ -54,8 +56,7 @@ SCHEMES = (
 DEFAULT_SCHEMES = tuple(s for s in SCHEMES if s != "planned:ilp")
 """The default comparison: the ILP solves one program per phase (510 per 256-rank ring) and is
 asked for by name (``--scheme planned:ilp``) on instances small enough to matter."""
-SWITCH_LOCAL = ("adaptive", "flowlet")
-BACKEND_CHOICES = ("packet", "fluid", "auto")
+BACKEND_CHOICES = (*BACKENDS.names(), "auto")
 AUTO_FLUID_HOSTS = 512
 """``--backend auto``: fabrics with more hosts than this run on the fluid backend."""
 DEFAULT_BYTES = 2**20
@@ -67,14 +68,7 @@ QUICK_BYTES = 256 * 2**10
 QUICK_SEEDS = 1
 QUICK_SCHEMES = ("ecmp", "spray", "split4", "split_minimal", "planned:edge_coloring", "adaptive")
 
-SCHEMA = pa.schema([
-    ("fabric", pa.string()), ("workload", pa.string()), ("ranks", pa.int64()), ("scheme", pa.string()),
-    ("seed", pa.int64()), ("profile", pa.string()), ("backend", pa.string()), ("status", pa.string()),
-    ("cct_ns", pa.float64()), ("ideal_ns", pa.float64()), ("slowdown", pa.float64()),
-    ("max_congestion", pa.float64()), ("mean_congestion", pa.float64()), ("retransmits", pa.int64()),
-    ("spurious_retransmits", pa.int64()), ("drops", pa.int64()), ("paused_ns", pa.int64()),
-    ("plan_s", pa.float64()), ("wall_s", pa.float64()),
-])
+SCHEMA = FILE_SCHEMAS["study"]
 """``study.parquet``: one row per run."""
 COLUMNS = tuple(SCHEMA.names)
 
@@ -155,29 +149,28 @@ def workload_jobs(name: str, scenario: Scenario, nbytes: int, ranks: int | None 
     raise InputError("--workload", "", f"unknown workload {name!r} (known: {', '.join(WORKLOADS)})")
 
 
-def _backend_for(requested: str, scenario: Scenario, scheme: str) -> str:
-    """``packet`` | ``fluid`` | ``skip`` (a switch-local scheme or a transport model the fluid
-    backend cannot model)."""
-    switch_local = scheme in SWITCH_LOCAL or uses_transport_model(scenario)
-    if requested == "packet":
+def _backend_for(requested: str, topo: Scenario, scheme: list[str]) -> str:
+    """``packet`` | ``fluid`` | ``skip`` (what the fluid backend says it cannot model) for a run of
+    the scheme (its ``--set`` overrides) on the fabric and profile of ``topo``."""
+    if requested == "packet" or (requested == "auto" and topo.topology.n_hosts <= AUTO_FLUID_HOSTS):
         return "packet"
-    if requested == "fluid":
-        return "skip" if switch_local else "fluid"
-    big = scenario.topology.n_hosts > AUTO_FLUID_HOSTS
-    if not big:
-        return "packet"
-    return "skip" if switch_local else "fluid"
+    try:
+        scenario = load_scenario(topology=topo.topology.model_dump(), profile=topo.profile,
+                                 overrides=["workload.jobs.0.ranks=2", *scheme])
+    except InputError:  # the run itself reports the problem as its status
+        return "fluid"
+    return "skip" if backend("fluid").unsupported(scenario) is not None else "fluid"
 
 
 def plan_runs(fabrics: Sequence[str], workloads: Sequence[str], schemes: Sequence[str], seeds: int,
-              nbytes: int, backend: str, profile: str | None = None, ranks: int | None = None) -> list[RunSpec]:
+              nbytes: int, backend_name: str, profile: str | None = None, ranks: int | None = None) -> list[RunSpec]:
     """Every run of the study, validated (bad names raise InputError before anything runs).
     ``profile``: the network profile of every run (``roce``: the transport model, packet backend);
     ``ranks``: ranks per workload (default: every host of the fabric)."""
     if seeds < 1:
         raise InputError("--seeds", "", f"must be at least 1 (got {seeds})")
-    if backend not in BACKEND_CHOICES:
-        raise InputError("--backend", "", f"unknown backend {backend!r} (choices: {', '.join(BACKEND_CHOICES)})")
+    if backend_name not in BACKEND_CHOICES:
+        raise InputError("--backend", "", f"unknown backend {backend_name!r} (choices: {', '.join(BACKEND_CHOICES)})")
     for w in workloads:
         if w not in WORKLOADS:
             raise InputError("--workload", "", f"unknown workload {w!r} (known: {', '.join(WORKLOADS)})")
@@ -188,13 +181,14 @@ def plan_runs(fabrics: Sequence[str], workloads: Sequence[str], schemes: Sequenc
             raise InputError("--fabric", "", f"no topology preset or file named {fabric!r} "
                              f"(presets: {', '.join(preset_names('topology'))})")
         topo = _fabric_topology(fabric, profile)
+        modes = {s: _backend_for(backend_name, topo, scheme_sets[s]) for s in schemes}
         for w in workloads:
             jobs = workload_jobs(w, topo, nbytes, ranks)
             job_set = [f"workload.jobs={json.dumps(jobs)}"]
             for s in schemes:
                 for seed in range(1, seeds + 1):
                     overrides = tuple(job_set + scheme_sets[s] + [f"name=study-{w}"])
-                    runs.append(RunSpec(fabric, w, s, seed, _backend_for(backend, topo, s), overrides, profile,
+                    runs.append(RunSpec(fabric, w, s, seed, modes[s], overrides, profile,
                                         sum(j["ranks"] for j in jobs)))
     # Scenario-level validation (e.g. planned on a fat-tree) happens per run: such a run becomes a row
     # with its error as status, as a planner refusing a large instance does.
@@ -215,15 +209,7 @@ def execute(run: RunSpec) -> dict:
     t0 = time.perf_counter()
     try:
         scenario = load_scenario(topology=run.fabric, seed=run.seed, profile=run.profile, overrides=list(run.overrides))
-        if run.backend == "fluid":
-            from pktsim.fluid.backend import FluidSimulation
-
-            sim = FluidSimulation(scenario)
-        else:
-            from pktsim.packet.backend import Simulation
-
-            sim = Simulation(scenario)
-        summary = sim.run(None)
+        summary = backend(run.backend).run(prepare(scenario))
     except InputError as e:
         status = "too large" if "too large" in e.problem else f"error: {e}"
         return _empty_row(run, status)

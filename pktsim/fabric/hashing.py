@@ -44,23 +44,6 @@ def connection_entropy(seed: int, job: str, src: str, dst: str, channel: int, su
     return stable_hash("entropy", seed, job, src, dst, channel, subflow) & 0xFFFF
 
 
-def ecmp_path(
-    next_hops: dict[str, dict[str, list[str]]], tor_of: dict[str, str], salts: dict[str, int],
-    src: str, dst: str, key: int,
-) -> list[str]:
-    """The nodes a packet with 5-tuple ``key`` crosses from host ``src`` to host ``dst`` when every
-    switch hashes (what :meth:`pktsim.switch.Switch.on_arrival` does, for backends without packets).
-    ``next_hops`` is :func:`pktsim.topology.next_hops`; ``salts`` maps switch to :func:`switch_salt`."""
-    path = [src]
-    node, target = tor_of[src], tor_of[dst]
-    while node != target:
-        path.append(node)
-        group = next_hops[node][target]
-        node = group[salted_hash(key, salts[node]) % len(group)]
-    path += [node, dst]
-    return path
-
-
 def switch_salt(seed: int, switch: str) -> int:
     """Per-switch hash salt: different at every switch (no polarisation), fixed by the seed."""
     return stable_hash("salt", seed, switch) & MASK32

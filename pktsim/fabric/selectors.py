@@ -1,6 +1,6 @@
 """Load balancing: how a (sub)flow's packets get their entropy, and how a switch picks a next hop.
 
-One mechanism (DESIGN.md principle 2): every packet carries a 5-tuple hash ``key`` that includes an
+One mechanism: every packet carries a 5-tuple hash ``key`` that includes an
 entropy value chosen by the sending NIC; a switch picks among its equal-cost next hops with a
 per-switch salted hash of that key. The schemes differ only in their parameters:
 
@@ -21,40 +21,49 @@ the NIC, decides, from state only it has (its egress backlogs, when it last saw 
 
 from __future__ import annotations
 
-
-from __future__ import annotations
-
 import random
 from dataclasses import dataclass
-from typing import Sequence
+from typing import TYPE_CHECKING, Callable, Sequence
 
-from pktsim.scenario import LbSpec
-from pktsim.units import PS_PER_NS
 from pktsim.fabric.hashing import salted_hash, stable_hash, switch_salt
+from pktsim.registry import Registry
+from pktsim.units import ns_to_ps
+
+if TYPE_CHECKING:
+    from pktsim.scenario import LbSpec
+
+Selector = Callable[[object, Sequence], object]
+"""A switch's next-hop policy: ``select(pkt, group)`` returns one port of the equal-cost group."""
+SelectorFactory = Callable[[int, str], Selector]
+"""Builds a switch's selector from the scenario seed and the switch's name."""
 
 
 @dataclass(frozen=True, slots=True)
 class LoadBalancing:
-    """What a scheme asks of NICs and switches."""
+    """What a scheme asks of NICs, switches and the flow planner."""
 
-    subflows: int
-    entropy_per_packet: bool
-    switch_random: bool
-    switch_local: str | None = None
-    """``"adaptive"`` or ``"flowlet"``: a switch-local next-hop policy; None: hash (or random)."""
-    adaptive_choices: int = 0
-    flowlet_gap_ps: int = 0
+    subflows: int = 1
+    """Subflows each message is cut into, each on its own connection and entropy."""
+    entropy_per_packet: bool = False
+    """The NIC draws a new entropy for every packet (spraying)."""
+    selector: SelectorFactory | None = None
+    """The switches' next-hop policy; None: the salted hash, memoised per key by the switch, which
+    is right when keys are fixed per connection."""
+    spreads: bool = False
+    """A flow's packets spread evenly (on average) over every equal-cost path."""
+    queue_aware: bool = False
+    """Switches choose from their queues' state (no flow-level model can follow them)."""
+    flow_plan: str | None = None
+    """A plan decided before the run pins (pieces of) messages to paths: ``split_minimal`` or
+    ``planned`` (see :mod:`pktsim.planning.flow_plan`)."""
 
     @classmethod
     def from_spec(cls, lb: LbSpec) -> LoadBalancing:
-        return cls(
-            subflows=lb.subflows if lb.scheme == "split" else 1,
-            entropy_per_packet=lb.scheme == "spray",
-            switch_random=lb.scheme == "spray_switch",
-            switch_local=lb.scheme if lb.scheme in ("adaptive", "flowlet") else None,
-            adaptive_choices=lb.adaptive_choices,
-            flowlet_gap_ps=lb.flowlet_gap_ns * PS_PER_NS,
-        )
+        return SCHEMES[lb.scheme](lb)
+
+
+SCHEMES: Registry[Callable[[LbSpec], LoadBalancing]] = Registry("load-balancing scheme")
+"""``lb.scheme`` -> what the scheme asks of NICs, switches and the planner (see the table above)."""
 
 
 class HashSelect:
@@ -179,17 +188,32 @@ class FlowletSelect:
         return port
 
 
-def make_selector(
-    lb: LoadBalancing, seed: int, switch: str
-) -> HashSelect | RandomSelect | AdaptiveSelect | FlowletSelect | None:
-    """A switch's next-hop policy. None: the salted hash, memoised per key by the switch, which
-    is right when keys are fixed per connection (ecmp, split)."""
-    if lb.switch_local == "adaptive":
-        return AdaptiveSelect(switch_salt(seed, switch), lb.adaptive_choices, stable_hash("adaptive", seed, switch))
-    if lb.switch_local == "flowlet":
-        return FlowletSelect(stable_hash("flowlet", seed, switch), lb.flowlet_gap_ps)
-    if lb.switch_random:
-        return RandomSelect(stable_hash("random", seed, switch))
-    if lb.entropy_per_packet:
-        return HashSelect(switch_salt(seed, switch))
-    return None
+def make_selector(lb: LoadBalancing, seed: int, switch: str) -> Selector | None:
+    """A switch's next-hop policy, or None for the memoised salted hash."""
+    return lb.selector(seed, switch) if lb.selector is not None else None
+
+
+def _hash_per_packet(seed: int, switch: str) -> Selector:
+    return HashSelect(switch_salt(seed, switch))
+
+
+def _random(seed: int, switch: str) -> Selector:
+    return RandomSelect(stable_hash("random", seed, switch))
+
+
+def _adaptive(choices: int) -> SelectorFactory:
+    return lambda seed, switch: AdaptiveSelect(switch_salt(seed, switch), choices, stable_hash("adaptive", seed, switch))
+
+
+def _flowlet(gap_ps: int) -> SelectorFactory:
+    return lambda seed, switch: FlowletSelect(stable_hash("flowlet", seed, switch), gap_ps)
+
+
+SCHEMES.add("ecmp", lambda lb: LoadBalancing())
+SCHEMES.add("spray", lambda lb: LoadBalancing(entropy_per_packet=True, selector=_hash_per_packet, spreads=True))
+SCHEMES.add("spray_switch", lambda lb: LoadBalancing(selector=_random, spreads=True))
+SCHEMES.add("split", lambda lb: LoadBalancing(subflows=lb.subflows))
+SCHEMES.add("split_minimal", lambda lb: LoadBalancing(flow_plan="split_minimal"))
+SCHEMES.add("planned", lambda lb: LoadBalancing(flow_plan="planned"))
+SCHEMES.add("adaptive", lambda lb: LoadBalancing(selector=_adaptive(lb.adaptive_choices), queue_aware=True))
+SCHEMES.add("flowlet", lambda lb: LoadBalancing(selector=_flowlet(ns_to_ps(lb.flowlet_gap_ns)), queue_aware=True))

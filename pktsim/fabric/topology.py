@@ -7,17 +7,34 @@ Hosts are named ``h0, h1, ...`` in leaf order; switches carry their tier in the 
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING, Callable
+
 import networkx as nx
 
-from pktsim.scenario import TopologySpec
+from pktsim.registry import Registry
+
+if TYPE_CHECKING:  # the scenario's topology kinds are read from TOPOLOGY_KINDS below
+    from pktsim.scenario import FatTreeSpec, LeafSpineSpec, TopologySpec
+
+TOPOLOGY_KINDS: Registry[Callable[[TopologySpec], nx.Graph]] = Registry("topology kind")
+"""``topology.kind`` -> the builder of its graph from the kind's spec (:class:`pktsim.scenario.LeafSpineSpec`,
+:class:`pktsim.scenario.FatTreeSpec`); the scenario accepts exactly these kinds."""
 
 
 def build_graph(spec: TopologySpec) -> nx.Graph:
     """The fabric described by ``spec``."""
-    if spec.kind == "fat_tree":
-        return fat_tree(spec.k, spec.link_gbps, spec.host_gbps, spec.link_delay_ns)
+    return TOPOLOGY_KINDS[spec.kind](spec)
+
+
+@TOPOLOGY_KINDS.register("leaf_spine")
+def _build_leaf_spine(spec: LeafSpineSpec) -> nx.Graph:
     return leaf_spine(spec.spines, spec.leaves, spec.hosts_per_leaf, spec.link_gbps, spec.host_gbps, spec.link_delay_ns,
                       spec.spine_delay_ns)
+
+
+@TOPOLOGY_KINDS.register("fat_tree")
+def _build_fat_tree(spec: FatTreeSpec) -> nx.Graph:
+    return fat_tree(spec.k, spec.link_gbps, spec.host_gbps, spec.link_delay_ns)
 
 
 def _add_hosts(g: nx.Graph, tor: str, first: int, count: int, gbps: float, delay_ns: int) -> None:

@@ -4,7 +4,7 @@ max-min fair rates instead of packets.
 What the model includes
 -----------------------
 - **Flows** are the packet backend's flows: each message is cut into subflows by
-  :class:`pktsim.planning.FlowPlanner`, each on its own connection (queue pair: job, src, dst,
+  :class:`pktsim.planning.flow_plan.FlowPlanner`, each on its own connection (queue pair: job, src, dst,
   channel, subflow, entropy). A connection sends its flows one after the other, as the packet NIC does: a
   flow is *active* from the moment it reaches the head of its connection until its last byte has
   left the sender; then the connection's next flow starts.
@@ -17,12 +17,12 @@ What the model includes
   recomputed once per distinct event time (flow activations and drains occurring together are
   batched); between events every flow drains at a constant rate.
 - **Paths.** ECMP and split flows take exactly the packet backend's hash path
-  (:func:`pktsim.routing.ecmp_path`: same entropies, salts and hash). Sprayed flows (``spray``,
+  (:meth:`pktsim.fabric.fabric.Fabric.ecmp_path`: same entropies, salts and hash). Sprayed flows (``spray``,
   ``spray_switch``) spread over every equal-cost path, each switch splitting evenly among its next
   hops: the flow puts a fraction ``w_l`` of its traffic on link ``l`` and its rate ``r`` uses
   ``w_l * r`` of that link's capacity.
 - **Latency.** A flow's last byte is received a constant ``L`` after it leaves the sender, where
-  ``L`` = (closed-form FCT of the flow alone on an idle fabric, :func:`pktsim.ideal.message_fct_ps`)
+  ``L`` = (closed-form FCT of the flow alone on an idle fabric, :func:`pktsim.analysis.ideal.message_fct_ps`)
   - (its wire bytes at the path's slowest rate). When every link of the path has the same rate this
   is the propagation and switch latency of every hop plus one store-and-forward of the flow's first
   (largest) packet at each hop after the first. A flow alone on the fabric therefore has exactly the
@@ -54,24 +54,17 @@ from collections import deque
 from fractions import Fraction
 from typing import Callable
 
-import networkx as nx
 import numpy as np
 
-from pktsim.fluid.maxmin import max_min_rates
-
-from pktsim.workload.collectives import build_workload
-from pktsim.analysis.congestion import CongestionMeter
-from pktsim.workload.execution import DagExecution
-from pktsim.errors import InputError
-from pktsim.analysis.ideal import PathHops, ideal_times, message_fct_ps
-from pktsim.packet.network import uses_transport_model
-from pktsim.planning.flow_plan import FlowPlanner
-from pktsim.fabric.hashing import ecmp_path, flow_key, switch_salt
+from pktsim.analysis.ideal import message_fct_ps, wire_bytes
+from pktsim.experiment import Backend, Experiment, Progress, ProgressCallback, Unsupported, needs_transport_model
+from pktsim.fabric.fabric import Fabric
 from pktsim.fabric.selectors import LoadBalancing
+from pktsim.fluid.maxmin import max_min_rates
 from pktsim.scenario import Scenario
-from pktsim.packet.backend import Progress
-from pktsim.fabric.topology import build_graph, host_tor, hosts, next_hops
-from pktsim.traces import Recorder, ps_to_ns
+from pktsim.summary import RunSummary, job_results
+from pktsim.traces import FlowRow, Recorder
+from pktsim.units import ns_to_ps, ps_per_byte, ps_to_ns
 
 DRAIN_TOLERANCE_PS = 1.0
 """Flows whose drain is due within this much of the earliest are drained together (float noise of
@@ -93,103 +86,41 @@ _READY, _RECEIVED = 0, 1
 
 
 # ---------------------------------------------------------------------------------------------
-# Routes: which links a flow loads, and how much
+# Flow geometry: which links a flow loads, how much, and its latency
 
 
-class Routes:
-    """The fabric's directed links and the links each flow uses, as the packet backend routes it.
+class FlowGeometry:
+    """The links each flow loads (as the packet backend routes it, from the fabric service) and its
+    constant latency ``L``. Link ids are the fabric's; capacities in Gbit/s (= bits per ns)."""
 
-    Links are numbered like the packet backend's ports: ``sorted(graph.edges)``, each edge as
-    (u, v) then (v, u). Capacities are in Gbit/s (= bits per ns).
-    """
-
-    def __init__(self, graph: nx.Graph, scenario: Scenario, host_names: list[str]) -> None:
-        self.graph = graph
-        self.scenario = scenario
-        self.host_index = {h: i for i, h in enumerate(host_names)}
-        self.tor_of = {h: host_tor(graph, h) for h in host_names}
-        self.next_hops = next_hops(graph)
-        self.salts = {s: switch_salt(scenario.seed, s) for s in self.next_hops}
-        lb = LoadBalancing.from_spec(scenario.lb)
-        self.sprayed = lb.entropy_per_packet or lb.switch_random
-        self.names: list[tuple[str, str]] = []
-        for u, v in sorted(graph.edges):
-            self.names += [(u, v), (v, u)]
-        self.index = {uv: i for i, uv in enumerate(self.names)}
-        self.gbps = np.array([graph.edges[uv]["gbps"] for uv in self.names], dtype=np.float64)
-        self.node_order = {n: i for i, n in enumerate(graph.nodes)}
-        self._spread_cache: dict[tuple[str, str], tuple[dict, dict]] = {}
-        self._latency_cache: dict[tuple[str, str, int], int] = {}
-        self.path_hops = PathHops(graph, scenario.switch.latency_ns)
-        self._hops_cache: dict[tuple[str, str], int] = {}
-
-    def path(self, src: str, dst: str, entropy: int) -> list[str]:
-        """The nodes an ECMP/split flow crosses (the packet backend's hash path)."""
-        key = flow_key(self.host_index[src], self.host_index[dst], entropy)
-        return ecmp_path(self.next_hops, self.tor_of, self.salts, src, dst, key)
-
-    def spread(self, src: str, dst: str) -> tuple[dict[tuple[str, str], Fraction], dict[str, Fraction]]:
-        """A sprayed flow's share of traffic on each link, and on each turning-point switch, when
-        every switch splits evenly among its equal-cost next hops (exact fractions)."""
-        a, b = self.tor_of[src], self.tor_of[dst]
-        if (a, b) not in self._spread_cache:
-            on_node = {a: Fraction(1)}
-            on_link: dict[tuple[str, str], Fraction] = {}
-            level = [a]
-            while level and level != [b]:
-                nxt: dict[str, Fraction] = {}
-                for node in level:
-                    group = self.next_hops[node][b]
-                    for hop in group:
-                        share = on_node[node] / len(group)
-                        on_link[node, hop] = on_link.get((node, hop), Fraction(0)) + share
-                        nxt[hop] = nxt.get(hop, Fraction(0)) + share
-                on_node.update(nxt)
-                level = sorted(nxt)
-            top = max(self.graph.nodes[n]["tier"] for n in on_node)
-            turning = {n: f for n, f in on_node.items() if self.graph.nodes[n]["tier"] == top}
-            self._spread_cache[a, b] = (on_link, turning)
-        on_link, turning = self._spread_cache[a, b]
-        return {(src, a): Fraction(1), **on_link, (b, dst): Fraction(1)}, turning
+    def __init__(self, fabric: Fabric, scenario: Scenario) -> None:
+        self.fabric = fabric
+        self.nic = scenario.nic
+        self.gbps = np.array([fabric.link_gbps(u, v) for u, v in fabric.links], dtype=np.float64)
+        self._latency: dict[tuple[str, str, int], int] = {}
 
     def usage(self, path: list[str] | None, src: str, dst: str) -> tuple[np.ndarray, np.ndarray]:
         """(link ids, fractions of the flow's traffic on them) of a flow on ``path``, or sprayed."""
+        index = self.fabric.link_index
         if path is not None:
-            ids = [self.index[uv] for uv in zip(path, path[1:])]
+            ids = [index[uv] for uv in zip(path, path[1:])]
             return np.array(ids, dtype=np.int64), np.ones(len(ids))
-        on_link, _ = self.spread(src, dst)
-        items = sorted((self.index[uv], float(w)) for uv, w in on_link.items())
+        on_link, _ = self.fabric.spread(src, dst)
+        items = sorted((index[uv], float(w)) for uv, w in on_link.items())
         return np.array([i for i, _ in items], dtype=np.int64), np.array([w for _, w in items])
-
-    def hop_count(self, src: str, dst: str) -> int:
-        """Links on a shortest path from host ``src`` to host ``dst``."""
-        a, b = self.tor_of[src], self.tor_of[dst]
-        if (a, b) not in self._hops_cache:
-            self._hops_cache[a, b] = nx.shortest_path_length(self.graph, a, b) + 2
-        return self._hops_cache[a, b]
-
-    def turning_point(self, path: list[str]) -> str:
-        """The switch where ``path`` stops going up (highest tier on it)."""
-        return max(path[1:-1], key=lambda n: self.graph.nodes[n]["tier"])
 
     def latency_ps(self, src: str, dst: str, nbytes: int) -> int:
         """``L``: closed-form FCT of ``nbytes`` alone on a shortest src -> dst path minus its wire
         bytes at the path's slowest rate (ps). All equal-cost paths of these fabrics look alike."""
-        a, b = self.tor_of[src], self.tor_of[dst]
-        key = (a, b, nbytes)
-        if key not in self._latency_cache:
-            nic = self.scenario.nic
-            hops = self.path_hops(src, dst)
+        tor_of = self.fabric.tor_of
+        key = (tor_of[src], tor_of[dst], nbytes)
+        if key not in self._latency:
+            nic = self.nic
+            hops = self.fabric.path_hops(src, dst)
             wire = wire_bytes(nbytes, nic.mtu_bytes, nic.header_bytes)
-            slowest = Fraction(min(round(h.gbps * 1000) for h in hops), 1000)
-            drain = Fraction(wire * 8000) / slowest
-            self._latency_cache[key] = message_fct_ps(nbytes, nic.mtu_bytes, nic.header_bytes, hops) - int(drain)
-        return self._latency_cache[key]
-
-
-def wire_bytes(payload: int, mtu_bytes: int, header_bytes: int) -> int:
-    """Bytes on the wire for ``payload`` bytes: one header per (mtu - header) bytes of payload."""
-    return payload + -(-payload // (mtu_bytes - header_bytes)) * header_bytes
+            drain = wire * max(ps_per_byte(h.gbps) for h in hops)
+            self._latency[key] = message_fct_ps(nbytes, nic.mtu_bytes, nic.header_bytes, hops) - int(drain)
+        return self._latency[key]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -324,36 +255,45 @@ class _Active:
         self.due[slots] = now + self.bits[slots] / rate * 1000.0
 
 
-class FluidSimulation:
-    """One run of one scenario on the fluid backend (same DAG, topology, routing and ideal times as
-    :class:`pktsim.simulation.Simulation`)."""
+class FluidBackend(Backend):
+    """The flow-level backend: max-min fair rates, no packets (see the module docstring)."""
 
-    def __init__(self, scenario: Scenario, incremental: bool = True) -> None:
+    name = "fluid"
+
+    def unsupported(self, scenario: Scenario) -> Unsupported | None:
+        if LoadBalancing.from_spec(scenario.lb).queue_aware:
+            return Unsupported("--backend fluid", "lb.scheme", f"{scenario.lb.scheme!r} chooses paths from queue "
+                               "state, which the fluid model does not have (use the packet backend)")
+        if needs_transport_model(scenario):
+            field = "nic.transport" if scenario.nic.transport != "ideal" else "switch"
+            return Unsupported("--backend fluid", field, "the fluid model is max-min fair sharing with ideal "
+                               "transport and unlimited buffers (use the ideal profile, or the packet backend)")
+        return None
+
+    def run(self, experiment: Experiment, recorder: Recorder | None = None,
+            progress: ProgressCallback | None = None) -> RunSummary:
+        self.check(experiment.scenario)
+        return FluidSimulation(experiment).run(recorder, progress)
+
+
+class FluidSimulation:
+    """One run of a prepared experiment on the fluid backend."""
+
+    def __init__(self, experiment: Experiment, incremental: bool = True) -> None:
         """``incremental``: recompute only the rates of flows connected to a change (the same
         allocation as recomputing every rate, which ``False`` does, for tests and comparison)."""
-        if LoadBalancing.from_spec(scenario.lb).switch_local:
-            raise InputError("--backend fluid", "lb.scheme", f"{scenario.lb.scheme!r} chooses paths from queue "
-                             "state, which the fluid model does not have (use the packet backend)")
-        if uses_transport_model(scenario):
-            field = "nic.transport" if scenario.nic.transport != "ideal" else "switch"
-            raise InputError("--backend fluid", field, "the fluid model is max-min fair sharing with ideal "
-                             "transport and unlimited buffers (use the ideal profile, or the packet backend)")
-        self.scenario = scenario
+        FluidBackend().check(experiment.scenario)
+        self.experiment = experiment
+        self.scenario = scenario = experiment.scenario
         self.incremental = incremental
-        self.graph = build_graph(scenario.topology)
-        self.host_names = hosts(self.graph)
-        self.workload = build_workload(
-            scenario.workload.jobs, self.host_names, scenario.topology.hosts_per_tor, scenario.seed
-        )
-        self.ideal_fct_ps, self.ideal_op_ps = ideal_times(self.graph, scenario, self.workload)
-        self.planner = FlowPlanner(scenario, self.graph, self.workload)
-        self.packets_total = self.planner.packets(self.workload, scenario.nic.payload_bytes)
+        self.fabric = experiment.fabric
+        self.workload = experiment.workload
+        self.planner = experiment.flow_plan
+        self.sprayed = experiment.lb.spreads
         self.packets_received = 0
-        self.routes = Routes(self.graph, scenario, self.host_names)
-        self.capacity = np.append(self.routes.gbps, np.inf)  # the last link pads rows of _Active
-        self.dag = DagExecution(
-            self.workload, self.ideal_fct_ps, self.ideal_op_ps, CongestionMeter(self.graph, self.workload)
-        )
+        self.geometry = FlowGeometry(self.fabric, scenario)
+        self.capacity = np.append(self.geometry.gbps, np.inf)  # the last link pads rows of _Active
+        self.dag = experiment.execution()
         self.flows_posted = 0
         self.packets_posted = 0
         self.packet_hops = 0
@@ -362,7 +302,7 @@ class FluidSimulation:
         self._paths: dict[tuple, list[str]] = {}
         # Sprayed flows load every uplink of their leaf: the fabric is one connected component and
         # finding components would cost more than recomputing every rate.
-        self.active = _Active(len(self.routes.names), track_links=not self.routes.sprayed)
+        self.active = _Active(len(self.fabric.links), track_links=not self.sprayed)
         self.touched: set[int] = set()
         """Links whose set of active flows changed since the last rate computation."""
         self.heap: list[tuple[float, int, int, object]] = []
@@ -384,19 +324,19 @@ class FluidSimulation:
         for sub, (size, entropy) in enumerate(self.planner.subflows(m)):
             qp = (m.src, m.job, m.channel, sub, entropy, m.dst)
             path = None
-            if not self.routes.sprayed:
+            if not self.sprayed:
                 if qp not in self._paths:
-                    self._paths[qp] = self.routes.path(m.src, m.dst, entropy)
+                    self._paths[qp] = self.fabric.path(m.src, m.dst, entropy)
                 path = self._paths[qp]
             flow = _Flow(self.flows_posted, msg_id, sub, m.src, m.dst, size, -(-size // nic.payload_bytes),
                          entropy, path, qp)
-            flow.links, flow.weights = self.routes.usage(path, m.src, m.dst)
+            flow.links, flow.weights = self.geometry.usage(path, m.src, m.dst)
             flow.link_list = flow.links.tolist()
             flow.bits = 8 * wire_bytes(size, nic.mtu_bytes, nic.header_bytes)
-            flow.latency_ps = self.routes.latency_ps(m.src, m.dst, size)
+            flow.latency_ps = self.geometry.latency_ps(m.src, m.dst, size)
             self.flows_posted += 1
             self.packets_posted += flow.packets
-            hops = len(path) - 1 if path is not None else self.routes.hop_count(m.src, m.dst)
+            hops = len(path) - 1 if path is not None else self.fabric.hop_count(m.src, m.dst)
             self.packet_hops += flow.packets * hops
             queue = self.qps.setdefault(qp, deque())
             queue.append(flow)
@@ -429,7 +369,7 @@ class FluidSimulation:
         if not self.dag.flow_received(flow.msg, flow.bytes, flow.start_ps, self.now, flow.path, spine_bytes):
             return
         for d in self.dag.message_done(flow.msg):
-            gap_ps = self.workload.messages[d].gap_ns * 1000
+            gap_ps = ns_to_ps(self.workload.messages[d].gap_ns)
             if gap_ps:
                 self._schedule(self.now + gap_ps, _READY, d)
             else:
@@ -437,13 +377,13 @@ class FluidSimulation:
 
     # -- running -------------------------------------------------------------------------------
 
-    def run(self, recorder: Recorder | None = None, progress: Callable[[Progress], None] | None = None) -> dict:
-        """Run to completion; returns the summary (``summary.json``; ``backend: fluid``)."""
-        self.recorder = self.dag.recorder = recorder
+    def run(self, recorder: Recorder | None = None, progress: ProgressCallback | None = None) -> RunSummary:
+        """Run to completion; returns the summary (``backend: fluid``)."""
+        self.recorder = self.dag.listener = recorder
         if recorder is not None:
             recorder.add_metadata(FLUID_METADATA)  # say what the tables are (queues: not modelled)
         for m in self.dag.roots():
-            self._schedule(m.gap_ns * 1000, _READY, m.msg_id)
+            self._schedule(ns_to_ps(m.gap_ns), _READY, m.msg_id)
         wall0 = time.perf_counter()
         events = self._loop(progress)
         wall = time.perf_counter() - wall0
@@ -454,7 +394,7 @@ class FluidSimulation:
             progress(self._progress(events))
         return self._summary(wall, events)
 
-    def _loop(self, progress: Callable[[Progress], None] | None) -> int:
+    def _loop(self, progress: ProgressCallback | None) -> int:
         """Advance from event time to event time; returns the number of rate recomputations."""
         act = self.active
         heap = self.heap
@@ -482,9 +422,9 @@ class FluidSimulation:
 
     def _progress(self, events: int) -> Progress:
         return Progress(
-            packets_delivered=self.packets_received, packets_total=self.packets_total,
+            packets_delivered=self.packets_received, packets_total=self.experiment.packets_total,
             messages_done=self.dag.messages_done, messages_total=len(self.workload.messages),
-            sim_time_ns=ps_to_ns(round(self.now)), events=events,
+            sim_time_ns=ps_to_ns(self.now), events=events,
         )
 
     def _recompute(self) -> bool:
@@ -513,24 +453,29 @@ class FluidSimulation:
     def _spine_bytes(self, f: _Flow) -> list[tuple[str, int]]:
         """Payload bytes per turning-point switch: all at the path's top, or the spray's even split."""
         if f.path is not None:
-            return [(self.routes.turning_point(f.path), f.bytes)]
-        _, turning = self.routes.spread(f.src, f.dst)
-        return _split_by(f.bytes, turning, self.routes.node_order.__getitem__)
+            return [(self.fabric.turning_point(f.path), f.bytes)]
+        _, turning = self.fabric.spread(f.src, f.dst)
+        return _split_by(f.bytes, turning, self.fabric.node_order.__getitem__)
 
     def _record_flow(self, f: _Flow, spine_bytes: list[tuple[str, int]]) -> None:
-        self.recorder.tables["flows"].append((
-            f.flow_id, f.msg, f.subflow, f.src, f.dst, f.bytes, ps_to_ns(round(f.start_ps)), ps_to_ns(round(f.end_ps)),
-            f.packets, 0, 0, f.entropy, f.path, [{"node": n, "bytes": b} for n, b in spine_bytes],
+        self.recorder.flow_done(FlowRow(
+            flow_id=f.flow_id, msg_id=f.msg, subflow=f.subflow, src=f.src, dst=f.dst, bytes=f.bytes,
+            start_ns=ps_to_ns(f.start_ps), end_ns=ps_to_ns(f.end_ps), packets=f.packets, retransmits=0,
+            spurious_retransmits=0, entropy=f.entropy, path=f.path,
+            spine_bytes=[{"node": n, "bytes": b} for n, b in spine_bytes],
         ))
 
-    def _summary(self, wall_s: float, events: int) -> dict:
+    def _summary(self, wall_s: float, events: int) -> RunSummary:
         """The packet backend's summary keys. ``events``: rate recomputations; ``packet_hops``: the
         packet-hops the packet backend would process for these flows (packets x links of the path),
         so ``packet_hops_per_s`` is the equivalent speed; ``largest_queue``: null (not modelled)."""
-        return self.dag.summary(
-            self.scenario, "fluid", wall_s=wall_s, events=events, packet_hops=self.packet_hops,
-            sim_time_ps=self.now, flows=self.flows_posted, packets=self.packets_posted, largest_queue=None,
-            plan_s=self.planner.plan_seconds,
+        sc = self.scenario
+        return RunSummary(
+            name=sc.name, seed=sc.seed, backend="fluid", lb=sc.lb.scheme, wall_s=wall_s, events=events,
+            packet_hops=self.packet_hops, sim_time_ns=ps_to_ns(self.now), messages=len(self.workload.messages),
+            flows=self.flows_posted, packets=self.packets_posted, largest_queue=None,
+            plan_s=self.planner.plan_seconds, transport=None, jobs=job_results(sc, self.dag),
+            scenario=sc.model_dump(mode="json"),
         )
 
 

@@ -8,67 +8,50 @@ from __future__ import annotations
 
 import gc
 import time
-from dataclasses import dataclass
-from typing import Callable
 
 import simpy
 from simpy.core import EmptySchedule
 
-from pktsim.workload.collectives import build_workload
-from pktsim.analysis.congestion import CongestionMeter
-from pktsim.workload.execution import DagExecution
-from pktsim.analysis.ideal import ideal_times
+from pktsim.experiment import Backend, Experiment, Progress, ProgressCallback
 from pktsim.packet.network import Network
 from pktsim.packet.nic import Flow
-from pktsim.planning.flow_plan import FlowPlanner
-from pktsim.scenario import Scenario
-from pktsim.fabric.topology import build_graph
-from pktsim.traces import Recorder, ps_to_ns
 from pktsim.packet.transport import RdmaFlow
+from pktsim.summary import RunSummary, job_results
+from pktsim.traces import FlowRow, Recorder
+from pktsim.units import PS_PER_NS, ns_to_ps, ps_to_ns
 
 STEPS_PER_CHUNK = 20_000
 TRANSPORT_COUNTS = ("tx_packets", "retransmits", "spurious", "discarded", "dropped")
 """Per-flow counts of the transport model summed into summary.json (packets)."""
 
 
-@dataclass
-class Progress:
-    """What a progress display needs, updated every chunk of engine events."""
+class PacketBackend(Backend):
+    """The packet-level backend: every packet through every port (see :mod:`pktsim.packet`)."""
 
-    packets_delivered: int
-    """Data packets delivered: on the ideal fabric those handed to the receiving NICs' last links
-    (delivered at most a queue later); with the transport model first copies received."""
-    packets_total: int
-    """Packets the workload will send (its messages segmented into the scheme's subflows)."""
-    messages_done: int
-    messages_total: int
-    sim_time_ns: int
-    events: int
+    name = "packet"
+
+    def run(self, experiment: Experiment, recorder: Recorder | None = None,
+            progress: ProgressCallback | None = None) -> RunSummary:
+        return Simulation(experiment).run(recorder, progress)
 
 
 class Simulation:
-    """One run of one scenario on the packet backend."""
+    """One run of a prepared experiment on the packet backend."""
 
-    def __init__(self, scenario: Scenario, keep_flows: bool = False) -> None:
+    def __init__(self, experiment: Experiment, keep_flows: bool = False) -> None:
         """``keep_flows``: keep every finished flow of the transport model in ``closed_flows``
         (for tests and notebooks; a large run would hold them all in memory)."""
-        self.scenario = scenario
+        self.experiment = experiment
+        self.scenario = scenario = experiment.scenario
         self.closed_flows: list[RdmaFlow] | None = [] if keep_flows else None
         self.env = simpy.Environment()
-        self.graph = build_graph(scenario.topology)
-        self.net = Network(self.env, self.graph, scenario, self._flow_done, self._flow_closed)
-        self.workload = build_workload(
-            scenario.workload.jobs, self.net.host_names, scenario.topology.hosts_per_tor, scenario.seed
-        )
+        self.net = Network(self.env, experiment.fabric, scenario, self._flow_done, self._flow_closed)
+        self.workload = experiment.workload
+        self.planner = experiment.flow_plan
         self.flows_started = 0
         self.transport_counts = dict.fromkeys(TRANSPORT_COUNTS, 0)
-        self.ideal_fct_ps, self.ideal_op_ps = ideal_times(self.graph, scenario, self.workload)
-        self.dag = DagExecution(
-            self.workload, self.ideal_fct_ps, self.ideal_op_ps, CongestionMeter(self.graph, self.workload)
-        )
+        self.dag = experiment.execution()
         self.recorder: Recorder | None = None
-        self.planner = FlowPlanner(scenario, self.graph, self.workload)
-        self.packets_total = self.planner.packets(self.workload, scenario.nic.payload_bytes)
 
     # -- the DAG -------------------------------------------------------------------------------
 
@@ -122,29 +105,30 @@ class Simulation:
 
     def _on_message_done(self, event: simpy.Event) -> None:
         for d in self.dag.message_done(event.value):
-            self._ready_after(d, self.workload.messages[d].gap_ns * 1000)
+            self._ready_after(d, ns_to_ps(self.workload.messages[d].gap_ns))
 
     def _record_flow(self, f: Flow, path: list[str] | None, spine_bytes: list[tuple[str, int]]) -> None:
-        retransmits, spurious = (f.retransmits, f.spurious) if isinstance(f, RdmaFlow) else (0, 0)
-        self.recorder.tables["flows"].append((
-            f.flow_id, f.msg, f.subflow, self.net.host_names[f.src], self.net.host_names[f.dst], f.bytes,
-            ps_to_ns(f.start_ps), ps_to_ns(f.end_ps), f.packets, retransmits, spurious, f.entropy, path,
-            [{"node": n, "bytes": b} for n, b in spine_bytes],
+        hosts = self.experiment.fabric.hosts
+        self.recorder.flow_done(FlowRow(
+            flow_id=f.flow_id, msg_id=f.msg, subflow=f.subflow, src=hosts[f.src], dst=hosts[f.dst], bytes=f.bytes,
+            start_ns=ps_to_ns(f.start_ps), end_ns=ps_to_ns(f.end_ps), packets=f.packets,
+            retransmits=getattr(f, "retransmits", 0), spurious_retransmits=getattr(f, "spurious", 0),
+            entropy=f.entropy, path=path, spine_bytes=[{"node": n, "bytes": b} for n, b in spine_bytes],
         ))
 
     # -- running -------------------------------------------------------------------------------
 
-    def run(self, recorder: Recorder | None = None, progress: Callable[[Progress], None] | None = None) -> dict:
+    def run(self, recorder: Recorder | None = None, progress: ProgressCallback | None = None) -> RunSummary:
         """Run to completion; returns the summary (see ``summary.json`` in traces/README.md)."""
-        self.recorder = self.dag.recorder = recorder
+        self.recorder = self.dag.listener = recorder
         if recorder is not None:
             ports = self.net.ports
             recorder.describe_ports(
                 [p.owner for p in ports], [p.peer for p in ports], [p.ppb_num / p.ppb_den for p in ports],
-                self.scenario.traces.queue_interval_ns * 1000,
+                ns_to_ps(self.scenario.traces.queue_interval_ns),
             )
         for m in self.dag.roots():
-            self.env.timeout(m.gap_ns * 1000, m.msg_id).callbacks.append(self._on_ready)
+            self.env.timeout(ns_to_ps(m.gap_ns), m.msg_id).callbacks.append(self._on_ready)
         # The run allocates packets at a high rate but creates no reference cycles, so the cyclic
         # collector would only re-scan live packets: pause it for the run (8% fewer instructions).
         gc_was_enabled = gc.isenabled()
@@ -165,7 +149,7 @@ class Simulation:
             progress(self._progress(events))
         return self._summary(wall, events)
 
-    def _loop(self, recorder: Recorder | None, progress: Callable[[Progress], None] | None) -> int:
+    def _loop(self, recorder: Recorder | None, progress: ProgressCallback | None) -> int:
         """Step the engine until no event is left; returns the number of events processed."""
         part_rows = self.scenario.traces.part_rows
         log = self.net.port_log
@@ -193,7 +177,7 @@ class Simulation:
         else:
             delivered = sum(port.packets for port in self.net.host_ports)
         return Progress(
-            delivered, self.packets_total,
+            delivered, self.experiment.packets_total,
             self.dag.messages_done, len(self.workload.messages), ps_to_ns(self.env.now), events,
         )
 
@@ -202,16 +186,19 @@ class Simulation:
             recorder.port_samples(self.net.port_log)
         self.net.port_log.clear()
 
-    def _summary(self, wall_s: float, events: int) -> dict:
+    def _summary(self, wall_s: float, events: int) -> RunSummary:
         peak = max(self.net.ports, key=lambda p: p.peak_bytes())
-        return self.dag.summary(
-            self.scenario, "packet", wall_s=wall_s, events=events,
-            packet_hops=sum(p.packets for p in self.net.ports), sim_time_ps=self.env.now,
-            flows=self.flows_started, packets=sum(nic.port.packets for nic in self.net.nics),
+        sc = self.scenario
+        return RunSummary(
+            name=sc.name, seed=sc.seed, backend="packet", lb=sc.lb.scheme, wall_s=wall_s, events=events,
+            packet_hops=sum(p.packets for p in self.net.ports), sim_time_ns=ps_to_ns(self.env.now),
+            messages=len(self.workload.messages), flows=self.flows_started,
+            packets=sum(nic.port.packets for nic in self.net.nics),
             largest_queue={"node": peak.owner, "port": peak.peer, "max_bytes": round(peak.peak_bytes()),
-                           "time_ns": peak.peak_t // 1000},
+                           "time_ns": peak.peak_t // PS_PER_NS},
             plan_s=self.planner.plan_seconds,
             transport=self._transport_summary() if self.net.transport_model else None,
+            jobs=job_results(sc, self.dag), scenario=sc.model_dump(mode="json"),
         )
 
     def _transport_summary(self) -> dict:
@@ -225,6 +212,6 @@ class Simulation:
             "discarded_out_of_order": self.transport_counts["discarded"],
             "drops": sum(p.drops for p in ports), "ecn_marks": sum(p.marks for p in ports),
             "pause_frames": sum(b.pauses for b in self.net.buffers.values()),
-            "paused_ns": sum(p.paused_ps for p in ports) // 1000,
+            "paused_ns": sum(p.paused_ps for p in ports) // PS_PER_NS,
             "timeouts": sum(qp.timeouts for nic in self.net.nics for qp in nic.qps.values()),
         }

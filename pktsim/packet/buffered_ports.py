@@ -1,6 +1,6 @@
 """Egress ports with finite buffers, priorities, PFC and ECN marking.
 
-The ideal fabric's :class:`~pktsim.switch.Port` knows a packet's departure when it is enqueued,
+The ideal fabric's :class:`~pktsim.packet.ports.Port` knows a packet's departure when it is enqueued,
 because nothing can stop a link once it has work. With PFC a link can be paused, with priorities a
 later control packet can overtake queued data, and with finite buffers a packet can be refused, so
 here the end of a transmission is an event whenever something waits behind it: a
@@ -13,14 +13,17 @@ per packet-hop when packets do not queue, as on the ideal fabric; two when they 
    link is free, so a paused NIC stops sending and congestion control decides what goes next.
 
 A :class:`Wire` holds the packets in flight on the link, in order, with its head packet's arrival
-as the SimPy event (like the ideal port's FIFO). It is also the ingress of the next switch: PFC
-counts the bytes each ingress brought into the switch's buffer there.
+as the SimPy event (like the ideal port's FIFO), as the port is the event of the end of its current
+transmission: both are :class:`~pktsim.packet.engine.HeapEvent`. The wire is also the ingress of the
+next switch: PFC counts the bytes each ingress brought into the switch's buffer there. A switch's
+forwarding latency is part of the delay of the links into it, as on the ideal fabric (see
+:mod:`pktsim.packet.ports`).
 
-A :class:`SwitchBuffer` is the shared packet memory of one switch: admission (shared capacity,
-static per-port limits, Broadcom-style dynamic thresholds), drops, and PFC pause/resume per ingress
-link, with the pause frame crossing the link in the reverse direction.
+A :class:`~pktsim.packet.switch_buffer.SwitchBuffer` is the shared packet memory of one switch:
+admission (shared capacity, static per-port limits, Broadcom-style dynamic thresholds), drops, and
+PFC pause/resume per ingress link, with the pause frame crossing the link in the reverse direction.
 
-Occupancy is logged exactly as the ideal port does (see :class:`~pktsim.switch.PortLog`): the
+Occupancy is logged exactly as the ideal port does (see :class:`~pktsim.traces.PortLog`): the
 backlog jumps by a packet's serialisation time when it joins the port and drains linearly while the
 link transmits; it stands still while the port is paused.
 """
@@ -30,43 +33,44 @@ from __future__ import annotations
 import random
 from collections import deque
 from heapq import heappush
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
 import simpy
-from simpy.core import NORMAL
 
+from pktsim.packet.engine import NORMAL, HeapEvent
 from pktsim.packet.packet import RdmaPacket
-from pktsim.scenario import EcnSpec, PAUSE_FRAME_BYTES, Scenario, pfc_headroom_bytes
 from pktsim.packet.ports import EgressPort
+from pktsim.scenario import EcnSpec
 from pktsim.traces import PortLog
 
+if TYPE_CHECKING:
+    from pktsim.packet.switch_buffer import SwitchBuffer
 
-class Wire:
+
+class Wire(HeapEvent):
     """The packets in flight on one link, in arrival order; the head's arrival is the event. As
     the ingress of a switch it carries PFC's count of the bytes it brought into that switch."""
 
-    __slots__ = ("port", "fifo", "callbacks", "arrival_callbacks", "heap", "eid", "held", "pause_sent")
-
-    _ok = True  # read by simpy.Environment.step
+    __slots__ = ("port", "fifo", "arrival_callbacks", "held", "pause_sent")
 
     def __init__(self, port: BufferedPort) -> None:
+        super().__init__(port.env)
         self.port = port
         """The egress port that feeds this link (the one PFC pauses)."""
         self.fifo: deque[RdmaPacket] = deque()
-        self.callbacks: tuple | None = None
         self.arrival_callbacks: tuple = ()
-        self.heap = port.env._queue
-        self.eid = port.env._eid
+        """The next switch's (or NIC's) ``on_arrival(wire)``, run when the head packet arrives."""
         self.held = 0
         """Bytes that arrived on this link and sit in the next switch's buffer."""
         self.pause_sent = False
 
     def push(self, pkt: RdmaPacket, arrival_ps: int) -> None:
+        """Put ``pkt`` on the link, to arrive at ``arrival_ps``."""
         pkt.t = arrival_ps
         pkt.ingress = self
         fifo = self.fifo
         fifo.append(pkt)
-        if len(fifo) == 1:
+        if len(fifo) == 1:  # HeapEvent.schedule inlined on purpose (once per packet-hop)
             self.callbacks = self.arrival_callbacks
             heappush(self.heap, (arrival_ps, NORMAL, next(self.eid), self))
 
@@ -74,7 +78,7 @@ class Wire:
         """Take the head packet, which has just arrived, and make the next one the event."""
         fifo = self.fifo
         pkt = fifo.popleft()
-        if fifo:
+        if fifo:  # HeapEvent.schedule inlined on purpose (once per packet-hop)
             self.callbacks = self.arrival_callbacks
             heappush(self.heap, (fifo[0].t, NORMAL, next(self.eid), self))
         return pkt
@@ -90,13 +94,12 @@ class BufferedPort(EgressPort):
         "paused_ps",
     )
 
-    _ok = True  # the port is the SimPy event of the end of its current transmission
-
     def __init__(
         self, env: simpy.Environment, port_id: int, owner: str, peer: str, gbps: float, delay_ns: int,
         interval_ns: int, log: PortLog, down: bool, buffer: SwitchBuffer | None, ecn: EcnSpec | None, seed: int,
+        switch_latency_ns: int = 0,
     ) -> None:
-        super().__init__(env, port_id, owner, peer, gbps, delay_ns, interval_ns, log, down)
+        super().__init__(env, port_id, owner, peer, gbps, delay_ns, interval_ns, log, down, switch_latency_ns)
         self.wire = Wire(self)
         self.ctrl: deque[RdmaPacket] = deque()
         self.data: deque[RdmaPacket] = deque()
@@ -126,7 +129,7 @@ class BufferedPort(EgressPort):
     def busy_until(self) -> int:
         """When the backlog would be gone if the link kept transmitting (the adaptive selector's
         load signal, as for the ideal port)."""
-        now = self.env._now
+        now = self.now()
         self._advance(now)
         return now + self.b
 
@@ -161,13 +164,13 @@ class BufferedPort(EgressPort):
 
     def kick(self) -> None:
         """The source may have something to send."""
-        now = self.env._now
+        now = self.now()
         self._advance(now)
         self._wake(now)
 
     def set_paused(self, paused: bool) -> None:
         """PFC pause (True) or resume (False) of the data class, effective now."""
-        now = self.env._now
+        now = self.now()
         self._advance(now)
         self.paused = paused
         if not paused:
@@ -184,8 +187,7 @@ class BufferedPort(EgressPort):
 
     def _schedule_done(self) -> None:
         self.pending = True
-        self.callbacks = self.done_callbacks
-        heappush(self.heap, (self.tx_end, NORMAL, next(self.eid), self))
+        self.schedule(self.tx_end, self.done_callbacks)
 
     def _start(self, now: int) -> None:
         """Begin serialising the next packet, if there is one the port may send. The end of its
@@ -217,7 +219,7 @@ class BufferedPort(EgressPort):
 
     def _tx_done(self, _event: BufferedPort) -> None:
         self.pending = False
-        now = self.env._now
+        now = self.now()
         self._advance(now)
         self._start(now)
 
@@ -270,5 +272,5 @@ class BufferedPort(EgressPort):
 
     def close(self) -> None:
         """Log the intervals up to now (the run has ended: every queue is empty)."""
-        self._advance(self.env._now)
+        self._advance(self.now())
         self._close_interval(self.iv_end)

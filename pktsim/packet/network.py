@@ -4,26 +4,26 @@ from __future__ import annotations
 
 from typing import Callable
 
-import networkx as nx
 import simpy
 
 from pktsim.packet.buffered_ports import BufferedPort
 from pktsim.packet.switch_buffer import SwitchBuffer
-from pktsim.packet.nic import Flow, Nic
-from pktsim.fabric.hashing import stable_hash, switch_salt
+from pktsim.packet.nic import Flow, Nic, NicBase
+from pktsim.fabric.fabric import Fabric
+from pktsim.fabric.hashing import stable_hash
 from pktsim.fabric.selectors import LoadBalancing, make_selector
 from pktsim.scenario import Scenario
 from pktsim.packet.ports import Port
 from pktsim.packet.switch import Switch
 from pktsim.traces import PortLog
-from pktsim.fabric.topology import host_tor, hosts, next_hops
 from pktsim.packet.transport import RdmaFlow, RdmaNic, dropped
+from pktsim.units import PS_PER_NS, ns_to_ps
 
 
 def uses_transport_model(scenario: Scenario) -> bool:
     """True when the scenario needs event-driven ports and the transport NIC (anything beyond the
     ideal fabric: ACKs, finite buffers, PFC or ECN); the ideal fabric keeps the one-event-per-hop
-    ports of :mod:`pktsim.switch`."""
+    ports of :mod:`pktsim.packet.ports`."""
     sw = scenario.switch
     return scenario.nic.transport != "ideal" or sw.finite or sw.pfc.enabled or sw.ecn is not None
 
@@ -34,8 +34,9 @@ def base_rtt_ps(scenario: Scenario) -> int:
     topo = scenario.topology
     links = 4 if topo.kind == "leaf_spine" else 6
     gbps = min(topo.link_gbps, topo.host_gbps)
-    one_way = links * (topo.max_link_delay_ns + scenario.switch.latency_ns) * 1000
-    return 2 * one_way + round(links * (scenario.nic.mtu_bytes + scenario.nic.ack_bytes) * 8000 / gbps)
+    one_way = ns_to_ps(links * (topo.max_link_delay_ns + scenario.switch.latency_ns))
+    # 8 * PS_PER_NS / gbps: ps per byte at gbps, as a float (rounded once, for the whole sum)
+    return 2 * one_way + round(links * (scenario.nic.mtu_bytes + scenario.nic.ack_bytes) * 8 * PS_PER_NS / gbps)
 
 
 class Network:
@@ -47,27 +48,24 @@ class Network:
     """
 
     def __init__(
-        self, env: simpy.Environment, graph: nx.Graph, scenario: Scenario, on_flow_done: Callable[[Flow, int], None],
+        self, env: simpy.Environment, fabric: Fabric, scenario: Scenario, on_flow_done: Callable[[Flow, int], None],
         on_flow_closed: Callable[[RdmaFlow], None] | None = None,
     ) -> None:
         self.env = env
-        self.graph = graph
+        self.fabric = fabric
+        graph = fabric.graph
         self.lb = LoadBalancing.from_spec(scenario.lb)
         self.port_log = PortLog()
         self.ports: list[Port] = []
         interval = scenario.traces.queue_interval_ns
         seed = scenario.seed
-        self.host_names = hosts(graph)
-        self.host_index = {h: i for i, h in enumerate(self.host_names)}
+        self.host_names = fabric.hosts
+        self.host_index = fabric.host_index
         self.switches: dict[str, Switch] = {}
-        switch_names = [n for n, d in graph.nodes(data=True) if d["kind"] == "switch"]
+        switch_names = fabric.switches
         self.transport_model = uses_transport_model(scenario)
-        # The transport model's ports add the forwarding latency to the link into the switch.
-        latency_ns = 0 if self.transport_model else scenario.switch.latency_ns
         for i, name in enumerate(switch_names):
-            self.switches[name] = Switch(
-                env, i, name, switch_salt(seed, name), make_selector(self.lb, seed, name), latency_ns
-            )
+            self.switches[name] = Switch(env, i, name, fabric.salts[name], make_selector(self.lb, seed, name))
         self.switch_names = switch_names
         self.buffers = {name: SwitchBuffer(env, scenario) for name in switch_names} if self.transport_model else {}
 
@@ -76,24 +74,25 @@ class Network:
         for u, v, data in sorted(graph.edges(data=True)):
             for a, b in ((u, v), (v, u)):
                 down = graph.nodes[b]["tier"] < graph.nodes[a]["tier"]
+                # A switch's forwarding latency is modelled on the links into it (EgressPort).
+                latency = scenario.switch.latency_ns if b in self.switches else 0
                 if self.transport_model:
-                    delay = data["delay_ns"] + (scenario.switch.latency_ns if b in self.switches else 0)
                     port = BufferedPort(
-                        env, len(self.ports), a, b, data["gbps"], delay, interval, self.port_log, down,
+                        env, len(self.ports), a, b, data["gbps"], data["delay_ns"], interval, self.port_log, down,
                         self.buffers.get(a), scenario.switch.ecn if a in self.switches else None,
-                        stable_hash("ecn", seed, a, b),
+                        stable_hash("ecn", seed, a, b), switch_latency_ns=latency,
                     )
                     port.on_drop = dropped
                 else:
                     port = Port(env, len(self.ports), a, b, data["gbps"], data["delay_ns"], interval, self.port_log,
-                                down)
+                                down, switch_latency_ns=latency)
                 self.ports.append(port)
                 self.port_of[a, b] = port
 
-        self.nics: list[Nic] = []
+        self.nics: list[NicBase] = []
         rtt_ps = base_rtt_ps(scenario)
         for i, h in enumerate(self.host_names):
-            port = self.port_of[h, host_tor(graph, h)]
+            port = self.port_of[h, fabric.tor_of[h]]
             nic_seed = stable_hash("nic", seed, h)
             if self.transport_model:
                 nic = RdmaNic(env, i, h, port, scenario.nic, self.lb.entropy_per_packet, nic_seed, port.gbps, rtt_ps,
@@ -121,11 +120,10 @@ class Network:
                 port.arrival_callbacks = (target,)
 
         # Forwarding tables: per switch, per destination host, the equal-cost egress ports.
-        hops = next_hops(graph)
-        tor_of = [host_tor(graph, h) for h in self.host_names]
+        tor_of = [fabric.tor_of[h] for h in self.host_names]
         for name, sw in self.switches.items():
             groups: dict[str, tuple[Port, ...]] = {
-                tor: tuple(self.port_of[name, n] for n in nbrs) for tor, nbrs in hops[name].items()
+                tor: tuple(self.port_of[name, n] for n in nbrs) for tor, nbrs in fabric.next_hops[name].items()
             }
             sw.fib = [
                 (self.port_of[name, h],) if tor_of[i] == name else groups[tor_of[i]]

@@ -1,15 +1,18 @@
-"""The NIC: RDMA-style segmentation, line-rate transmission round-robin over queue pairs, and the
-receiver's byte counting.
+"""The NIC: queue pairs, RDMA-style segmentation and the receiver's byte counting, shared by the
+two ways a NIC sends (:class:`NicBase`):
+
+- :class:`Nic`, the ideal fabric's (push model): line-rate transmission round-robin over queue
+  pairs, one packet per turn, handed to its port whenever the previous one has been serialised;
+  the NIC wakes on its own engine event. This "ideal" transport sends every byte once and the
+  receiver completes a flow when its last byte arrives, in any order.
+- :class:`~pktsim.packet.transport.RdmaNic`, the transport model's (pull model): its
+  :class:`~pktsim.packet.buffered_ports.BufferedPort` asks it for the next packet whenever the link
+  is free (``next_packet``), so PFC pauses and congestion control act on what is sent next.
 
 A queue pair (connection) between two ranks persists across the messages they exchange, as NCCL's
 do, so its entropy (RoCEv2's UDP source port) and hence its ECMP path stay fixed unless the
 load-balancing scheme says otherwise. Each message is handed to the NIC as one or more
 :class:`Flow` objects (one per subflow); a flow is one message's transfer on one queue pair.
-
-The transport is the part that decides *what* to send next and what to do with what arrives; this
-"ideal" transport sends every byte once at line rate and the receiver completes a flow when its
-last byte arrives, in any order. A reliable transport (ACKs, retransmission, congestion control)
-replaces :meth:`Nic._transmit` and :meth:`Nic.deliver`.
 """
 
 from __future__ import annotations
@@ -20,24 +23,35 @@ from heapq import heappush
 from typing import Callable
 
 import simpy
-from simpy.core import NORMAL
 
-from pktsim.packet.packet import Packet
 from pktsim.fabric.hashing import flow_key
-from pktsim.packet.ports import Port
+from pktsim.packet.engine import NORMAL, HeapEvent
+from pktsim.packet.packet import Packet
+from pktsim.packet.ports import EgressPort, Port
 
 
 class QueuePair:
-    """A connection from this NIC to one destination; its flows are sent in order (FIFO)."""
+    """A connection from this NIC to one destination host: its 5-tuple hash ``fkey`` (from the
+    entropy) is the key of every packet it sends unless entropy changes per packet."""
 
-    __slots__ = ("key", "dst", "entropy", "fkey", "flows")
+    __slots__ = ("key", "dst", "entropy", "fkey")
 
     def __init__(self, key: tuple, dst: int, entropy: int, fkey: int) -> None:
         self.key = key
         self.dst = dst
         self.entropy = entropy
         self.fkey = fkey
+
+
+class LineRateQueuePair(QueuePair):
+    """A queue pair of the ideal NIC; its flows are sent in order (FIFO), each byte once."""
+
+    __slots__ = ("flows",)
+
+    def __init__(self, key: tuple, dst: int, entropy: int, fkey: int) -> None:
+        super().__init__(key, dst, entropy, fkey)
         self.flows: deque[Flow] = deque()
+        """Flows posted and not yet sent in full."""
 
 
 class Flow:
@@ -69,14 +83,18 @@ class Flow:
         self.path: list[str] | None = None
 
 
-class Nic:
-    """A host's NIC: one egress port onto its link, queue pairs served round-robin, one packet at
-    a time at line rate, and the receive side for packets addressed to this host."""
+class NicBase:
+    """What every NIC has: its egress port, queue pairs (opened on first use, ``qps`` by key) and
+    the round-robin list of those with something to send (``active``), segmentation of messages
+    into packets of at most ``payload_max`` payload bytes plus ``header`` bytes, the packets'
+    5-tuple keys, and the receiver's accounting of the data that arrives. Sizes in bytes, times in
+    ps. Subclasses decide when packets go (push or pull) and what a queue pair holds."""
 
-    flow_class = Flow
+    flow_class: type[Flow] = Flow
+    """What the backend makes of each (sub)flow it posts to this NIC."""
 
     def __init__(
-        self, env: simpy.Environment, index: int, name: str, port: Port, mtu_bytes: int, header_bytes: int,
+        self, env: simpy.Environment, index: int, name: str, port: EgressPort, mtu_bytes: int, header_bytes: int,
         entropy_per_packet: bool, seed: int, on_flow_done: Callable[[Flow, int], None],
     ) -> None:
         self.env = env
@@ -91,22 +109,77 @@ class Nic:
         self.on_flow_done = on_flow_done
         self.qps: dict[tuple, QueuePair] = {}
         self.active: deque[QueuePair] = deque()
-        self.busy = False
-        # The NIC is itself the SimPy event of its wake-up when a packet has been serialised (as a
-        # port is of its head packet's arrival): one heap entry per packet sent, no allocation.
-        self.callbacks: tuple | None = None
-        self.wake_callbacks = (self._transmit,)
-        self.heap = env._queue
-        self.eid = env._eid
+        self.delivered = 0
+        """Data packets received for the first time."""
 
-    _ok = True  # read by simpy.Environment.step
+    # -- sending ---------------------------------------------------------------------------------
 
     def open_queue_pair(self, key: tuple, dst: int, entropy: int) -> QueuePair:
         """Open the connection ``key`` to host index ``dst`` with the given entropy."""
-        qp = self.qps[key] = QueuePair(key, dst, entropy, flow_key(self.index, dst, entropy))
+        qp = self.qps[key] = self._new_queue_pair(key, dst, entropy)
         return qp
 
+    def _new_queue_pair(self, key: tuple, dst: int, entropy: int) -> QueuePair:
+        raise NotImplementedError
+
     def post(self, qp: QueuePair, flow: Flow) -> None:
+        """Queue ``flow`` on ``qp`` and make sure the NIC will send it."""
+        raise NotImplementedError
+
+    def segment(self, remaining: int) -> tuple[int, int]:
+        """Payload and size on the wire (bytes) of the next packet of a flow with ``remaining``
+        payload bytes left from it: full packets first, the rest in the last one."""
+        if remaining >= self.payload_max:  # full packet: share the int objects, don't make new ones
+            return self.payload_max, self.mtu
+        return remaining, remaining + self.header
+
+    def packet_key(self, qp: QueuePair) -> int:
+        """The 5-tuple hash of the next packet of ``qp``: the connection's, or with a new random
+        entropy per packet when the scheme sprays."""
+        return flow_key(self.index, qp.dst, self.rand16(16)) if self.entropy_per_packet else qp.fkey
+
+    # -- receiving -------------------------------------------------------------------------------
+
+    def record_path(self, flow: Flow, pkt: Packet) -> None:
+        """A flow's first packet has collected the nodes of its path: it ends here."""
+        pkt.record.append(self.name)
+        flow.path = pkt.record
+
+    def accept(self, flow: Flow, pkt: Packet, t_ps: int) -> None:
+        """The first copy of ``pkt``'s data reaches this receiver at ``t_ps``: count its bytes
+        (per turning-point switch too); the flow is done when its last byte is in."""
+        self.delivered += 1
+        flow.rx_bytes += pkt.payload
+        via = flow.via_bytes
+        via[pkt.via] = via.get(pkt.via, 0) + pkt.payload
+        if flow.rx_bytes == flow.bytes:
+            flow.end_ps = t_ps
+            self.on_flow_done(flow, t_ps)
+
+
+class Nic(NicBase, HeapEvent):
+    """The ideal fabric's NIC: one egress :class:`~pktsim.packet.ports.Port` onto its link, queue
+    pairs served round-robin, one packet at a time at line rate (push model), and the receive side
+    for packets addressed to this host, handed over by the last port at enqueue (``deliver``).
+
+    The NIC is itself the engine event of its wake-up when a packet has been serialised (as a port
+    is of its head packet's arrival): one heap entry per packet sent, no allocation."""
+
+    def __init__(
+        self, env: simpy.Environment, index: int, name: str, port: Port, mtu_bytes: int, header_bytes: int,
+        entropy_per_packet: bool, seed: int, on_flow_done: Callable[[Flow, int], None],
+    ) -> None:
+        NicBase.__init__(self, env, index, name, port, mtu_bytes, header_bytes, entropy_per_packet, seed,
+                         on_flow_done)
+        HeapEvent.__init__(self, env)
+        self.busy = False
+        """True while a packet is being serialised (the wake-up is in the heap)."""
+        self.wake_callbacks = (self._transmit,)
+
+    def _new_queue_pair(self, key: tuple, dst: int, entropy: int) -> LineRateQueuePair:
+        return LineRateQueuePair(key, dst, entropy, flow_key(self.index, dst, entropy))
+
+    def post(self, qp: LineRateQueuePair, flow: Flow) -> None:
         """Queue ``flow`` on ``qp`` and start sending if the NIC is idle."""
         if not qp.flows:
             self.active.append(qp)
@@ -123,12 +196,8 @@ class Nic:
             return
         qp = active.popleft()
         flow = qp.flows[0]
-        now = self.env._now
-        payload = flow.bytes - flow.sent
-        if payload >= self.payload_max:  # full packet: share the int objects, don't make new ones
-            payload, size = self.payload_max, self.mtu
-        else:
-            size = payload + self.header
+        now = self.now()
+        payload, size = self.segment(flow.bytes - flow.sent)
         seq = flow.next_seq
         flow.next_seq = seq + 1
         flow.sent += payload
@@ -141,22 +210,16 @@ class Nic:
             qp.flows.popleft()
         if qp.flows:
             active.append(qp)
-        key = flow_key(self.index, qp.dst, self.rand16(16)) if self.entropy_per_packet else qp.fkey
         port = self.port
-        port.send(Packet(flow, seq, size, payload, qp.dst, key, record), now)
+        port.send(Packet(flow, seq, size, payload, qp.dst, self.packet_key(qp), record), now)
         self.busy = True
+        # HeapEvent.schedule inlined on purpose (once per packet sent)
         self.callbacks = self.wake_callbacks
         heappush(self.heap, (port.busy_until, NORMAL, next(self.eid), self))
 
     def deliver(self, pkt: Packet, t_ps: int) -> None:
         """Receive ``pkt`` at time ``t_ps`` (the future, at most one link ahead of now)."""
         flow = pkt.flow
-        flow.rx_bytes += pkt.payload
-        via = flow.via_bytes
-        via[pkt.via] = via.get(pkt.via, 0) + pkt.payload
         if pkt.record is not None:
-            pkt.record.append(self.name)
-            flow.path = pkt.record
-        if flow.rx_bytes == flow.bytes:
-            flow.end_ps = t_ps
-            self.on_flow_done(flow, t_ps)
+            self.record_path(flow, pkt)
+        self.accept(flow, pkt, t_ps)

@@ -15,7 +15,8 @@ class Packet:
     the packet turned from going up to going down (its spine in a leaf-spine); ``record`` collects
     the node names of the path on the first packet of a flow only.
 
-    ``t`` is the time (ps) the packet reaches the far end of the link it is queued on.
+    ``t`` is the time (ps) the packet reaches the far end of the link it is queued on (forwarded
+    by the switch there, whose latency is part of the link's delay).
     """
 
     __slots__ = ("flow", "seq", "size", "payload", "dst", "key", "via", "record", "t")
@@ -37,7 +38,7 @@ the strict-priority control class, which PFC never pauses and buffers never drop
 
 
 class RdmaPacket(Packet):
-    """A packet of the reliable transport (:mod:`pktsim.transport`). ``qp`` is the sending queue
+    """A packet of the reliable transport (:mod:`pktsim.packet.transport`). ``qp`` is the sending queue
     pair (for ACKs: the one acknowledged), ``psn`` its packet sequence number (for ACKs and NACKs:
     the next sequence number expected), ``sack`` the out-of-order sequence number a selective ACK
     reports (-1: none), ``ecn`` the congestion-experienced mark, ``echo`` the ECN-marked payload

@@ -9,6 +9,13 @@ the heap stays as small as the number of busy links. Arrivals at a host need no 
 last port hands the packet to the receiving NIC with its arrival time (all packets to a host cross
 that one port, so they reach the NIC in the order the port sends them).
 
+A switch's forwarding latency (``switch.latency_ns``) is modelled in one place for both port
+models (this one and :class:`~pktsim.packet.buffered_ports.BufferedPort`): on the link into the
+switch, whose egress port adds it to the propagation delay (``delay_ps``). A packet so reaches the
+switch, and joins its egress queue, once it has crossed the link and been forwarded.
+
+The SimPy event machinery (the port as its own event) is :class:`~pktsim.packet.engine.HeapEvent`.
+
 Occupancy is exact, not sampled: the backlog (bytes not yet serialised, the packet on the wire
 included) jumps by a packet's size at enqueue and drains linearly at the link rate, so its maximum
 and time average over each sampling interval are closed-form sums, updated once per enqueue.
@@ -16,50 +23,48 @@ and time average over each sampling interval are closed-form sums, updated once 
 
 from __future__ import annotations
 
-from array import array
 from collections import deque
-from fractions import Fraction
 from heapq import heappush
 from typing import Callable
 
 import simpy
-from simpy.core import NORMAL
 
+from pktsim.packet.engine import NORMAL, HeapEvent
 from pktsim.packet.packet import Packet
-from pktsim.units import PS_PER_NS
 from pktsim.traces import PortLog
+from pktsim.units import ns_to_ps, ps_per_byte
 
 
-class EgressPort:
+class EgressPort(HeapEvent):
     """What every egress port has: the link it feeds (rate as exact picoseconds per byte,
-    propagation delay), its place in SimPy's event heap, and its occupancy log. Times in ps."""
+    propagation delay plus the forwarding latency of the switch at its far end), its place in
+    SimPy's event heap (it is a :class:`HeapEvent`), and its occupancy log. Times in ps.
+
+    ``switch_latency_ns`` is the forwarding latency of the switch the link leads into (0 toward a
+    host): the one place a switch's latency is modelled, for both port models."""
 
     __slots__ = (
-        "env", "heap", "eid", "port_id", "owner", "peer", "gbps", "delay_ps", "ppb_num", "ppb_den", "down",
-        "callbacks", "interval_ps", "log", "iv_end", "iv_max", "iv_area2", "iv_busy", "packets", "peak", "peak_t",
+        "port_id", "owner", "peer", "gbps", "delay_ps", "ppb_num", "ppb_den", "down",
+        "interval_ps", "log", "iv_end", "iv_max", "iv_area2", "iv_busy", "packets", "peak", "peak_t",
     )
 
     def __init__(
         self, env: simpy.Environment, port_id: int, owner: str, peer: str, gbps: float, delay_ns: int,
-        interval_ns: int, log: PortLog, down: bool,
+        interval_ns: int, log: PortLog, down: bool, switch_latency_ns: int = 0,
     ) -> None:
-        self.env = env
-        # SimPy's event heap and id counter: ports push their events exactly as
-        # Environment.schedule does, without the call (the hottest line of the simulator).
-        self.heap = env._queue
-        self.eid = env._eid
+        super().__init__(env)
         self.port_id = port_id
         self.owner = owner
         self.peer = peer
         self.gbps = gbps
-        self.delay_ps = delay_ns * PS_PER_NS
-        # picoseconds per byte as an exact fraction: 8e6 / (Mbit/s)
-        ppb = Fraction(8_000_000) / Fraction(round(gbps * 1000))
+        self.delay_ps = ns_to_ps(delay_ns + switch_latency_ns)
+        """From the end of a packet's serialisation to its arrival at the far end, forwarded by the
+        switch there if there is one: propagation plus that switch's forwarding latency."""
+        ppb = ps_per_byte(gbps)  # exact: 8e6 / (Mbit/s)
         self.ppb_num, self.ppb_den = ppb.numerator, ppb.denominator
         self.down = down
         """True when the link goes down the tree (toward hosts)."""
-        self.callbacks: tuple | None = None
-        self.interval_ps = interval_ns * PS_PER_NS
+        self.interval_ps = ns_to_ps(interval_ns)
         self.log = log
         self.iv_end = self.interval_ps
         self.iv_max = 0      # largest backlog in the interval, in ps of serialisation
@@ -101,9 +106,9 @@ class Port(EgressPort):
 
     def __init__(
         self, env: simpy.Environment, port_id: int, owner: str, peer: str, gbps: float, delay_ns: int,
-        interval_ns: int, log: PortLog, down: bool,
+        interval_ns: int, log: PortLog, down: bool, switch_latency_ns: int = 0,
     ) -> None:
-        super().__init__(env, port_id, owner, peer, gbps, delay_ns, interval_ns, log, down)
+        super().__init__(env, port_id, owner, peer, gbps, delay_ns, interval_ns, log, down, switch_latency_ns)
         self.busy_until = 0
         self.fifo: deque[Packet] = deque()
         """Packets sent on this link and not yet arrived at a switch, in order."""
@@ -136,11 +141,10 @@ class Port(EgressPort):
             pkt.t = arrival
             fifo = self.fifo
             fifo.append(pkt)
-            if len(fifo) == 1:
+            if len(fifo) == 1:  # the port is the event of its head packet's arrival
+                # HeapEvent.schedule inlined on purpose: the hottest line of the simulator
                 self.callbacks = self.arrival_callbacks
                 heappush(self.heap, (arrival, NORMAL, next(self.eid), self))
-
-    _ok = True  # the port is the SimPy event of its head packet's arrival; step() reads this
 
     def _roll(self, t: int) -> None:
         """Close every sampling interval that ends at or before ``t`` and log the non-idle ones.

@@ -5,25 +5,28 @@ from __future__ import annotations
 from heapq import heappush
 
 import simpy
-from simpy.core import NORMAL
 
 from pktsim.fabric.hashing import salted_hash
+from pktsim.packet.engine import NORMAL
 from pktsim.packet.ports import Port
-from pktsim.units import PS_PER_NS
 
 
 class Switch:
     """Forwards each arriving packet to an egress port chosen among the equal-cost next hops
     toward its destination (``fib[dst_host]``): by default the salted hash of the packet's 5-tuple
     key (:func:`pktsim.routing.salted_hash`), memoised per key since a connection's key is fixed;
-    or a ``select(pkt, group)`` policy (the hash per packet for sprayed keys, random choice, ...)."""
+    or a ``select(pkt, group)`` policy (the hash per packet for sprayed keys, random choice, ...).
 
-    __slots__ = ("env", "index", "name", "fib", "salt", "select", "memo", "latency_ps")
+    Its forwarding latency (``switch.latency_ns``) is not applied here but on the links into it
+    (:class:`~pktsim.packet.ports.EgressPort`), for both port models: a packet arrives once it
+    has been forwarded, and goes straight into its egress queue."""
+
+    __slots__ = ("env", "index", "name", "fib", "salt", "select", "memo")
 
     MEMO_SIZE = 65_536
     """Keys remembered per switch before the memo starts afresh (bounds memory on huge all-to-alls)."""
 
-    def __init__(self, env: simpy.Environment, index: int, name: str, salt: int, select, latency_ns: int) -> None:
+    def __init__(self, env: simpy.Environment, index: int, name: str, salt: int, select) -> None:
         self.env = env
         self.index = index
         self.name = name
@@ -31,13 +34,12 @@ class Switch:
         self.salt = salt
         self.select = select
         self.memo: dict[int, Port] = {}
-        self.latency_ps = latency_ns * PS_PER_NS
 
     def on_arrival(self, link: Port) -> None:
         """The head packet of ``link`` (an upstream port) has arrived: forward it."""
         fifo = link.fifo
         pkt = fifo.popleft()
-        if fifo:  # the link's next packet becomes the event
+        if fifo:  # the link's next packet becomes the event (HeapEvent.schedule inlined on purpose)
             link.callbacks = link.arrival_callbacks
             heappush(link.heap, (fifo[0].t, NORMAL, next(link.eid), link))
         group = self.fib[pkt.dst]
@@ -53,7 +55,7 @@ class Switch:
             pkt.via = self.index
         if pkt.record is not None:
             pkt.record.append(self.name)
-        port.send(pkt, pkt.t + self.latency_ps)  # pkt.t: its arrival time, i.e. now
+        port.send(pkt, pkt.t)  # pkt.t: its arrival time (forwarding latency included), i.e. now
 
     def _hash_choice(self, key: int, group: tuple[Port, ...]) -> Port:
         if len(self.memo) >= self.MEMO_SIZE:

@@ -1,5 +1,6 @@
-"""The reliable RDMA transport: ACKs and NACKs as real packets, go-back-N or selective repeat, a
-retransmission timeout, and the congestion control of :mod:`pktsim.cc`.
+"""The reliable RDMA transport: ACKs and NACKs as real packets, the loss recovery of
+:mod:`pktsim.packet.recovery` (go-back-N or selective repeat), a retransmission timeout, and the
+congestion control of :mod:`pktsim.packet.cc`.
 
 Sequence numbers (PSNs) run per queue pair across the messages it carries, as in RoCE. The sender
 keeps, per queue pair, ``snd_una`` (first unacknowledged PSN), ``snd_nxt`` (next to send) and
@@ -17,25 +18,33 @@ selective repeat, the PSNs received beyond it.
   progress the sender resends from ``snd_una`` (``sr``: every PSN not selectively acknowledged).
 
 ``ideal`` keeps today's behaviour on this NIC: no ACKs, every packet sent once. The NIC hands its
-packets to its port only when the link is free (:class:`pktsim.buffered.BufferedPort` pulls them),
-so PFC pauses and congestion control act on what is sent next. A receiver counts a packet whose
-data it already has as a spurious retransmission; a flow's row is written once it is acknowledged
-and none of its copies is still in the network, so its counts are final.
+packets to its port only when the link is free (:class:`pktsim.packet.buffered_ports.BufferedPort`
+pulls them), so PFC pauses and congestion control act on what is sent next. A receiver counts a
+packet whose data it already has as a spurious retransmission; a flow's row is written once it is
+acknowledged and none of its copies is still in the network, so its counts are final.
+
+The NIC drives its congestion control (:class:`~pktsim.packet.cc.CongestionControl`, one per
+connection, named by ``nic.cc``) and its loss recovery (:class:`~pktsim.packet.recovery.LossRecovery`,
+one per NIC, named by ``nic.transport``) through their interfaces only.
 """
 
 from __future__ import annotations
 
 from collections import deque
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
 import simpy
 
-from pktsim.packet.buffered_ports import BufferedPort, Wire
-from pktsim.packet.cc import Dcqcn, Dctcp
-from pktsim.packet.nic import Flow, Nic, QueuePair
-from pktsim.packet.packet import ACK, CNP, DATA, NACK, RdmaPacket
 from pktsim.fabric.hashing import flow_key
-from pktsim.scenario import NicSpec
+from pktsim.packet.buffered_ports import BufferedPort, Wire
+from pktsim.packet.cc import CONGESTION_CONTROLS, CcParams, CongestionControl
+from pktsim.packet.nic import Flow, NicBase, QueuePair
+from pktsim.packet.packet import CNP, DATA, NACK, RdmaPacket
+from pktsim.packet.recovery import LOSS_RECOVERIES
+from pktsim.units import ns_to_ps
+
+if TYPE_CHECKING:
+    from pktsim.scenario import NicSpec
 
 
 class RdmaFlow(Flow):
@@ -58,7 +67,9 @@ class RdmaFlow(Flow):
 
 
 class Responder:
-    """The receiving side of one connection."""
+    """The receiving side of one connection: the next PSN expected, the PSNs held beyond it
+    (selective repeat), the expected PSN a NACK was last sent for (go-back-N: one per gap), the
+    in-order packets not yet acknowledged, and DCQCN's last CNP."""
 
     __slots__ = ("expected", "ooo", "nack_for", "unacked", "echo", "last_cnp_ps")
 
@@ -72,7 +83,8 @@ class Responder:
 
 
 class RdmaQueuePair(QueuePair):
-    """A connection with its sender state (PSNs, window, congestion control, timer)."""
+    """A connection with its sender state (PSNs, window, congestion control, timer, and the state
+    of the NIC's loss recovery)."""
 
     __slots__ = ("nic", "src", "rev_key", "segs", "psn_end", "snd_nxt", "snd_una", "snd_max", "active",
                  "cc", "next_send_ps", "rto_deadline", "reo_deadline", "timer_at", "timer_gen", "lost", "lost_set",
@@ -89,13 +101,13 @@ class RdmaQueuePair(QueuePair):
         self.psn_end = 0
         self.snd_nxt = self.snd_una = self.snd_max = 0
         self.active = False
-        self.cc: Dcqcn | Dctcp | None = None
+        self.cc: CongestionControl = nic.cc_class.open(nic.cc_params, nic.env.now)
         self.next_send_ps = 0
         self.rto_deadline: int | None = None   # when the retransmission timeout falls due
         self.reo_deadline: int | None = None   # sr: when the next missing PSN becomes overdue
         self.timer_at: int | None = None       # when the pending timer event fires
         self.timer_gen = 0
-        self.lost: deque[int] = deque()    # sr: PSNs to resend, oldest first
+        self.lost: deque[int] = deque()    # PSNs to resend before new data, oldest first (sr)
         self.lost_set: set[int] = set()
         self.sacked: set[int] = set()       # sr: PSNs above snd_una the receiver has
         self.sent_at: dict[int, int] = {}   # sr: last send time of each outstanding PSN
@@ -111,8 +123,9 @@ class RdmaQueuePair(QueuePair):
         raise AssertionError(f"PSN {psn} belongs to no outstanding flow")
 
 
-class RdmaNic(Nic):
-    """A NIC running the reliable transport over a :class:`BufferedPort`."""
+class RdmaNic(NicBase):
+    """A NIC running the reliable transport over a :class:`BufferedPort` (pull model: the port
+    asks for the next packet when its link is free)."""
 
     flow_class = RdmaFlow
 
@@ -124,33 +137,22 @@ class RdmaNic(Nic):
         super().__init__(env, index, name, port, spec.mtu_bytes, spec.header_bytes, entropy_per_packet, seed,
                          on_flow_done)
         self.spec = spec
-        self.reliable = spec.transport != "ideal"
-        self.sr = spec.transport == "sr"
-        self.cc = spec.cc
         self.line_gbps = line_gbps
         self.max_inflight = (max(1, spec.window_bytes // spec.mtu_bytes) if spec.window_bytes is not None
                              else float("inf"))
-        self.rto_ps = spec.rto_ns * 1000
-        self.reorder_ps = spec.reorder_window_ns * 1000
-        self.cnp_interval_ps = spec.dcqcn.cnp_interval_ns * 1000
-        init_window = spec.dctcp.init_window_bytes
-        self.init_window = init_window if init_window is not None else int(line_gbps / 8 * base_rtt_ps / 1000)
+        self.rto_ps = ns_to_ps(spec.rto_ns)
+        self.cnp_interval_ps = ns_to_ps(spec.dcqcn.cnp_interval_ns)
+        self.cc_class = CONGESTION_CONTROLS[spec.cc]
+        self.cc_params = CcParams(spec, line_gbps, self.payload_max, base_rtt_ps)
+        self.recovery = LOSS_RECOVERIES[spec.transport](self)
         self.on_flow_closed = on_flow_closed
         self.wake_t: int | None = None
-        self.delivered = 0
-        """Data packets received for the first time (progress display)."""
         port.source = self.next_packet
 
     # -- sending ---------------------------------------------------------------------------------
 
-    def open_queue_pair(self, key: tuple, dst: int, entropy: int) -> RdmaQueuePair:
-        qp = self.qps[key] = RdmaQueuePair(self, key, dst, entropy)
-        now = self.env._now
-        if self.cc == "dcqcn":
-            qp.cc = Dcqcn(self.spec.dcqcn, self.line_gbps, now)
-        elif self.cc == "dctcp":
-            qp.cc = Dctcp(self.spec.dctcp, self.payload_max, self.init_window)
-        return qp
+    def _new_queue_pair(self, key: tuple, dst: int, entropy: int) -> RdmaQueuePair:
+        return RdmaQueuePair(self, key, dst, entropy)
 
     def post(self, qp: RdmaQueuePair, flow: RdmaFlow) -> None:
         """Queue ``flow`` on ``qp`` (its PSNs follow the previous flow's) and wake the link."""
@@ -167,7 +169,9 @@ class RdmaNic(Nic):
 
     def next_packet(self, now: int) -> RdmaPacket | None:
         """The port's link is free: the next data packet, round-robin over the queue pairs that
-        may send (something to send, window open, pacing time reached), or None."""
+        may send (something to send, window open, pacing time reached), or None. A queue pair
+        sends the PSNs its loss recovery queued for resending first (window or not), then from
+        ``snd_nxt``."""
         active = self.active
         wake = None
         for _ in range(len(active)):
@@ -177,16 +181,13 @@ class RdmaNic(Nic):
             elif qp.snd_nxt < qp.psn_end:
                 psn = qp.snd_nxt
                 inflight = psn - qp.snd_una
-                cc = qp.cc
-                if inflight >= self.max_inflight or (
-                    cc is not None and cc.__class__ is Dctcp and inflight * self.payload_max >= cc.cwnd
-                ):
+                if inflight >= self.max_inflight or not qp.cc.window_open(inflight):
                     active.append(qp)  # window closed: an ACK reopens it
                     continue
             else:
                 qp.active = False
                 continue
-            if qp.next_send_ps > now:  # paced by DCQCN
+            if qp.next_send_ps > now:  # paced by the congestion control
                 active.append(qp)
                 if wake is None or qp.next_send_ps < wake:
                     wake = qp.next_send_ps
@@ -200,8 +201,7 @@ class RdmaNic(Nic):
     def _data_packet(self, qp: RdmaQueuePair, psn: int, now: int) -> RdmaPacket:
         flow = qp.flow_at(psn)
         seq = psn - flow.first_psn
-        payload = min(self.payload_max, flow.bytes - seq * self.payload_max)
-        size = payload + self.header
+        payload, size = self.segment(flow.bytes - seq * self.payload_max)
         record = None
         if psn < qp.snd_max:
             flow.retransmits += 1
@@ -217,24 +217,16 @@ class RdmaNic(Nic):
                 qp.snd_max = qp.snd_nxt
         flow.tx_packets += 1
         flow.inflight += 1
-        key = flow_key(self.index, qp.dst, self.rand16(16)) if self.entropy_per_packet else qp.fkey
-        pkt = RdmaPacket(flow, seq, size, payload, qp.dst, key, record, DATA, qp, psn)
-        cc = qp.cc
-        if cc is not None and cc.__class__ is Dcqcn:
-            cc.on_sent(now, size)
-            qp.next_send_ps = now + int(size * cc.ps_per_byte)
-        if self.reliable:
-            if self.sr:
-                qp.sent_at[psn] = now
-            if qp.rto_deadline is None:
-                self._arm(qp, now + self.rto_ps)
+        pkt = RdmaPacket(flow, seq, size, payload, qp.dst, self.packet_key(qp), record, DATA, qp, psn)
+        qp.next_send_ps = qp.cc.on_sent(now, size)
+        self.recovery.on_sent(qp, psn, now)
         return pkt
 
     def _wake_at(self, t: int) -> None:
         if self.wake_t is not None and self.wake_t <= t:
             return
         self.wake_t = t
-        self.env.timeout(t - self.env._now, t).callbacks.append(self._on_wake)
+        self.env.timeout(t - self.env.now, t).callbacks.append(self._on_wake)
 
     def _on_wake(self, event: simpy.Event) -> None:
         if event.value == self.wake_t:
@@ -244,17 +236,17 @@ class RdmaNic(Nic):
     def _send_ctrl(self, kind: int, qp: RdmaQueuePair, psn: int) -> RdmaPacket:
         """An ACK, NACK or CNP for ``qp`` back to its sender, on the control class."""
         pkt = RdmaPacket(None, 0, self.spec.ack_bytes, 0, qp.src, qp.rev_key, None, kind, qp, psn)
-        self.port.send(pkt, self.env._now)
+        self.port.send(pkt, self.env.now)
         return pkt
 
     # -- the connection's timer: retransmission timeout and (sr) reordering deadline -------------
 
-    def _arm(self, qp: RdmaQueuePair, deadline: int) -> None:
-        """Set the retransmission deadline (``sr`` also has ``qp.reo_deadline``)."""
+    def arm(self, qp: RdmaQueuePair, deadline: int) -> None:
+        """Set the retransmission deadline (the recovery may also set ``qp.reo_deadline``)."""
         qp.rto_deadline = deadline
-        self._schedule(qp)
+        self.schedule_timer(qp)
 
-    def _schedule(self, qp: RdmaQueuePair) -> None:
+    def schedule_timer(self, qp: RdmaQueuePair) -> None:
         """Make sure one timer event is pending at or before the earliest deadline. Deadlines that
         move later need no new event: the pending one wakes, finds nothing due and sleeps again."""
         due = qp.rto_deadline
@@ -264,34 +256,27 @@ class RdmaNic(Nic):
             return
         qp.timer_at = due
         qp.timer_gen += 1
-        self.env.timeout(due - self.env._now, (qp, qp.timer_gen)).callbacks.append(self._on_timer)
+        self.env.timeout(due - self.env.now, (qp, qp.timer_gen)).callbacks.append(self._on_timer)
 
     def _on_timer(self, event: simpy.Event) -> None:
         qp, gen = event.value
         if gen != qp.timer_gen:  # superseded by an earlier one
             return
         qp.timer_at = None
-        now = self.env._now
+        now = self.env.now
         if qp.reo_deadline is not None and qp.reo_deadline <= now:
-            qp.reo_deadline = self._detect_losses(qp, now)
+            qp.reo_deadline = self.recovery.detect_losses(qp, now)
         if qp.rto_deadline is not None and qp.rto_deadline <= now:
             self._timeout(qp, now)
-        self._schedule(qp)
+        self.schedule_timer(qp)
         if qp.lost or qp.snd_nxt < qp.psn_end:
             self._activate(qp)
 
     def _timeout(self, qp: RdmaQueuePair, now: int) -> None:
-        """No progress for ``rto_ns``: resend from the first unacknowledged PSN."""
+        """No progress for ``rto_ns``: the recovery queues what to resend (from ``snd_una``)."""
         qp.timeouts += 1
-        if self.sr:
-            for psn in range(qp.snd_una, qp.snd_max):
-                if psn not in qp.sacked and psn not in qp.lost_set:
-                    qp.lost.append(psn)
-                    qp.lost_set.add(psn)
-        else:
-            qp.snd_nxt = qp.snd_una
-        if qp.cc is not None and qp.cc.__class__ is Dctcp:
-            qp.cc.on_loss()
+        self.recovery.on_timeout(qp)
+        qp.cc.on_loss()
         qp.rto_deadline = now + self.rto_ps
 
     # -- receiving -------------------------------------------------------------------------------
@@ -303,60 +288,29 @@ class RdmaNic(Nic):
         if kind == DATA:
             self._on_data(pkt)
         elif kind == CNP:
-            pkt.qp.cc.on_cnp(self.env._now)
+            pkt.qp.cc.on_cnp(self.env.now)
         else:
             self._on_ack(pkt)
 
     def _on_data(self, pkt: RdmaPacket) -> None:
-        now = self.env._now
+        now = self.env.now
         qp: RdmaQueuePair = pkt.qp
         rx = qp.rx
         flow: RdmaFlow = pkt.flow
         flow.inflight -= 1
         if pkt.record is not None:
-            pkt.record.append(self.name)
-            flow.path = pkt.record
+            self.record_path(flow, pkt)
         if pkt.ecn:
             rx.echo += pkt.payload
-            if self.cc == "dcqcn" and (rx.last_cnp_ps is None or now - rx.last_cnp_ps >= self.cnp_interval_ps):
+            if qp.cc.wants_cnp and (rx.last_cnp_ps is None or now - rx.last_cnp_ps >= self.cnp_interval_ps):
                 rx.last_cnp_ps = now
                 self._send_ctrl(CNP, qp, 0)
-        if not self.reliable:
-            self._accept(flow, pkt, now)
-            self._maybe_close(flow)
-            return
-        psn = pkt.psn
-        if psn == rx.expected:
-            rx.expected += 1
-            rx.nack_for = -1
-            gap = bool(rx.ooo)  # this packet fills a gap: acknowledge at once what it completes
-            if gap:
-                while rx.expected in rx.ooo:
-                    rx.ooo.remove(rx.expected)
-                    rx.expected += 1
-            self._accept(flow, pkt, now)
-            rx.unacked += 1
-            if rx.unacked >= self.spec.ack_every or pkt.seq == flow.packets - 1 or gap:
-                self._ack(qp, ACK, -1)
-        elif psn > rx.expected:
-            if not self.sr:
-                flow.discarded += 1
-                if rx.nack_for != rx.expected:
-                    rx.nack_for = rx.expected
-                    self._ack(qp, NACK, -1)
-            elif psn in rx.ooo:
-                flow.spurious += 1
-                self._ack(qp, ACK, psn)
-            else:
-                rx.ooo.add(psn)
-                self._accept(flow, pkt, now)
-                self._ack(qp, ACK, psn)
-        else:
-            flow.spurious += 1
-            self._ack(qp, ACK, -1)
+        self.recovery.on_data(qp, flow, pkt, now)
         self._maybe_close(flow)
 
-    def _ack(self, qp: RdmaQueuePair, kind: int, sack: int) -> None:
+    def ack(self, qp: RdmaQueuePair, kind: int, sack: int) -> None:
+        """Send an ACK (or NACK) for the next PSN expected, selectively acknowledging ``sack``
+        (-1: none), with the ECN-marked bytes received since the last one."""
         rx = qp.rx
         pkt = self._send_ctrl(kind, qp, rx.expected)
         pkt.sack = sack
@@ -364,21 +318,10 @@ class RdmaNic(Nic):
         rx.echo = 0
         rx.unacked = 0
 
-    def _accept(self, flow: RdmaFlow, pkt: RdmaPacket, now: int) -> None:
-        """First copy of a packet's data at the receiver."""
-        self.delivered += 1
-        flow.rx_bytes += pkt.payload
-        via = flow.via_bytes
-        via[pkt.via] = via.get(pkt.via, 0) + pkt.payload
-        if flow.rx_bytes == flow.bytes:
-            flow.end_ps = now
-            if not self.reliable:
-                flow.acked = True
-            self.on_flow_done(flow, now)
-
     def _on_ack(self, pkt: RdmaPacket) -> None:
-        now = self.env._now
+        now = self.env.now
         qp: RdmaQueuePair = pkt.qp
+        recovery = self.recovery
         cum = pkt.psn
         newly = 0
         if cum > qp.snd_una:
@@ -392,52 +335,16 @@ class RdmaNic(Nic):
                 f = segs.popleft()
                 f.acked = True
                 self._maybe_close(f)
-            if self.sr:  # PSNs below snd_una are never resent or reported again
-                for psn in range(una, cum):
-                    qp.sent_at.pop(psn, None)
-                    qp.sacked.discard(psn)
-                while qp.lost and qp.lost[0] < cum:
-                    qp.lost_set.discard(qp.lost.popleft())
+            recovery.on_cumulative_ack(qp, una, cum)
             qp.rto_deadline = now + self.rto_ps if qp.snd_una < qp.snd_max else None
         cc = qp.cc
-        if pkt.kind == NACK and cum < qp.snd_nxt:  # go back to the expected PSN
-            qp.snd_nxt = cum
-            if cc is not None and cc.__class__ is Dctcp:
-                cc.on_loss()
-        if self.sr and pkt.sack >= cum:
-            self._selective_ack(qp, pkt.sack, now)
-        if cc is not None and cc.__class__ is Dctcp:
-            cc.on_ack(newly * self.payload_max, pkt.echo, qp.snd_una, qp.snd_nxt)
+        if pkt.kind == NACK and recovery.on_nack(qp, cum):
+            cc.on_loss()
+        if pkt.sack >= cum:
+            recovery.on_selective_ack(qp, pkt.sack, now)
+        cc.on_ack(newly * self.payload_max, pkt.echo, qp.snd_una, qp.snd_nxt)
         if qp.lost or qp.snd_nxt < qp.psn_end:
             self._activate(qp)
-
-    def _selective_ack(self, qp: RdmaQueuePair, psn: int, now: int) -> None:
-        """``psn`` arrived beyond a gap. RACK's rule: a PSN still missing below the highest one
-        selectively acknowledged is lost once it is ``reorder_window`` later than it would have
-        arrived with that acknowledgement's round trip; until then it may just be reordered."""
-        qp.sacked.add(psn)
-        sent = qp.sent_at.get(psn)
-        if sent is not None and psn > qp.rack_high:
-            qp.rack_high = psn
-            qp.rack_rtt = now - sent
-        qp.reo_deadline = self._detect_losses(qp, now)
-        self._schedule(qp)
-
-    def _detect_losses(self, qp: RdmaQueuePair, now: int) -> int | None:
-        """Queue the missing PSNs now overdue for resending; returns when the next one falls due."""
-        next_due = None
-        slack = qp.rack_rtt + self.reorder_ps
-        sacked, lost_set, sent_at = qp.sacked, qp.lost_set, qp.sent_at
-        for p in range(qp.snd_una, qp.rack_high):
-            if p in sacked or p in lost_set or p not in sent_at:
-                continue
-            due = sent_at[p] + slack
-            if due <= now:
-                qp.lost.append(p)
-                lost_set.add(p)
-            elif next_due is None or due < next_due:
-                next_due = due
-        return next_due
 
     def _maybe_close(self, flow: RdmaFlow) -> None:
         if flow.acked and not flow.inflight and not flow.closed and flow.end_ps >= 0:

@@ -30,15 +30,13 @@ import time
 from collections import defaultdict
 from math import gcd
 
-import networkx as nx
-
 from pktsim.errors import InputError
-from pktsim.planning.planners import plan
-from pktsim.fabric.hashing import connection_entropy, ecmp_path, flow_key, switch_salt
+from pktsim.fabric.fabric import Fabric
+from pktsim.fabric.hashing import connection_entropy
 from pktsim.fabric.selectors import LoadBalancing
-from pktsim.units import split_evenly
+from pktsim.planning.planners import plan
 from pktsim.scenario import Scenario
-from pktsim.fabric.topology import host_tor, hosts, next_hops
+from pktsim.units import split_evenly
 from pktsim.workload.dag import Message, Workload
 
 Subflow = tuple[int, int]
@@ -48,19 +46,18 @@ Subflow = tuple[int, int]
 class FlowPlanner:
     """The subflows of every message of a workload, decided before the run."""
 
-    def __init__(self, scenario: Scenario, graph: nx.Graph, workload: Workload) -> None:
+    def __init__(self, scenario: Scenario, fabric: Fabric, workload: Workload) -> None:
         self.seed = scenario.seed
         self.lb = LoadBalancing.from_spec(scenario.lb)
-        self.minimal = scenario.lb.scheme == "split_minimal"
         self.cluster_scope = scenario.lb.plan_scope == "cluster"
         self._plans: dict[int, list[Subflow]] = {}
         self.phase_seconds: dict[tuple[int, int], float] = {}
         """``planned``: wall seconds the planner took per phase (see :meth:`_phases`)."""
-        if self.minimal:
-            self._paths = _PathPinner(graph, scenario.seed)
+        if self.lb.flow_plan == "split_minimal":
+            self._paths = _PathPinner(fabric, scenario.seed)
             self._plan_minimal(workload)
-        elif scenario.lb.scheme == "planned":
-            self._paths = _PathPinner(graph, scenario.seed)
+        elif self.lb.flow_plan == "planned":
+            self._paths = _PathPinner(fabric, scenario.seed)
             self._plan_phases(workload, scenario)
 
     @property
@@ -144,43 +141,23 @@ class _PathPinner:
 
     SEARCH = 1 << 16
 
-    def __init__(self, graph: nx.Graph, seed: int) -> None:
+    def __init__(self, fabric: Fabric, seed: int) -> None:
+        self.fabric = fabric
         self.seed = seed
-        names = hosts(graph)
-        self.index = {h: i for i, h in enumerate(names)}
-        self.tor_of = {h: host_tor(graph, h) for h in names}
-        self.tier = {n: d["tier"] for n, d in graph.nodes(data=True)}
-        self.next_hops = next_hops(graph)
-        self.salts = {s: switch_salt(seed, s) for s in self.next_hops}
-        self._turning: dict[tuple[str, str], list[str]] = {}
+        self.tor_of = fabric.tor_of
+        self.turning_points = fabric.turning_points
         self._entropy: dict[tuple[str, str, str], int] = {}
-
-    def turning_points(self, a: str, b: str) -> list[str]:
-        """The switches where shortest paths from ToR ``a`` to ToR ``b`` turn (spines, cores)."""
-        if (a, b) not in self._turning:
-            frontier, tops = [a], set()
-            while frontier:  # walk every equal-cost path; keep the highest switch of each
-                nxt = []
-                for node in frontier:
-                    for n in self.next_hops[node][b]:
-                        if self.tier[n] > self.tier[node]:
-                            nxt.append(n)
-                        else:
-                            tops.add(node)
-                frontier = sorted(set(nxt))
-            self._turning[a, b] = sorted(tops, key=lambda n: (len(n), n))
-        return self._turning[a, b]
 
     def entropy_via(self, src: str, dst: str, turn: str) -> int:
         """The first entropy, in a seeded order, whose path from ``src`` to ``dst`` turns at ``turn``."""
         key = (src, dst, turn)
         if key not in self._entropy:
-            s, d = self.index[src], self.index[dst]
+            tier = self.fabric.tier
             start = connection_entropy(self.seed, "pin", src, dst, 0, 0)
             for i in range(self.SEARCH):
                 e = (start + i) & 0xFFFF
-                path = ecmp_path(self.next_hops, self.tor_of, self.salts, src, dst, flow_key(s, d, e))
-                if turn in path and self.tier[turn] == max(self.tier[n] for n in path[1:-1]):
+                path = self.fabric.path(src, dst, e)
+                if turn in path and tier[turn] == max(tier[n] for n in path[1:-1]):
                     self._entropy[key] = e
                     break
             else:

@@ -26,31 +26,33 @@ from __future__ import annotations
 import math
 import random
 from collections import defaultdict
-from typing import Hashable, Sequence
+from typing import Callable, Hashable, Sequence
 
-from pktsim.errors import InputError
+from pktsim.errors import InputError, TooLarge
+from pktsim.registry import Registry
 
-PLANNERS = ("edge_coloring", "greedy", "annealing", "ilp")
 ILP_MAX_BINARIES = 5000
 ILP_TIME_LIMIT_S = 60.0
 
 Flow = tuple[Hashable, Hashable, int]
 """(source leaf, destination leaf, bytes)."""
 
+Planner = Callable[..., list[int]]
+"""``planner(flows, spines, *, seed, steps)``: the spine index of every flow (``seed`` and ``steps``
+are the annealer's; the other planners ignore them)."""
+
+PLANNERS: Registry[Planner] = Registry("planner")
+"""``lb.planner`` -> the planner (registered below each planner, in the order the scenario lists
+them: edge_coloring, greedy, annealing, ilp)."""
+
 
 def plan(planner: str, flows: Sequence[Flow], spines: int, *, seed: int = 1, steps: int = 20_000) -> list[int]:
     """The spine index (0..spines-1) of every flow, by ``planner``."""
     if not flows:
         return []
-    if planner == "edge_coloring":
-        return edge_coloring(flows, spines)
-    if planner == "greedy":
-        return greedy(flows, spines)
-    if planner == "annealing":
-        return annealing(flows, spines, seed=seed, steps=steps)
-    if planner == "ilp":
-        return ilp(flows, spines)
-    raise ValueError(f"unknown planner {planner!r} (known: {', '.join(PLANNERS)})")
+    if planner not in PLANNERS:
+        raise ValueError(f"unknown planner {planner!r} (known: {', '.join(PLANNERS)})")
+    return PLANNERS[planner](flows, spines, seed=seed, steps=steps)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -133,6 +135,9 @@ def edge_coloring(flows: Sequence[Flow], spines: int) -> list[int]:
     return [c % spines for c in colour]
 
 
+PLANNERS.add("edge_coloring", lambda flows, spines, *, seed, steps: edge_coloring(flows, spines))
+
+
 # ---------------------------------------------------------------------------------------------
 # Greedy and annealing
 
@@ -153,6 +158,9 @@ def greedy(flows: Sequence[Flow], spines: int) -> list[int]:
         ua[best] += size
         db[best] += size
     return assign
+
+
+PLANNERS.add("greedy", lambda flows, spines, *, seed, steps: greedy(flows, spines))
 
 
 def annealing(flows: Sequence[Flow], spines: int, *, seed: int = 1, steps: int = 20_000) -> list[int]:
@@ -238,6 +246,9 @@ def annealing(flows: Sequence[Flow], spines: int, *, seed: int = 1, steps: int =
     return best
 
 
+PLANNERS.add("annealing", lambda flows, spines, *, seed, steps: annealing(flows, spines, seed=seed, steps=steps))
+
+
 # ---------------------------------------------------------------------------------------------
 # ILP
 
@@ -248,8 +259,8 @@ def ilp(flows: Sequence[Flow], spines: int, *, time_limit: float = ILP_TIME_LIMI
     nf = len(flows)
     nb = nf * spines
     if nb > ILP_MAX_BINARIES:
-        raise InputError("lb.planner", "ilp",
-                         f"instance too large for ilp ({nf} flows x {spines} spines); use edge_coloring")
+        raise TooLarge("lb.planner", "ilp",
+                       f"instance too large for ilp ({nf} flows x {spines} spines); use edge_coloring")
     try:
         import numpy as np
         from scipy.optimize import Bounds, LinearConstraint, milp
@@ -292,3 +303,6 @@ def ilp(flows: Sequence[Flow], spines: int, *, time_limit: float = ILP_TIME_LIMI
     x = res.x[:nb].reshape(nf, spines)
     assign = [int(j) for j in x.argmax(axis=1)]
     return assign if max_link_load(flows, assign) <= hi else start
+
+
+PLANNERS.add("ilp", lambda flows, spines, *, seed, steps: ilp(flows, spines))

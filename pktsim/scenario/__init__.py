@@ -1,4 +1,42 @@
-"""Scenarios: what a run simulates (spec models) and how it is read from files and options."""
+"""Scenarios: what a run simulates (:mod:`~pktsim.scenario.spec`, the pydantic models) and how it is
+read from files, presets and options (:mod:`~pktsim.scenario.loading`, :mod:`~pktsim.scenario.presets`)."""
 
-from pktsim.scenario.spec import *  # noqa: F401,F403
-from pktsim.scenario.spec import load_scenario, preset_names  # noqa: F401
+from pktsim.fabric.pfc import PAUSE_FRAME_BYTES, max_switch_ports, pfc_headroom_bytes
+from pktsim.scenario.loading import load_scenario
+from pktsim.scenario.presets import PRESET_DIRS, preset_names
+from pktsim.scenario.spec import (
+    LB_SCHEMES,
+    AnyTopology,
+    Bytes,
+    Collective,
+    DcqcnSpec,
+    DctcpSpec,
+    EcnSpec,
+    FatTreeSpec,
+    Gbps,
+    JobSpec,
+    LbScheme,
+    LbSpec,
+    LeafSpineSpec,
+    Nanoseconds,
+    NicSpec,
+    OptionalBytes,
+    PfcSpec,
+    PlannerName,
+    Positive,
+    Scenario,
+    SwitchSpec,
+    TOPOLOGY_SPECS,
+    TopologyKind,
+    TopologySpec,
+    TracesSpec,
+    WorkloadSpec,
+)
+
+__all__ = [
+    "AnyTopology", "Bytes", "Collective", "DcqcnSpec", "DctcpSpec", "EcnSpec", "FatTreeSpec", "Gbps", "JobSpec",
+    "LB_SCHEMES", "LbScheme", "LbSpec", "LeafSpineSpec", "Nanoseconds", "NicSpec", "OptionalBytes", "PAUSE_FRAME_BYTES",
+    "PRESET_DIRS", "PfcSpec", "PlannerName", "Positive", "Scenario", "SwitchSpec", "TOPOLOGY_SPECS", "TopologyKind",
+    "TopologySpec", "TracesSpec", "WorkloadSpec", "load_scenario", "max_switch_ports", "pfc_headroom_bytes",
+    "preset_names",
+]

@@ -1,25 +1,27 @@
-"""Scenario files: loading, presets, ``--set`` overrides and validation.
+"""Scenario spec: the pydantic models of what a run simulates, and their validation.
 
-A scenario has four parts (topology, nic/switch/lb, workload, traces). ``topology`` and ``workload``
-may be given inline, as a preset name (a file in ``topologies/`` or ``workloads/``) or as a path.
-Every problem becomes an :class:`~pktsim.errors.InputError` naming the file, the field and the
-problem, before anything runs.
+A scenario has four parts (topology, nic/switch/lb, workload, traces). Every model is strict
+(unknown fields are errors) and frozen. Reading scenario files, presets, profiles and ``--set``
+overrides, and turning pydantic's errors into one-line :class:`~pktsim.errors.InputError` s, is
+:mod:`pktsim.scenario.loading`. The lists of allowed names (load-balancing schemes, planners,
+collectives, topology kinds) are read from the registries where they are implemented.
 """
 
 from __future__ import annotations
 
-import copy
-from pathlib import Path
-from typing import Annotated, Any, Literal, get_args
+from typing import TYPE_CHECKING, Annotated, Any, Literal, Union
 
-import yaml
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Discriminator, Field, Tag, model_validator
 
-from pktsim.errors import InputError
+from pktsim.fabric.pfc import pfc_headroom_bytes
+from pktsim.fabric.selectors import SCHEMES
+from pktsim.fabric.topology import TOPOLOGY_KINDS
+from pktsim.planning.planners import PLANNERS
 from pktsim.units import parse_bytes, parse_ns
+from pktsim.workload.collectives import COLLECTIVES
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
-PRESET_DIRS = {"topology": "topologies", "workload": "workloads", "profile": "profiles"}
+if TYPE_CHECKING:
+    import networkx as nx
 
 Bytes = Annotated[int, BeforeValidator(parse_bytes)]
 OptionalBytes = Annotated[int | None, BeforeValidator(lambda v: v if v is None else parse_bytes(v))]
@@ -28,51 +30,185 @@ Positive = Annotated[int, Field(ge=1)]
 Gbps = Annotated[float, Field(gt=0)]
 
 
+class _FieldError(ValueError):
+    """A cross-field problem that belongs to a specific field (``loc`` from the scenario's root)."""
+
+    def __init__(self, loc: tuple, msg: str) -> None:
+        super().__init__(msg)
+        self.loc = loc
+
+
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+# ---------------------------------------------------------------------------------------------
+# Topology: one spec per kind (a union discriminated by ``kind``, leaf_spine when omitted)
+
+
 class TopologySpec(_Strict):
-    kind: Literal["leaf_spine", "fat_tree"] = "leaf_spine"
+    """What every kind of topology knows about itself. One subclass per kind of
+    :data:`~pktsim.fabric.topology.TOPOLOGY_KINDS`; the fields of one kind are errors on another
+    ("topology.k: only for fat_tree topologies"), except a value equal to that field's default,
+    which is dropped (so a file may keep, say, the documented ``k: 4`` on a leaf-spine)."""
+
+    kind: str
+
+    @model_validator(mode="before")
+    @classmethod
+    def _fields_of_other_kinds(cls, data: Any) -> Any:
+        if not isinstance(data, dict):
+            return data
+        foreign = [name for name in data if name not in cls.model_fields and name in _owners()]
+        for name in foreign:
+            owners = _owners()[name]
+            default = TOPOLOGY_SPECS[owners[0]].model_fields[name].default
+            if data[name] != default:
+                raise _FieldError(("topology", name), f"only for {' or '.join(owners)} topologies")
+        return {k: v for k, v in data.items() if k not in foreign}
+
+    @property
+    def host_gbps(self) -> float:
+        """Rate of the host-to-ToR links."""
+        return self.host_link_gbps if self.host_link_gbps is not None else self.link_gbps
+
+    @property
+    def n_hosts(self) -> int:
+        raise NotImplementedError
+
+    @property
+    def hosts_per_tor(self) -> int:
+        """Hosts under each top-of-rack switch (leaf, edge); hosts are numbered ToR by ToR."""
+        raise NotImplementedError
+
+    @property
+    def max_switch_ports(self) -> int:
+        """Ports of the largest switch."""
+        raise NotImplementedError
+
+    @property
+    def max_link_delay_ns(self) -> int:
+        """Propagation delay of the longest link."""
+        raise NotImplementedError
+
+    @property
+    def max_path_links(self) -> int:
+        """Links on the longest shortest path between two hosts."""
+        raise NotImplementedError
+
+    def build_graph(self) -> nx.Graph:
+        """The fabric as a networkx graph (see :mod:`pktsim.fabric.topology`)."""
+        return TOPOLOGY_KINDS[self.kind](self)
+
+
+class LeafSpineSpec(TopologySpec):
+    """Two-tier Clos: every leaf connects to every spine; hosts hang off leaves."""
+
+    kind: Literal["leaf_spine"] = "leaf_spine"
     spines: Positive = 4
     leaves: Positive = 8
     hosts_per_leaf: Positive = 4
-    k: Annotated[int, Field(ge=2, multiple_of=2)] = 4
-    """Fat-tree arity: k pods of k/2 edge and k/2 aggregation switches, (k/2)^2 cores, k^3/4 hosts."""
     link_gbps: Gbps = 100.0
     host_link_gbps: Gbps | None = None
     link_delay_ns: Nanoseconds = 1000
     spine_delay_ns: list[Nanoseconds] | None = None
-    """Leaf-spine only: propagation delay of the links of each spine (one value per spine), for
-    fabrics whose paths differ in length; default ``link_delay_ns`` everywhere."""
+    """Propagation delay of the links of each spine (one value per spine), for fabrics whose paths
+    differ in length; default ``link_delay_ns`` everywhere."""
 
     @model_validator(mode="after")
-    def _spine_delays(self) -> TopologySpec:
-        if self.spine_delay_ns is not None:
-            if self.kind != "leaf_spine":
-                raise _FieldError(("topology", "spine_delay_ns"), "only for leaf_spine topologies")
-            if len(self.spine_delay_ns) != self.spines:
-                raise _FieldError(("topology", "spine_delay_ns"),
-                                  f"gives {len(self.spine_delay_ns)} delays for {self.spines} spines")
+    def _spine_delays(self) -> LeafSpineSpec:
+        if self.spine_delay_ns is not None and len(self.spine_delay_ns) != self.spines:
+            raise _FieldError(("topology", "spine_delay_ns"),
+                              f"gives {len(self.spine_delay_ns)} delays for {self.spines} spines")
         return self
+
+    @property
+    def n_hosts(self) -> int:
+        return self.leaves * self.hosts_per_leaf
+
+    @property
+    def hosts_per_tor(self) -> int:
+        return self.hosts_per_leaf
+
+    @property
+    def max_switch_ports(self) -> int:
+        return max(self.hosts_per_leaf + self.spines, self.leaves)
 
     @property
     def max_link_delay_ns(self) -> int:
         return max([self.link_delay_ns, *(self.spine_delay_ns or [])])
 
     @property
-    def host_gbps(self) -> float:
-        return self.host_link_gbps if self.host_link_gbps is not None else self.link_gbps
+    def max_path_links(self) -> int:
+        return 4  # host, leaf, spine, leaf, host
+
+
+class FatTreeSpec(TopologySpec):
+    """Three-tier k-ary fat-tree (Al-Fares et al.)."""
+
+    kind: Literal["fat_tree"] = "fat_tree"
+    k: Annotated[int, Field(ge=2, multiple_of=2)] = 4
+    """Arity: k pods of k/2 edge and k/2 aggregation switches, (k/2)^2 cores, k^3/4 hosts."""
+    link_gbps: Gbps = 100.0
+    host_link_gbps: Gbps | None = None
+    link_delay_ns: Nanoseconds = 1000
 
     @property
     def n_hosts(self) -> int:
-        if self.kind == "fat_tree":
-            return self.k**3 // 4
-        return self.leaves * self.hosts_per_leaf
+        return self.k**3 // 4
 
     @property
     def hosts_per_tor(self) -> int:
-        return self.k // 2 if self.kind == "fat_tree" else self.hosts_per_leaf
+        return self.k // 2
+
+    @property
+    def max_switch_ports(self) -> int:
+        return self.k
+
+    @property
+    def max_link_delay_ns(self) -> int:
+        return self.link_delay_ns
+
+    @property
+    def max_path_links(self) -> int:
+        return 6  # host, edge, agg, core, agg, edge, host
+
+
+TOPOLOGY_SPECS: dict[str, type[TopologySpec]] = {"leaf_spine": LeafSpineSpec, "fat_tree": FatTreeSpec}
+"""``topology.kind`` -> its spec class."""
+if tuple(TOPOLOGY_SPECS) != TOPOLOGY_KINDS.names():
+    raise ImportError(f"topology kinds with a spec {tuple(TOPOLOGY_SPECS)} differ from those with a graph "
+                      f"builder {TOPOLOGY_KINDS.names()} (pktsim.fabric.topology.TOPOLOGY_KINDS)")
+
+TopologyKind = Literal[TOPOLOGY_KINDS.names()]
+DEFAULT_TOPOLOGY_KIND = "leaf_spine"
+
+
+def _owners() -> dict[str, list[str]]:
+    """Field name -> the kinds that have it."""
+    out: dict[str, list[str]] = {}
+    for kind, cls in TOPOLOGY_SPECS.items():
+        for name in cls.model_fields:
+            out.setdefault(name, []).append(kind)
+    return out
+
+
+def _topology_kind(value: Any) -> Any:
+    """The discriminator: ``kind``, leaf_spine when omitted."""
+    if isinstance(value, dict):
+        return value.get("kind", DEFAULT_TOPOLOGY_KIND)
+    return getattr(value, "kind", DEFAULT_TOPOLOGY_KIND)
+
+
+AnyTopology = Annotated[
+    Union[tuple(Annotated[TOPOLOGY_SPECS[kind], Tag(kind)] for kind in TOPOLOGY_KINDS.names())],
+    Discriminator(_topology_kind),
+]
+"""The scenario's ``topology``: the spec of its kind."""
+
+
+# ---------------------------------------------------------------------------------------------
+# NIC, switch, load balancing, workload, traces
 
 
 class DcqcnSpec(_Strict):
@@ -215,8 +351,9 @@ class SwitchSpec(_Strict):
         return self.buffer_bytes is not None or self.port_buffer_bytes is not None
 
 
-LbScheme = Literal["ecmp", "spray", "spray_switch", "split", "split_minimal", "planned", "adaptive", "flowlet"]
-LB_SCHEMES: tuple[str, ...] = get_args(LbScheme)
+LB_SCHEMES: tuple[str, ...] = SCHEMES.names()
+LbScheme = Literal[LB_SCHEMES]
+PlannerName = Literal[PLANNERS.names()]
 
 
 class LbSpec(_Strict):
@@ -231,8 +368,8 @@ class LbSpec(_Strict):
     """``adaptive``: how many equal-cost next hops a switch samples per packet before taking the
     least loaded: 0 = all of them (exact least backlog), 2 = power-of-two choices, d >= the group
     size = all of them."""
-    planner: Literal["edge_coloring", "greedy", "annealing", "ilp"] = "edge_coloring"
-    """``planned``: how each phase's flows are assigned to spines (see ``pktsim.planners``)."""
+    planner: PlannerName = "edge_coloring"
+    """``planned``: how each phase's flows are assigned to spines (see :mod:`pktsim.planning.planners`)."""
     planner_seed: int | None = None
     """``planned`` with ``annealing``: the annealer's seed (default: the scenario seed)."""
     annealing_steps: Positive = 20_000
@@ -255,9 +392,7 @@ class LbSpec(_Strict):
         return self
 
 
-Collective = Literal[
-    "ring_allreduce", "alltoall_allreduce", "alltoall", "allgather", "reduce_scatter", "permutation", "incast"
-]
+Collective = Literal[COLLECTIVES.names()]
 
 
 class JobSpec(_Strict):
@@ -316,7 +451,7 @@ class Scenario(_Strict):
     seed: int = 1
     profile: str | None = None
     """The network profile (``profiles/<name>.yaml``) the nic and switch sections started from."""
-    topology: TopologySpec = TopologySpec()
+    topology: AnyTopology = LeafSpineSpec()
     nic: NicSpec = NicSpec()
     switch: SwitchSpec = SwitchSpec()
     lb: LbSpec = LbSpec()
@@ -355,247 +490,10 @@ class Scenario(_Strict):
                                   f"{headroom} cannot absorb what arrives while a pause takes effect "
                                   f"(2 x delay x rate + 2 MTU + pause frame = {need})")
             if sw.buffer_bytes is not None:
-                ports = max_switch_ports(topo)
+                ports = topo.max_switch_ports
                 per_port = sw.pfc.xoff_bytes + (headroom if headroom is not None else need)
                 if ports * per_port > sw.buffer_bytes:
                     raise _FieldError(("switch", "pfc", "xoff_bytes"),
                                       f"PFC thresholds above the buffer: {ports} ports x (xoff {sw.pfc.xoff_bytes}"
                                       f" + headroom {per_port - sw.pfc.xoff_bytes}) = {ports * per_port} bytes > "
                                       f"switch.buffer_bytes {sw.buffer_bytes}")
-
-
-PAUSE_FRAME_BYTES = 64
-
-
-def pfc_headroom_bytes(scenario: Scenario) -> int:
-    """Bytes that can still reach a switch on one link after it decides to pause that link: the
-    pause frame's flight and the upstream's reaction (a round trip of the fastest, longest link and
-    its switch latency at line rate), the packet being serialised upstream and the one crossing
-    xoff, and the pause frame itself."""
-    topo = scenario.topology
-    gbps = max(topo.link_gbps, topo.host_gbps)
-    rtt_ns = 2 * (topo.max_link_delay_ns + scenario.switch.latency_ns)
-    return -(-rtt_ns * round(gbps * 1000) // 8000) + 2 * scenario.nic.mtu_bytes + PAUSE_FRAME_BYTES
-
-
-def max_switch_ports(topo: TopologySpec) -> int:
-    """Ports of the largest switch of the topology."""
-    if topo.kind == "fat_tree":
-        return topo.k
-    return max(topo.hosts_per_leaf + topo.spines, topo.leaves)
-
-
-class _FieldError(ValueError):
-    """A cross-field problem that belongs to a specific field."""
-
-    def __init__(self, loc: tuple, msg: str) -> None:
-        super().__init__(msg)
-        self.loc = loc
-
-
-# ---------------------------------------------------------------------------------------------
-# Loading
-
-
-def _dotted(loc: tuple) -> str:
-    out = ""
-    for part in loc:
-        if isinstance(part, int):
-            out += f"[{part}]"
-        else:
-            out += ("." if out else "") + str(part)
-    return out
-
-
-def _read_yaml(path: Path, what: str) -> Any:
-    try:
-        text = path.read_text()
-    except OSError as e:
-        raise InputError(str(path), "", f"cannot read {what}: {e.strerror}") from None
-    try:
-        return yaml.safe_load(text)
-    except yaml.YAMLError as e:
-        mark = getattr(e, "problem_mark", None)
-        where = f"line {mark.line + 1}: " if mark else ""
-        problem = getattr(e, "problem", None) or str(e).splitlines()[0]
-        raise InputError(str(path), "", f"malformed YAML: {where}{problem}") from None
-
-
-def preset_names(section: str) -> list[str]:
-    names: set[str] = set()
-    for base in (Path.cwd(), REPO_ROOT):
-        d = base / PRESET_DIRS[section]
-        if d.is_dir():
-            names.update(p.stem for p in d.glob("*.yaml"))
-    return sorted(names)
-
-
-def _shown(path: Path) -> str:
-    """A path as short as it can be said: relative to the working directory when under it."""
-    try:
-        return str(path.resolve().relative_to(Path.cwd().resolve()))
-    except ValueError:
-        return str(path)
-
-
-def _resolve_ref(section: str, ref: str, origin: str) -> tuple[dict, str]:
-    """A preset name or a path -> (mapping, the file it came from)."""
-    candidates = [Path(ref)] if ref.endswith((".yaml", ".yml")) or "/" in ref else []
-    candidates += [base / PRESET_DIRS[section] / f"{ref}.yaml" for base in (Path.cwd(), REPO_ROOT)]
-    for path in candidates:
-        if path.is_file():
-            data = _read_yaml(path, section)
-            if not isinstance(data, dict):
-                raise InputError(str(path), "", f"a {section} file must be a mapping of fields")
-            # A full scenario file may be given as a topology/workload: take its section.
-            if section in data and isinstance(data[section], dict):
-                data = data[section]
-            return data, str(path) if str(path) == ref else _shown(path)
-    known = ", ".join(preset_names(section)) or "none"
-    raise InputError(origin, section, f"no preset or file named {ref!r} (presets: {known})")
-
-
-def _parse_value(text: str) -> Any:
-    try:
-        return yaml.safe_load(text)
-    except yaml.YAMLError:
-        return text
-
-
-def _set_path(data: dict, dotted: str, value: Any, origin: str) -> None:
-    keys = dotted.split(".")
-    node: Any = data
-    for i, key in enumerate(keys[:-1]):
-        if isinstance(node, list):
-            if not key.isdigit() or int(key) >= len(node):
-                raise InputError(origin, dotted, f"{'.'.join(keys[:i])} has no item {key}")
-            node = node[int(key)]
-            continue
-        if node.get(key) is None:
-            node[key] = {}
-        node = node[key]
-        if not isinstance(node, (dict, list)):
-            raise InputError(origin, dotted, f"{'.'.join(keys[: i + 1])} is not a section")
-    last = keys[-1]
-    if isinstance(node, list):
-        if not last.isdigit() or int(last) >= len(node):
-            raise InputError(origin, dotted, f"no item {last}")
-        node[int(last)] = value
-    else:
-        node[last] = value
-
-
-PROFILE_SECTIONS = ("nic", "switch")
-
-
-def _merged(base: Any, over: Any) -> Any:
-    """``over`` on top of ``base``, mappings merged key by key."""
-    if isinstance(base, dict) and isinstance(over, dict):
-        return {**base, **{k: _merged(base.get(k), v) for k, v in over.items()}}
-    return over
-
-
-def _apply_profile(data: dict, ref: str, origin: str, sources: dict[str, str]) -> None:
-    """Start the nic and switch sections from the network profile ``ref``; what the scenario
-    itself says about them wins."""
-    prof, source = _resolve_ref("profile", ref, origin)
-    extra = sorted(set(prof) - set(PROFILE_SECTIONS))
-    if extra:
-        raise InputError(source, extra[0], f"a profile sets only {' and '.join(PROFILE_SECTIONS)}")
-    for section in PROFILE_SECTIONS:
-        if section in prof:
-            data[section] = _merged(prof[section], data.get(section) or {})
-            sources.setdefault(section, source)
-    data["profile"] = Path(ref).stem
-
-
-def load_scenario(
-    path: str | None = None,
-    *,
-    topology: str | None = None,
-    workload: str | None = None,
-    lb: str | None = None,
-    seed: int | None = None,
-    profile: str | None = None,
-    overrides: list[str] = (),
-) -> Scenario:
-    """Build and validate a scenario from a file (or the built-in default) and command-line options.
-
-    ``overrides`` are ``key=value`` strings; the value is read as YAML (``8``, ``true``, ``[h0, h1]``).
-    """
-    origin = path or "default scenario"
-    data: dict[str, Any] = {}
-    if path is not None:
-        loaded = _read_yaml(Path(path), "scenario")
-        if loaded is None:
-            loaded = {}
-        if not isinstance(loaded, dict):
-            raise InputError(path, "", "a scenario file must be a mapping of fields")
-        data = loaded
-    else:
-        data = {"name": "default", "topology": "small", "workload": "ring_allreduce"}
-    data = copy.deepcopy(data)
-
-    # Which file each top-level section came from, to name it in errors.
-    sources: dict[str, str] = {}
-    sets: list[tuple[str, Any]] = []
-    if topology is not None:
-        data["topology"] = topology
-        sources["topology"] = "--topology"
-    if workload is not None:
-        data["workload"] = workload
-        sources["workload"] = "--workload"
-    for item in overrides:
-        if "=" not in item:
-            raise InputError("--set", item, "expected key=value")
-        key, text = item.split("=", 1)
-        sets.append((key.strip(), _parse_value(text)))
-    if lb is not None:
-        sets.append(("lb.scheme", lb))
-    if seed is not None:
-        sets.append(("seed", seed))
-
-    if profile is not None:
-        data["profile"] = profile
-        sources["profile"] = "--profile"
-    ref = data.get("profile")
-    if isinstance(ref, str):
-        _apply_profile(data, ref, sources.get("profile", origin), sources)
-    for section in ("topology", "workload"):
-        ref = data.get(section)
-        if isinstance(ref, str):
-            data[section], sources[section] = _resolve_ref(section, ref, sources.get(section, origin))
-    set_keys = {}
-    for key, value in sets:
-        _set_path(data, key, value, "--set")
-        set_keys[key] = value
-
-    try:
-        return Scenario.model_validate(data)
-    except ValidationError as e:
-        err = e.errors()[0]
-        loc = tuple(err["loc"])
-        msg = err["msg"]
-        ctx_err = (err.get("ctx") or {}).get("error")
-        if isinstance(ctx_err, _FieldError):
-            loc, msg = ctx_err.loc, str(ctx_err)
-        elif msg.startswith("Value error, "):
-            msg = msg[len("Value error, "):]
-        # Drop pydantic's union/tag noise such as 'literal['packed', ...]' from the location.
-        loc = tuple(p for p in loc if isinstance(p, int) or not ("[" in p or p in ("list[str]", "str", "int")))
-        field = _dotted(loc)
-        if err["type"] == "extra_forbidden":
-            msg = "unknown field"
-        elif err["type"] == "literal_error":
-            msg = f"{msg} (got {err['input']!r})"
-        elif "input" in err and err["type"] not in ("missing",) and not isinstance(err["input"], (dict, list)):
-            if repr(err["input"]) not in msg:
-                msg = f"{msg} (got {err['input']!r})"
-        source = origin
-        for key in set_keys:
-            norm = _dotted(tuple(int(k) if k.isdigit() else k for k in key.split(".")))
-            if field and (field == norm or field.startswith(norm + ".") or norm.startswith(field + ".")):
-                source = f"--set {key}"
-        if source == origin and loc and loc[0] in sources:
-            source = sources[loc[0]]
-        raise InputError(source, field, msg) from None

@@ -27,14 +27,17 @@ Conventions
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from typing import NamedTuple
+from typing import TYPE_CHECKING, NamedTuple
 
 import numpy as np
 
 from pktsim.errors import InputError
-from pktsim.scenario import JobSpec
+from pktsim.registry import Registry
 from pktsim.units import split_evenly
 from pktsim.workload.dag import CollectiveOp, Message, Workload
+
+if TYPE_CHECKING:  # the scenario's JobSpec takes its list of collectives from COLLECTIVES below
+    from pktsim.scenario import JobSpec
 
 RING_COLLECTIVES = ("ring_allreduce", "reduce_scatter", "allgather")
 
@@ -231,21 +234,27 @@ def _incast(job: JobSpec) -> list[_Send]:
     return sends
 
 
+Generator = Callable[["JobSpec", int, int], list[_Send]]
+"""``generator(job, index, seed)``: one op of ``job`` (the ``index``-th job) as :class:`_Send` s."""
+
+COLLECTIVES: Registry[Generator] = Registry("collective")
+"""``workload.jobs[i].collective`` -> its generator, in the order the scenario lists them."""
+COLLECTIVES.add("ring_allreduce", lambda job, index, seed: _ring(job, index))
+COLLECTIVES.add("alltoall_allreduce", lambda job, index, seed: _alltoall_allreduce(job))
+COLLECTIVES.add("alltoall", lambda job, index, seed: _alltoall(job))
+COLLECTIVES.add("allgather", lambda job, index, seed: _ring(job, index))
+COLLECTIVES.add("reduce_scatter", lambda job, index, seed: _ring(job, index))
+COLLECTIVES.add("permutation", _permutation)
+COLLECTIVES.add("incast", lambda job, index, seed: _incast(job))
+
+
 def _collective_sends(job: JobSpec, index: int, seed: int) -> list[_Send]:
     """One op of ``job`` (the ``index``-th job) as messages between ranks with op-local deps."""
     if job.bytes < 1:
         raise InputError("workload", _field(index, "bytes"), "must be at least 1 byte")
-    if job.collective in RING_COLLECTIVES:
-        return _ring(job, index)
-    if job.collective == "alltoall":
-        return _alltoall(job)
-    if job.collective == "alltoall_allreduce":
-        return _alltoall_allreduce(job)
-    if job.collective == "permutation":
-        return _permutation(job, index, seed)
-    if job.collective == "incast":
-        return _incast(job)
-    raise InputError("workload", _field(index, "collective"), f"unknown collective {job.collective!r}")
+    if job.collective not in COLLECTIVES:
+        raise InputError("workload", _field(index, "collective"), f"unknown collective {job.collective!r}")
+    return COLLECTIVES[job.collective](job, index, seed)
 
 
 # ---------------------------------------------------------------------------------------------

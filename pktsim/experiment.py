@@ -1,0 +1,120 @@
+"""The backend contract: one prepared experiment, any backend.
+
+:func:`prepare` builds, once per scenario, what every backend executes: the fabric (paths), the
+load-balancing scheme, the workload's message DAG, the ideal times and the flow plan (subflows and
+their entropies). A :class:`Backend` says whether it can model a scenario and runs a prepared
+experiment with a recorder and a progress callback, returning a :class:`~pktsim.summary.RunSummary`.
+Backends are registered by name in :data:`pktsim.backends.BACKENDS`; none imports another.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Callable
+
+from pktsim.analysis.congestion import CongestionMeter
+from pktsim.analysis.ideal import ideal_times
+from pktsim.errors import InputError
+from pktsim.fabric.fabric import Fabric
+from pktsim.fabric.topology import build_graph
+from pktsim.fabric.selectors import LoadBalancing
+from pktsim.planning.flow_plan import FlowPlanner
+from pktsim.scenario import Scenario
+from pktsim.workload.collectives import build_workload
+from pktsim.workload.dag import Workload
+from pktsim.workload.execution import DagExecution
+
+if TYPE_CHECKING:
+    from pktsim.summary import RunSummary
+    from pktsim.traces import Recorder
+
+
+@dataclass(frozen=True)
+class Experiment:
+    """A scenario made ready to run: the same for every backend, built once (see :func:`prepare`)."""
+
+    scenario: Scenario
+    fabric: Fabric
+    lb: LoadBalancing
+    workload: Workload
+    ideal_fct_ps: list[int]
+    """Per message: its completion time alone on an idle fabric (ps)."""
+    ideal_op_ps: list[int]
+    """Per collective op: a lower bound on its duration (ps)."""
+    flow_plan: FlowPlanner
+    packets_total: int
+    """Packets the workload puts on the wire, its messages cut into the planned subflows."""
+
+    def execution(self) -> DagExecution:
+        """A fresh execution of the DAG (one per run: it holds the run's times)."""
+        return DagExecution(
+            self.workload, self.ideal_fct_ps, self.ideal_op_ps, CongestionMeter(self.fabric, self.workload)
+        )
+
+
+def prepare(scenario: Scenario) -> Experiment:
+    """Build the fabric, the workload, the ideal times and the flow plan of ``scenario``.
+    Placement and planning problems surface here, before anything is written."""
+    graph = build_graph(scenario.topology)
+    fabric = Fabric(graph, scenario.seed, scenario.switch.latency_ns)
+    workload = build_workload(scenario.workload.jobs, fabric.hosts, scenario.topology.hosts_per_tor, scenario.seed)
+    ideal_fct_ps, ideal_op_ps = ideal_times(fabric, scenario, workload)
+    plan = FlowPlanner(scenario, fabric, workload)
+    return Experiment(
+        scenario=scenario, fabric=fabric, lb=LoadBalancing.from_spec(scenario.lb), workload=workload,
+        ideal_fct_ps=ideal_fct_ps, ideal_op_ps=ideal_op_ps, flow_plan=plan,
+        packets_total=plan.packets(workload, scenario.nic.payload_bytes),
+    )
+
+
+@dataclass
+class Progress:
+    """What a progress display needs, reported by a backend as it runs."""
+
+    packets_delivered: int
+    """Data packets delivered (the packet backend: handed to the receiving NICs' last links on the
+    ideal fabric, first copies received with the transport model; the fluid backend: the packets of
+    the flows received)."""
+    packets_total: int
+    """Packets the workload will send."""
+    messages_done: int
+    messages_total: int
+    sim_time_ns: int
+    events: int
+
+
+ProgressCallback = Callable[[Progress], None]
+
+
+class Unsupported(InputError):
+    """A backend cannot model a scenario (one line: which field, and why)."""
+
+
+class Backend(ABC):
+    """An engine that executes a prepared experiment and writes its tables through a recorder."""
+
+    name: str
+    """The name users give with ``--backend``."""
+
+    def unsupported(self, scenario: Scenario) -> Unsupported | None:
+        """Why this backend cannot model ``scenario`` (None: it can)."""
+        return None
+
+    def check(self, scenario: Scenario) -> None:
+        """Raise :class:`Unsupported` when this backend cannot model ``scenario``."""
+        problem = self.unsupported(scenario)
+        if problem is not None:
+            raise problem
+
+    @abstractmethod
+    def run(self, experiment: Experiment, recorder: Recorder | None = None,
+            progress: ProgressCallback | None = None) -> RunSummary:
+        """Execute ``experiment`` to completion; rows go to ``recorder`` (None: no traces)."""
+
+
+def needs_transport_model(scenario: Scenario) -> bool:
+    """True when the scenario needs more than the ideal fabric (ACKs, finite buffers, PFC or ECN):
+    the packet backend's event-driven ports and reliable transport, which no flow model has."""
+    sw = scenario.switch
+    return scenario.nic.transport != "ideal" or sw.finite or sw.pfc.enabled or sw.ecn is not None

@@ -1,0 +1,31 @@
+"""PFC headroom physics: how many bytes can still arrive on a link after a switch pauses it.
+
+The scenario's validation uses these to refuse PFC thresholds that cannot be lossless; the switch
+buffer model (:mod:`pktsim.packet.switch_buffer`) uses them for its default headroom.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from pktsim.scenario import Scenario, TopologySpec
+
+PAUSE_FRAME_BYTES = 64
+"""Size of a PFC pause (or resume) frame on the wire."""
+
+
+def pfc_headroom_bytes(scenario: Scenario) -> int:
+    """Bytes that can still reach a switch on one link after it decides to pause that link: the
+    pause frame's flight and the upstream's reaction (a round trip of the fastest, longest link and
+    its switch latency at line rate), the packet being serialised upstream and the one crossing
+    xoff, and the pause frame itself."""
+    topo = scenario.topology
+    gbps = max(topo.link_gbps, topo.host_gbps)
+    rtt_ns = 2 * (topo.max_link_delay_ns + scenario.switch.latency_ns)
+    return -(-rtt_ns * round(gbps * 1000) // 8000) + 2 * scenario.nic.mtu_bytes + PAUSE_FRAME_BYTES
+
+
+def max_switch_ports(topo: TopologySpec) -> int:
+    """Ports of the largest switch of the topology (each kind's spec knows its own)."""
+    return topo.max_switch_ports

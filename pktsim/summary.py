@@ -1,0 +1,95 @@
+"""The summary of a run (``summary.json``): what every backend returns, typed.
+
+Its keys are documented in ``traces/README.md``. A :class:`RunSummary` reads like the JSON object
+it is written as (``summary["jobs"][0]["slowdown"]``), so notebooks and tests use one shape.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any, Iterator
+
+from pktsim import __version__
+from pktsim.scenario import Scenario
+from pktsim.units import ps_to_ns
+from pktsim.workload.execution import DagExecution
+
+
+@dataclass
+class RunSummary(Mapping):
+    """The outcome of one run on one backend. Times in ns, sizes in bytes, ``wall_s`` in seconds."""
+
+    name: str
+    seed: int
+    backend: str
+    lb: str
+    wall_s: float
+    events: int
+    """Engine events processed (the fluid backend: rate recomputations)."""
+    packet_hops: int
+    """Packets times links crossed (the fluid backend: what the packet backend would process)."""
+    sim_time_ns: int
+    messages: int
+    flows: int
+    packets: int
+    largest_queue: dict | None
+    plan_s: float
+    transport: dict | None
+    jobs: list[dict]
+    scenario: dict
+    version: str = __version__
+    out: str | None = None
+    """The run directory, once written there."""
+
+    @property
+    def events_per_packet_hop(self) -> float | None:
+        return self.events / self.packet_hops if self.packet_hops else None
+
+    @property
+    def packet_hops_per_s(self) -> float | None:
+        return self.packet_hops / self.wall_s if self.wall_s > 0 else None
+
+    def to_json(self) -> dict[str, Any]:
+        """The content of ``summary.json``."""
+        d = {
+            "name": self.name, "version": self.version, "seed": self.seed, "backend": self.backend, "lb": self.lb,
+            "wall_s": self.wall_s, "events": self.events, "packet_hops": self.packet_hops,
+            "events_per_packet_hop": self.events_per_packet_hop, "packet_hops_per_s": self.packet_hops_per_s,
+            "sim_time_ns": self.sim_time_ns, "messages": self.messages, "flows": self.flows, "packets": self.packets,
+            "largest_queue": self.largest_queue, "plan_s": self.plan_s, "transport": self.transport,
+            "jobs": self.jobs, "scenario": self.scenario,
+        }
+        if self.out is not None:
+            d["out"] = self.out
+        return d
+
+    def __getitem__(self, key: str) -> Any:
+        return self.to_json()[key]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.to_json())
+
+    def __len__(self) -> int:
+        return len(self.to_json())
+
+
+def job_results(scenario: Scenario, execution: DagExecution) -> list[dict]:
+    """Per job: the completion time of every iteration, the ideal, the slowdown, the congestion."""
+    jobs = []
+    workload = execution.workload
+    for job in scenario.workload.jobs:
+        ops = [op.op for op in workload.collectives if op.job == job.name]
+        cct = [ps_to_ns(execution.op_end_ps[op] - execution.op_start_ps(op)) for op in ops]
+        ideal = [ps_to_ns(execution.ideal_op_ps[op]) for op in ops]
+        mean, ideal_mean = sum(cct) / len(cct), sum(ideal) / len(ideal)
+        congestion = [p["congestion"] for p in execution.phases if p["job"] == job.name]
+        jobs.append({
+            "name": job.name, "collective": job.collective, "ranks": job.ranks, "bytes": job.bytes,
+            "iterations": job.iterations, "cct_ns": cct, "ideal_cct_ns": ideal, "mean_cct_ns": mean,
+            "mean_ideal_cct_ns": ideal_mean, "slowdown": mean / ideal_mean if ideal_mean else None,
+            "start_ns": ps_to_ns(execution.op_start_ps(ops[0])), "end_ns": ps_to_ns(execution.op_end_ps[ops[-1]]),
+            "max_congestion": max(congestion, default=None),
+            "mean_congestion": sum(congestion) / len(congestion) if congestion else None,
+        })
+    return jobs
