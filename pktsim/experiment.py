@@ -73,9 +73,8 @@ class Progress:
     """What a progress display needs, reported by a backend as it runs."""
 
     packets_delivered: int
-    """Data packets delivered (the packet backend: handed to the receiving NICs' last links on the
-    ideal fabric, first copies received with the transport model; the fluid backend: the packets of
-    the flows received)."""
+    """Data packets delivered (the packet backend: first copies handed to the receiving NICs; the
+    fluid backend: the packets of the flows received)."""
     packets_total: int
     """Packets the workload will send."""
     messages_done: int

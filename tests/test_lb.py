@@ -38,7 +38,7 @@ def _host_index(name: str) -> int:
 
 
 class Fabric:
-    """Where a host sits, from the topology's own definition (DESIGN.md: hosts in leaf order)."""
+    """Where a host sits, from the topology's own definition (hosts are numbered in leaf order)."""
 
     def __init__(self, sc: Scenario) -> None:
         topo = sc.topology

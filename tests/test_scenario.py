@@ -125,12 +125,12 @@ def test_k_on_a_leaf_spine_is_refused_by_the_command_line_in_one_line(tmp_path: 
     assert not (tmp_path / "traces").exists()
 
 
-def test_a_field_of_another_kind_at_its_default_is_dropped() -> None:
-    """What the README's example does (``k: 4`` on a leaf-spine): harmless, and not in the dump."""
-    sc = load_scenario(overrides=["topology.k=4"])
-    assert sc.topology.kind == "leaf_spine" and "k" not in sc.model_dump()["topology"]
-    sc = load_scenario(topology="fat_tree_k4", overrides=["topology.spines=4", "topology.spine_delay_ns=null"])
-    assert sc.topology == FatTreeSpec(k=4)
+def test_a_field_of_another_kind_is_an_error_even_at_its_default() -> None:
+    """No field is silently ignored: ``k`` means nothing on a leaf-spine, whatever its value."""
+    for topology, field in ((None, "k=4"), ("fat_tree_k4", "spines=4"), ("fat_tree_k4", "spine_delay_ns=null")):
+        with pytest.raises(InputError) as e:
+            load_scenario(topology=topology, overrides=[f"topology.{field}"])
+        assert e.value.field == f"topology.{field.split('=')[0]}" and "only for" in e.value.problem
 
 
 def test_set_topology_kind_switches_the_kind_of_a_preset() -> None:
@@ -166,6 +166,12 @@ def test_registries_are_the_scenarios_choices() -> None:
     assert tuple(TOPOLOGY_SPECS) == TOPOLOGY_KINDS.names() == ("leaf_spine", "fat_tree")
     for kind, cls in TOPOLOGY_SPECS.items():
         assert get_args(cls.model_fields["kind"].annotation) == (kind,)
+    from pktsim.packet.cc import CONGESTION_CONTROLS
+    from pktsim.packet.recovery import LOSS_RECOVERIES
+    from pktsim.scenario import NicSpec
+
+    assert get_args(NicSpec.model_fields["cc"].annotation) == CONGESTION_CONTROLS.names() == ("none", "dcqcn", "dctcp")
+    assert get_args(NicSpec.model_fields["transport"].annotation) == LOSS_RECOVERIES.names() == ("ideal", "gbn", "sr")
     for name in COLLECTIVES:  # every registered collective validates and generates messages
         job = {"collective": name, "ranks": 4, "bytes": 4096}
         sc = load_scenario(overrides=[f"workload.jobs=[{job}]".replace("'", "")])

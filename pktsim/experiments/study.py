@@ -40,15 +40,15 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from pktsim.backends import BACKENDS, backend
-from pktsim.errors import InputError
+from pktsim.errors import InputError, TooLarge
 from pktsim.experiment import prepare
-from pktsim.traces import FILE_SCHEMAS
+from pktsim.planning.planners import PLANNERS
 from pktsim.scenario import LB_SCHEMES, Scenario, load_scenario, preset_names
+from pktsim.traces import FILE_SCHEMAS
 from pktsim.units import format_bytes, parse_bytes
 
 FABRICS = ("ls16x16x16", "ls32x64x32")
 WORKLOADS = ("ring_packed", "ring_random", "alltoall", "permutation", "multi_job")
-PLANNERS = ("edge_coloring", "greedy", "annealing", "ilp")
 SCHEMES = (
     "ecmp", "spray", "split2", "split4", "split8", "split16", "split_minimal",
     *(f"planned:{p}" for p in PLANNERS), "planned:edge_coloring/cluster", "adaptive", "flowlet",
@@ -210,9 +210,10 @@ def execute(run: RunSpec) -> dict:
     try:
         scenario = load_scenario(topology=run.fabric, seed=run.seed, profile=run.profile, overrides=list(run.overrides))
         summary = backend(run.backend).run(prepare(scenario))
+    except TooLarge:
+        return _empty_row(run, "too large")
     except InputError as e:
-        status = "too large" if "too large" in e.problem else f"error: {e}"
-        return _empty_row(run, status)
+        return _empty_row(run, f"error: {e}")
     except Exception as e:  # a crash of one run must not lose the others; its row says what happened
         return _empty_row(run, f"error: {type(e).__name__}: {e}")
     row = _empty_row(run, "ok")

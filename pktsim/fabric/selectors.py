@@ -93,11 +93,11 @@ class RandomSelect:
 class AdaptiveSelect:
     """Adaptive routing: the equal-cost next hop with the least backlog when the packet arrives.
 
-    A port's backlog at time t is ``max(0, busy_until - t)`` picoseconds of serialisation
-    (DESIGN.md principle 3: a FIFO at a fixed rate knows it without an event); in a group whose
-    rates differ it is compared in bytes (divided by the port's ps per byte). The time is the
-    packet's arrival at the switch (``pkt.t``); the packet joins the queue ``switch.latency_ns``
-    later, which shifts every backlog alike and so keeps their order. Ties go to the first port
+    A port's backlog at time t is ``max(0, busy_until - t)`` picoseconds of serialisation (a FIFO
+    at a fixed rate knows its backlog without an event: ``busy_until`` is set at enqueue); in a
+    group whose rates differ it is compared in bytes (divided by the port's ps per byte). The time
+    is ``pkt.t``, when the packet is forwarded and joins the egress queue (the switch's latency is
+    modelled on the link into it, see :class:`pktsim.packet.ports.EgressPort`). Ties go to the first port
     in the group rotated by the salted hash of the packet's key, so equal ports (idle fabric) are
     spread over flows as ECMP would and the choice stays deterministic.
 

@@ -58,7 +58,7 @@ class Simulation:
     def _post(self, msg_id: int) -> None:
         """Hand a ready message to its source NIC, split into the scheme's subflows."""
         m = self.workload.messages[msg_id]
-        self.dag.posted(msg_id, self.env._now)
+        self.dag.posted(msg_id, self.env.now)
         src = self.net.host_index[m.src]
         dst = self.net.host_index[m.dst]
         nic = self.net.nics[src]
@@ -87,7 +87,7 @@ class Simulation:
         if self.recorder is not None and not self.net.transport_model:
             self._record_flow(flow, path, spine_bytes)
         if self.dag.flow_received(flow.msg, flow.bytes, flow.start_ps, t_ps, path, spine_bytes):
-            self.env.timeout(t_ps - self.env._now, flow.msg).callbacks.append(self._on_message_done)
+            self.env.timeout(t_ps - self.env.now, flow.msg).callbacks.append(self._on_message_done)
 
     def _paths(self, flow: Flow) -> tuple[list[str] | None, list[tuple[str, int]]]:
         """The flow's path (when all its packets took one) and its payload bytes per turning point."""
@@ -112,7 +112,7 @@ class Simulation:
         self.recorder.flow_done(FlowRow(
             flow_id=f.flow_id, msg_id=f.msg, subflow=f.subflow, src=hosts[f.src], dst=hosts[f.dst], bytes=f.bytes,
             start_ns=ps_to_ns(f.start_ps), end_ns=ps_to_ns(f.end_ps), packets=f.packets,
-            retransmits=getattr(f, "retransmits", 0), spurious_retransmits=getattr(f, "spurious", 0),
+            retransmits=f.retransmits, spurious_retransmits=f.spurious,
             entropy=f.entropy, path=path, spine_bytes=[{"node": n, "bytes": b} for n, b in spine_bytes],
         ))
 
@@ -172,12 +172,8 @@ class Simulation:
         return events
 
     def _progress(self, events: int) -> Progress:
-        if self.net.transport_model:  # first copies of data packets (not ACKs, not resends)
-            delivered = sum(nic.delivered for nic in self.net.nics)
-        else:
-            delivered = sum(port.packets for port in self.net.host_ports)
         return Progress(
-            delivered, self.experiment.packets_total,
+            sum(nic.delivered for nic in self.net.nics), self.experiment.packets_total,
             self.dag.messages_done, len(self.workload.messages), ps_to_ns(self.env.now), events,
         )
 

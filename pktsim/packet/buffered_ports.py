@@ -123,6 +123,14 @@ class BufferedPort(EgressPort):
         self.iv_drops = self.iv_marks = self.iv_paused = 0
         self.drops = self.marks = self.paused_ps = 0
 
+    def feed(self, on_arrival: Callable[[Wire], None]) -> None:
+        """The link ends at a switch: ``on_arrival(wire)`` runs when the head packet reaches it."""
+        self.wire.arrival_callbacks = (on_arrival,)
+
+    def feed_host(self, nic) -> None:
+        """The link ends at a host: the NIC's ``on_arrival(wire)`` runs when a packet reaches it."""
+        self.wire.arrival_callbacks = (nic.on_arrival,)
+
     # -- what the rest of the simulator reads --------------------------------------------------
 
     @property

@@ -62,6 +62,11 @@ class Flow:
         "rx_bytes", "start_ps", "end_ps", "via_bytes", "path",
     )
 
+    retransmits = 0
+    """Copies resent (the ideal transport never resends; the reliable one counts them per flow)."""
+    spurious = 0
+    """Resent copies the receiver already had."""
+
     def __init__(
         self, flow_id: int, msg: int, subflow: int, src: int, dst: int, nbytes: int, packets: int, entropy: int
     ) -> None:

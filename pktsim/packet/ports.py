@@ -117,6 +117,15 @@ class Port(EgressPort):
         self.deliver: Callable[[Packet, int], None] | None = None
         """Receiving NIC's ``deliver(pkt, arrival_ps)``, called at enqueue (no event)."""
 
+    def feed(self, on_arrival: Callable[[Port], None]) -> None:
+        """The link ends at a switch: ``on_arrival(port)`` runs when the head packet reaches it."""
+        self.arrival_callbacks = (on_arrival,)
+
+    def feed_host(self, nic) -> None:
+        """The link ends at a host: its NIC is handed each packet at enqueue, with its arrival
+        time (every packet to a host crosses this one port, so they arrive in order)."""
+        self.deliver = nic.deliver
+
     def send(self, pkt: Packet, t: int) -> None:
         """Enqueue ``pkt`` at time ``t`` (>= now, in ps)."""
         if t >= self.iv_end:

@@ -14,7 +14,7 @@ from pktsim.packet.ports import Port
 class Switch:
     """Forwards each arriving packet to an egress port chosen among the equal-cost next hops
     toward its destination (``fib[dst_host]``): by default the salted hash of the packet's 5-tuple
-    key (:func:`pktsim.routing.salted_hash`), memoised per key since a connection's key is fixed;
+    key (:func:`pktsim.fabric.hashing.salted_hash`), memoised per key since a connection's key is fixed;
     or a ``select(pkt, group)`` policy (the hash per packet for sprayed keys, random choice, ...).
 
     Its forwarding latency (``switch.latency_ns``) is not applied here but on the links into it

@@ -16,6 +16,8 @@ from pydantic import BaseModel, BeforeValidator, ConfigDict, Discriminator, Fiel
 from pktsim.fabric.pfc import pfc_headroom_bytes
 from pktsim.fabric.selectors import SCHEMES
 from pktsim.fabric.topology import TOPOLOGY_KINDS
+from pktsim.packet.cc import CONGESTION_CONTROLS
+from pktsim.packet.recovery import LOSS_RECOVERIES
 from pktsim.planning.planners import PLANNERS
 from pktsim.units import parse_bytes, parse_ns
 from pktsim.workload.collectives import COLLECTIVES
@@ -49,8 +51,7 @@ class _Strict(BaseModel):
 class TopologySpec(_Strict):
     """What every kind of topology knows about itself. One subclass per kind of
     :data:`~pktsim.fabric.topology.TOPOLOGY_KINDS`; the fields of one kind are errors on another
-    ("topology.k: only for fat_tree topologies"), except a value equal to that field's default,
-    which is dropped (so a file may keep, say, the documented ``k: 4`` on a leaf-spine)."""
+    ("topology.k: only for fat_tree topologies")."""
 
     kind: str
 
@@ -59,13 +60,10 @@ class TopologySpec(_Strict):
     def _fields_of_other_kinds(cls, data: Any) -> Any:
         if not isinstance(data, dict):
             return data
-        foreign = [name for name in data if name not in cls.model_fields and name in _owners()]
-        for name in foreign:
-            owners = _owners()[name]
-            default = TOPOLOGY_SPECS[owners[0]].model_fields[name].default
-            if data[name] != default:
-                raise _FieldError(("topology", name), f"only for {' or '.join(owners)} topologies")
-        return {k: v for k, v in data.items() if k not in foreign}
+        for name in data:
+            if name not in cls.model_fields and name in _owners():
+                raise _FieldError(("topology", name), f"only for {' or '.join(_owners()[name])} topologies")
+        return data
 
     @property
     def host_gbps(self) -> float:
@@ -248,12 +246,12 @@ class DctcpSpec(_Strict):
 class NicSpec(_Strict):
     mtu_bytes: Bytes = 4096
     header_bytes: Bytes = 64
-    transport: Literal["ideal", "gbn", "sr"] = "ideal"
+    transport: Literal[LOSS_RECOVERIES.names()] = "ideal"
     """``ideal``: every byte sent once at line rate, no ACKs. ``gbn``: RoCE go-back-N (the
     receiver drops out-of-order packets and NACKs the expected one; the sender rewinds).
     ``sr``: selective repeat (IRN-style: out-of-order packets kept, selective ACKs; a packet is
     resent when a packet sent ``reorder_window_ns`` after it has been acknowledged, or on timeout)."""
-    cc: Literal["none", "dcqcn", "dctcp"] = "none"
+    cc: Literal[CONGESTION_CONTROLS.names()] = "none"
     """Congestion control: ``none`` sends at line rate; ``dcqcn`` paces each connection at a rate
     cut on CNPs; ``dctcp`` limits each connection's bytes in flight to a window cut by the fraction
     of ECN-marked bytes. Both need ``switch.ecn`` and a reliable transport."""
