@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from pktsim.units import ns_to_ps, ps_per_byte
+
 if TYPE_CHECKING:
     from pktsim.scenario import Scenario, TopologySpec
 
@@ -22,8 +24,10 @@ def pfc_headroom_bytes(scenario: Scenario) -> int:
     xoff, and the pause frame itself."""
     topo = scenario.topology
     gbps = max(topo.link_gbps, topo.host_gbps)
-    rtt_ns = 2 * (topo.max_link_delay_ns + scenario.switch.latency_ns)
-    return -(-rtt_ns * round(gbps * 1000) // 8000) + 2 * scenario.nic.mtu_bytes + PAUSE_FRAME_BYTES
+    rtt_ps = ns_to_ps(2 * (topo.max_link_delay_ns + scenario.switch.latency_ns))
+    ppb = ps_per_byte(gbps)
+    in_flight = -(-rtt_ps * ppb.denominator // ppb.numerator)  # bytes arriving in rtt_ps, rounded up
+    return in_flight + 2 * scenario.nic.mtu_bytes + PAUSE_FRAME_BYTES
 
 
 def max_switch_ports(topo: TopologySpec) -> int:

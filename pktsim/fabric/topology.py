@@ -9,11 +9,11 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Callable
 
-import networkx as nx
-
 from pktsim.registry import Registry
 
 if TYPE_CHECKING:  # the scenario's topology kinds are read from TOPOLOGY_KINDS below
+    import networkx as nx
+
     from pktsim.scenario import FatTreeSpec, LeafSpineSpec, TopologySpec
 
 TOPOLOGY_KINDS: Registry[Callable[[TopologySpec], nx.Graph]] = Registry("topology kind")
@@ -49,6 +49,8 @@ def leaf_spine(
 ) -> nx.Graph:
     """Every leaf connects to every spine with one ``link_gbps`` link (delay ``spine_delay_ns[s]``
     for spine s if given); hosts hang off leaves."""
+    import networkx as nx  # imported when used: the scenario imports this module for its registry
+
     g = nx.Graph(kind="leaf_spine")
     for s in range(spines):
         g.add_node(f"spine{s}", kind="switch", tier=2)
@@ -64,6 +66,8 @@ def leaf_spine(
 def fat_tree(k: int, link_gbps: float, host_gbps: float, delay_ns: int) -> nx.Graph:
     """k-ary fat-tree (Al-Fares et al.): k pods of k/2 edge and k/2 aggregation switches,
     (k/2)^2 cores; core (i, j) connects to aggregation switch i of every pod."""
+    import networkx as nx  # imported when used: the scenario imports this module for its registry
+
     half = k // 2
     g = nx.Graph(kind="fat_tree")
     for c in range(half * half):
@@ -101,6 +105,8 @@ def next_hops(g: nx.Graph) -> dict[str, dict[str, list[str]]]:
 
     Hosts are single-homed, so routing toward a host is routing toward its ToR; one BFS per ToR.
     """
+    import networkx as nx  # imported when used: the scenario imports this module for its registry
+
     switches = [n for n, d in g.nodes(data=True) if d["kind"] == "switch"]
     fabric = g.subgraph(switches)
     tors = sorted({host_tor(g, h) for h in hosts(g)}, key=_natural)

@@ -64,7 +64,7 @@ from pktsim.fluid.maxmin import max_min_rates
 from pktsim.scenario import Scenario
 from pktsim.summary import RunSummary, job_results
 from pktsim.traces import FlowRow, Recorder
-from pktsim.units import ns_to_ps, ps_per_byte, ps_to_ns
+from pktsim.units import PS_PER_NS, ns_to_ps, ps_per_byte, ps_to_ns
 
 DRAIN_TOLERANCE_PS = 1.0
 """Flows whose drain is due within this much of the earliest are drained together (float noise of
@@ -249,10 +249,10 @@ class _Active:
 
     def set_rates(self, slots: np.ndarray, rate: np.ndarray, now: float) -> None:
         """New rates (Gbit/s) for ``slots`` from ``now``: bring their bits up to date, reschedule."""
-        self.bits[slots] = np.maximum(self.bits[slots] - self.rate[slots] * ((now - self.t_ref[slots]) / 1000.0), 0.0)
+        self.bits[slots] = np.maximum(self.bits[slots] - self.rate[slots] * ((now - self.t_ref[slots]) / PS_PER_NS), 0.0)
         self.t_ref[slots] = now
         self.rate[slots] = rate
-        self.due[slots] = now + self.bits[slots] / rate * 1000.0
+        self.due[slots] = now + self.bits[slots] / rate * PS_PER_NS
 
 
 class FluidBackend(Backend):

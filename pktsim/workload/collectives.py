@@ -29,14 +29,14 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, NamedTuple
 
-import numpy as np
-
 from pktsim.errors import InputError
 from pktsim.registry import Registry
 from pktsim.units import split_evenly
 from pktsim.workload.dag import CollectiveOp, Message, Workload
 
 if TYPE_CHECKING:  # the scenario's JobSpec takes its list of collectives from COLLECTIVES below
+    import numpy as np
+
     from pktsim.scenario import JobSpec
 
 RING_COLLECTIVES = ("ring_allreduce", "reduce_scatter", "allgather")
@@ -63,6 +63,8 @@ def _field(index: int, name: str) -> str:
 
 def random_derangement(n: int, rng: np.random.Generator) -> list[int]:
     """A uniformly random permutation of ``range(n)`` without fixed points (rejection sampling)."""
+    import numpy as np  # imported when used: the scenario imports this module for its registry
+
     if n < 2:
         raise ValueError("a derangement needs at least 2 elements")
     while True:
@@ -81,6 +83,8 @@ def place_jobs(jobs: Sequence[JobSpec], hosts: Sequence[str], hosts_per_leaf: in
     Jobs are placed in order on disjoint hosts. ``hosts`` are in leaf order (host i under leaf
     ``i // hosts_per_leaf``). Raises :class:`InputError` for a placement that cannot be honoured.
     """
+    import numpy as np  # imported when used: the scenario imports this module for its registry
+
     n_hosts = len(hosts)
     index_of = {h: i for i, h in enumerate(hosts)}
     owner: dict[int, str] = {}  # host index -> name of the job that uses it
@@ -214,6 +218,8 @@ def _alltoall_allreduce(job: JobSpec) -> list[_Send]:
 
 def _permutation(job: JobSpec, index: int, seed: int) -> list[_Send]:
     """Rank r sends S bytes to (r + shift) mod N, or to a seeded random derangement of the ranks."""
+    import numpy as np  # imported when used: the scenario imports this module for its registry
+
     n = job.ranks
     if job.shift is not None:
         target = [(r + job.shift) % n for r in range(n)]
