@@ -1,7 +1,14 @@
 """``pktsim`` (or ``python -m pktsim``): the command line.
 
-Exit codes: 0 success, 2 bad input (one line on stderr naming file, field and problem), 1 anything
-else. Input is validated completely before the run directory is created.
+Exit codes: 0 success, 2 bad input (one line on stderr naming file, field and problem), 130 / 143
+stopped by SIGINT (Ctrl-C) / SIGTERM (``timeout``, Slurm, ``docker stop``), i.e. 128 + the signal
+number, 1 anything else. Input is validated completely before the run directory is created.
+
+Crash safety: a run (validation, study) directory holds ``INCOMPLETE`` from the moment it appears
+until its last output (``summary.json``, ``validation.json``, ``study.parquet``) has been written,
+so a directory killed any way at all is marked. SIGTERM and SIGINT raise :class:`Stopped` (see
+:class:`_StopOnSignals`): the tables' buffered rows are flushed, the reason is written into
+``INCOMPLETE`` and the process exits 128 + signum. A second signal abandons that clean-up.
 """
 
 from __future__ import annotations
@@ -9,7 +16,10 @@ from __future__ import annotations
 import argparse
 import importlib.abc
 import json
+import os
+import signal
 import sys
+import threading
 import time
 from datetime import datetime
 from pathlib import Path
@@ -18,10 +28,10 @@ from typing import TYPE_CHECKING, Sequence
 from pktsim import __version__
 from pktsim.backends import BACKENDS, backend
 from pktsim.errors import InputError
-from pktsim.scenario import LB_SCHEMES, Scenario, load_scenario
+from pktsim.scenario import LB_SCHEMES, Scenario, blame, load_scenario
 
 if TYPE_CHECKING:
-    from pktsim.experiment import Backend, Experiment
+    from pktsim.experiment import Backend, Experiment, Progress
     from pktsim.summary import RunSummary
 from pktsim.units import format_bytes, format_ns
 
@@ -32,13 +42,25 @@ class _Parser(argparse.ArgumentParser):
         raise InputError("command line", "", message)
 
 
+def _seed(text: str) -> int:
+    """``--seed``: a non-negative integer (argparse lets the InputError through: one line, exit 2)."""
+    try:
+        seed = int(text)
+    except ValueError:
+        raise InputError("--seed", "", f"must be a non-negative integer (got {text!r})") from None
+    if seed < 0:
+        raise InputError("--seed", "", f"must be a non-negative integer (got {seed})")
+    return seed
+
+
 def _scenario_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("scenario", nargs="?", help="scenario YAML file (default: the built-in scenario)")
     p.add_argument("--topology", "-t", help="topology preset name or YAML path")
     p.add_argument("--workload", "-w", help="workload preset name or YAML path")
     p.add_argument("--lb", help=f"load-balancing scheme ({' | '.join(LB_SCHEMES)})")
     p.add_argument("--profile", help="network profile for the nic and switch sections (roce | ideal | a YAML path)")
-    p.add_argument("--seed", type=int, help="seed of every random choice (default: the scenario's)")
+    p.add_argument("--seed", type=_seed, help="seed of every random choice, a non-negative integer "
+                   "(default: the scenario's)")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override a scenario field by dotted path, e.g. --set topology.spines=8")
 
@@ -101,22 +123,165 @@ def _resolve(args: argparse.Namespace) -> Scenario:
     )
 
 
-def _run_dir(args: argparse.Namespace, scenario: Scenario, tag: str = "") -> Path:
-    """``--out`` (which must be new or an empty directory) or a fresh directory under traces/;
-    ``tag`` (e.g. ``fluid``) is added to the default name."""
-    if args.out:
-        out = Path(args.out)
-        if out.exists() and (not out.is_dir() or any(out.iterdir())):
-            raise InputError("--out", "", f"{out} already exists and is not an empty directory")
+DEFAULT_OUT = "traces/ (the default of --out)"
+"""Where a problem with the default output directory is said to come from."""
+
+
+def _creatable(out: Path, flag: str = "--out") -> None:
+    """``out`` can be created: its nearest existing ancestor is a directory we may write in."""
+    for parent in out.absolute().parents:
+        if parent.exists():
+            if not parent.is_dir():
+                raise InputError(flag, "", f"cannot create {out}: {parent} is not a directory")
+            if not os.access(parent, os.W_OK | os.X_OK):
+                raise InputError(flag, "", f"cannot create {out}: {parent} is not writable")
+            return
+
+
+def _out_dir(text: str, flag: str = "--out") -> Path:
+    """An output directory given by the user: new (and creatable) or an empty directory."""
+    if not text.strip():
+        raise InputError(flag, "", "must not be empty (give a directory, or leave the option out for the default)")
+    out = Path(text)
+    if out.exists() or out.is_symlink():
+        if not out.is_dir() or any(out.iterdir()):
+            raise InputError(flag, "", f"{out} already exists and is not an empty directory")
+        if not os.access(out, os.W_OK | os.X_OK):
+            raise InputError(flag, "", f"{out} is not writable")
         return out
-    stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
-    tag = f"-{tag}" if tag else ""
-    base = Path("traces") / f"{scenario.name}-{scenario.lb.scheme}{tag}-seed{scenario.seed}-{stamp}"
+    _creatable(out, flag)
+    return out
+
+
+def _fresh(base: Path) -> Path:
+    """``base``, or ``base-2``, ``base-3``, ... when it exists."""
     out, n = base, 1
     while out.exists():
         n += 1
         out = base.with_name(f"{base.name}-{n}")
     return out
+
+
+def _run_dir(args: argparse.Namespace, scenario: Scenario, tag: str = "") -> Path:
+    """``--out`` (which must be new or an empty directory) or a fresh directory under traces/;
+    ``tag`` (e.g. ``fluid``) is added to the default name."""
+    if args.out is not None:
+        return _out_dir(args.out)
+    stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
+    tag = f"-{tag}" if tag else ""
+    out = _fresh(Path("traces") / f"{scenario.name}-{scenario.lb.scheme}{tag}-seed{scenario.seed}-{stamp}")
+    _creatable(out, DEFAULT_OUT)
+    return out
+
+
+# ---------------------------------------------------------------------------------------------
+# Crash safety: the INCOMPLETE marker, atomic files, SIGTERM and SIGINT
+
+MARKER = "INCOMPLETE"
+
+
+class Stopped(BaseException):
+    """SIGTERM or SIGINT arrived during a run (a BaseException, like KeyboardInterrupt, so that
+    ``except Exception`` clean-ups do not swallow it). ``out``: the directory left incomplete."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signum)
+        self.signum = signum
+        self.out: Path | None = None
+
+    @property
+    def signame(self) -> str:
+        return signal.Signals(self.signum).name
+
+
+class _StopOnSignals:
+    """While active, SIGTERM and SIGINT raise :class:`Stopped` in the main thread (each time: a
+    second signal interrupts the clean-up of the first). Previous handlers are restored on exit.
+    Outside the main thread (where Python cannot install handlers) it does nothing."""
+
+    SIGNALS = (signal.SIGTERM, signal.SIGINT)
+
+    def __enter__(self) -> _StopOnSignals:
+        self.previous = {}
+        if threading.current_thread() is threading.main_thread():
+            for signum in self.SIGNALS:
+                self.previous[signum] = signal.signal(signum, self._raise)
+        return self
+
+    @staticmethod
+    def _raise(signum: int, frame: object) -> None:
+        raise Stopped(signum)
+
+    def __exit__(self, *exc: object) -> None:
+        for signum, handler in self.previous.items():
+            signal.signal(signum, handler)
+
+
+def _now() -> str:
+    return datetime.now().astimezone().isoformat(timespec="seconds")
+
+
+def _write_atomic(path: Path, text: str) -> None:
+    """Write ``path`` under a temporary name and rename it into place: never half a file."""
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+def _create_marked(out: Path, what: str) -> None:
+    """Create the directory ``out`` holding ``INCOMPLETE`` from its first moment (a new directory
+    is made under a temporary name with the marker inside, then renamed into place)."""
+    from pktsim.traces import FLUSH_S
+
+    kept = {
+        "run": f"its tables hold the rows written up to their last flush (every {FLUSH_S:g} s of wall time "
+               f"and every traces.part_rows rows)",
+        "validation": "the runs under it say how far they got",
+        "study": "the rows of its finished runs were not kept",
+    }[what]
+    text = (f"running since {_now()} (pid {os.getpid()})\n"
+            f"This {what} has not finished: this file is removed once {_LAST_OUTPUT[what]} has been written. "
+            f"If it is still here when no pktsim process is running, the {what} was killed outright "
+            f"(kill -9, out of memory, power loss): {kept}.\n")
+    if out.is_dir():  # an empty directory the user made for it
+        _write_atomic(out / MARKER, text)
+        return
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = _fresh(out.with_name(f".{out.name}.new-{os.getpid()}"))
+    tmp.mkdir()
+    try:
+        (tmp / MARKER).write_text(text)
+        os.rename(tmp, out)
+    except BaseException:
+        (tmp / MARKER).unlink(missing_ok=True)
+        tmp.rmdir()
+        raise
+
+
+_LAST_OUTPUT = {"run": "summary.json", "validation": "validation.json", "study": "study.parquet"}
+
+
+def _reason(error: BaseException) -> str:
+    if isinstance(error, Stopped):
+        return f"stopped by {error.signame} at {_now()}"
+    if isinstance(error, KeyboardInterrupt):
+        return f"interrupted (KeyboardInterrupt) at {_now()}"
+    first = str(error).strip().splitlines()[0] if str(error).strip() else ""
+    return f"failed at {_now()}: {type(error).__name__}" + (f": {first}" if first else "")
+
+
+def _mark_incomplete(out: Path, what: str, error: BaseException, done: str) -> None:
+    """Write why ``out`` did not finish into its marker (nothing when its last output exists: the
+    work was done and only the marker's removal was interrupted; or when ``out`` was never made)."""
+    if not out.is_dir():
+        return
+    if (out / _LAST_OUTPUT[what]).exists():
+        (out / MARKER).unlink(missing_ok=True)
+        return
+    if isinstance(error, Stopped):
+        error.out = out  # the outermost directory wins (a validation's, not its packet run's)
+    _write_atomic(out / MARKER, f"{_reason(error)}\nThis {what} did not finish: {_LAST_OUTPUT[what]} is missing "
+                                f"and {done}.\n")
 
 
 class _NoPandas(importlib.abc.MetaPathFinder):
@@ -137,27 +302,47 @@ def _prepared(name: str, scenario: Scenario) -> tuple[Backend, Experiment]:
     from pktsim.experiment import prepare
 
     engine = backend(name)
-    engine.check(scenario)
-    return engine, prepare(scenario)
+    try:
+        engine.check(scenario)
+        return engine, prepare(scenario)
+    except InputError as e:  # name where the user wrote the value (file, preset, --set, flag)
+        raise blame(e, scenario) from None
 
 
 def _execute(engine: Backend, experiment: Experiment, out: Path, quiet: bool) -> RunSummary:
-    """Run ``experiment`` on ``backend`` into the run directory ``out``: tables, then summary.json
-    last (INCOMPLETE on failure)."""
-    from pktsim.traces import Recorder
+    """Run ``experiment`` on ``backend`` into the run directory ``out``: INCOMPLETE from the
+    start, the tables (flushed every few seconds, see :meth:`pktsim.traces.Recorder.tick`), then
+    summary.json, then INCOMPLETE removed. On any exception (:class:`Stopped` included) every
+    table's buffered rows are flushed and the reason is written into INCOMPLETE."""
+    from pktsim.traces import FLUSH_S, Recorder
 
     scenario = experiment.scenario
-    out.mkdir(parents=True, exist_ok=True)
+    recorder = None
     try:
-        recorder = Recorder(out, scenario.model_dump(mode="json"), scenario.traces.part_rows)
-        with _ProgressBar(quiet) as progress:
+        _create_marked(out, "run")
+        recorder = Recorder(out, scenario.model_dump(mode="json"), scenario.traces.part_rows,
+                            getattr(scenario.traces, "flush_s", FLUSH_S))
+        with _ProgressBar(quiet) as bar:
+            def progress(p: Progress) -> None:
+                recorder.tick()
+                bar(p)
+
             summary = engine.run(experiment, recorder, progress)
         summary.out = str(out)
         # summary.json is written last: a run directory without it is incomplete.
-        (out / "summary.json").write_text(json.dumps(summary.to_json(), indent=2, sort_keys=True) + "\n")
-    except BaseException:
-        if not (out / "summary.json").exists():
-            (out / "INCOMPLETE").write_text("this run did not finish; its tables end at the last flush\n")
+        _write_atomic(out / "summary.json", json.dumps(summary.to_json(), indent=2, sort_keys=True) + "\n")
+        (out / MARKER).unlink()
+    except BaseException as error:
+        _mark_incomplete(out, "run", error, "its tables are being flushed")
+        done = ("every table was flushed: messages, flows and collectives hold every one finished before it "
+                "stopped; queues and links end at their last block of traces.part_rows rows; congestion is "
+                "computed at the end")
+        if recorder is not None:
+            try:
+                recorder.close()
+            except Exception as e:  # keep the original error; say what was lost
+                done = f"flushing the tables failed ({type(e).__name__}: {e}): they end at their last flush"
+        _mark_incomplete(out, "run", error, done)
         raise
     return summary
 
@@ -166,8 +351,11 @@ def cmd_run(args: argparse.Namespace) -> int:
     scenario = _resolve(args)
     engine, experiment = _prepared(args.backend, scenario)
     out = _run_dir(args, scenario, "" if args.backend == "packet" else args.backend)
-    summary = _execute(engine, experiment, out, args.quiet)
+    with _StopOnSignals():
+        summary = _execute(engine, experiment, out, args.quiet)
     if not args.quiet:
+        from pktsim.report import print_summary
+
         print_summary(summary)
     return 0
 
@@ -186,19 +374,20 @@ def cmd_validate(args: argparse.Namespace) -> int:
         fluid = backend("fluid")
         fluid.check(scenario)
     out = _run_dir(args, scenario, "validate")
-    out.mkdir(parents=True, exist_ok=True)
-    try:
-        _execute(packet, experiment, out / "packet", args.quiet)
-        if fluid is not None:
-            _execute(fluid, experiment, out / "fluid", args.quiet)
-            model = validate.read_run(out / "fluid", "fluid backend", experiment.workload)
-        table, report = validate.compare(experiment, out / "packet", model, args.worst)
-        report["out"] = str(out)
-        note = validate.write_outputs(out, table, report, scenario.model_dump(mode="json"))
-    except BaseException:
-        if not (out / "validation.json").exists():
-            (out / "INCOMPLETE").write_text("this validation did not finish\n")
-        raise
+    with _StopOnSignals():
+        try:
+            _create_marked(out, "validation")
+            _execute(packet, experiment, out / "packet", args.quiet)
+            if fluid is not None:
+                _execute(fluid, experiment, out / "fluid", args.quiet)
+                model = validate.read_run(out / "fluid", "fluid backend", experiment.workload)
+            table, report = validate.compare(experiment, out / "packet", model, args.worst)
+            report["out"] = str(out)
+            note = validate.write_outputs(out, table, report, scenario.model_dump(mode="json"))
+            (out / MARKER).unlink()
+        except BaseException as error:
+            _mark_incomplete(out, "validation", error, "the runs under it say how far they got")
+            raise
     if not args.quiet:
         validate.print_report(report)
         if note:
@@ -215,10 +404,15 @@ def cmd_export_workload(args: argparse.Namespace) -> int:
     out = Path(args.out)
     if out.suffix.lower() != ".parquet":
         raise InputError("--out", "", f"{out}: expected a file name ending in .parquet")
-    if out.exists():
+    if out.exists() or out.is_symlink():
         raise InputError("--out", "", f"{out} already exists")
+    _creatable(out)
     scenario = _resolve(args)
-    table = write_workload(prepare(scenario), out)  # builds the whole table (errors surface) before writing
+    try:
+        experiment = prepare(scenario)
+    except InputError as e:
+        raise blame(e, scenario) from None
+    table = write_workload(experiment, out)  # builds the whole table (errors surface) before writing
     subflows = sum(len(x) for x in table["subflow_bytes"].to_pylist())
     print(f"{table.num_rows:,} messages ({subflows:,} subflows) of '{scenario.name}' "
           f"(lb={scenario.lb.scheme}) -> {out}")
@@ -237,17 +431,23 @@ def cmd_study(args: argparse.Namespace) -> int:
     if jobs < 1:
         raise InputError("--jobs", "", f"must be at least 1 (got {jobs})")
     runs = study.plan_runs(fabrics, workloads, schemes, seeds, nbytes, args.backend, args.profile, args.ranks)
-    if args.out:
-        out = Path(args.out)
-        if out.exists() and (not out.is_dir() or any(out.iterdir())):
-            raise InputError("--out", "", f"{out} already exists and is not an empty directory")
+    if args.out is not None:
+        out = _out_dir(args.out)
     else:
-        out = Path("traces") / f"study-{datetime.now().strftime('%Y%m%d-%H%M%S')}"
+        out = _fresh(Path("traces") / f"study-{datetime.now().strftime('%Y%m%d-%H%M%S')}")
+        _creatable(out, DEFAULT_OUT)
     if not args.quiet:
         print(f"study: {study.describe(runs, nbytes)}, {jobs} in parallel -> {out}/")
     t0 = time.perf_counter()
-    rows = study.run_study(runs, jobs, progress=not args.quiet)
-    note = study.write_outputs(rows, out)
+    with _StopOnSignals():
+        try:
+            _create_marked(out, "study")
+            rows = study.run_study(runs, jobs, progress=not args.quiet)
+            note = study.write_outputs(rows, out)
+            (out / MARKER).unlink()
+        except BaseException as error:
+            _mark_incomplete(out, "study", error, "the rows of the runs finished before it stopped were not kept")
+            raise
     if not args.quiet:
         study.print_summary(rows)
         if note:
@@ -293,54 +493,6 @@ class _ProgressBar:
             self.bar.stop()
 
 
-def print_summary(summary: RunSummary) -> None:
-    """The human-readable end of a run: per job CCT vs ideal, the largest queue, the speed."""
-    from rich import box
-    from rich.console import Console
-    from rich.table import Table
-
-    console = Console()
-    if not console.is_terminal:  # piped output: no terminal width to respect, keep columns whole
-        console.width = 120
-    table = Table(title=f"pktsim run '{summary['name']}' (lb={summary['lb']}, seed={summary['seed']})",
-                  box=box.SIMPLE_HEAD)
-    for col in ("job", "collective", "ranks", "bytes", "iters", "CCT", "ideal", "slowdown"):
-        table.add_column(col, justify="left" if col in ("job", "collective") else "right", no_wrap=True)
-    for j in summary["jobs"]:
-        table.add_row(
-            j["name"], j["collective"], str(j["ranks"]), format_bytes(j["bytes"]), str(j["iterations"]),
-            format_ns(j["mean_cct_ns"]), format_ns(j["mean_ideal_cct_ns"]),
-            f"{j['slowdown']:.3f}x" if j["slowdown"] else "-",
-        )
-    console.print(table)
-    q = summary["largest_queue"]
-    if summary.get("backend") == "fluid":
-        console.print("largest queue: - (the fluid backend does not model queues)")
-        console.print(
-            f"simulated {format_ns(summary['sim_time_ns'])} in {summary['wall_s']:.3f} s wall: "
-            f"{summary['events']:,} rate recomputations, standing for {summary['packet_hops']:,} packet-hops "
-            f"({summary['packet_hops_per_s'] or 0:,.0f} packet-hops/s equivalent)"
-        )
-    else:
-        console.print(f"largest queue: {format_bytes(q['max_bytes'])} at {q['node']} -> {q['port']} "
-                      f"(t = {format_ns(q['time_ns'])})")
-        t = summary.get("transport")
-        if t is not None:
-            console.print(
-                f"transport {t['transport']}, cc {t['cc']}: {t['data_packets_sent']:,} data packets sent, "
-                f"{t['retransmits']:,} retransmitted ({t['spurious_retransmits']:,} spurious, "
-                f"{t['discarded_out_of_order']:,} discarded out of order, {t['timeouts']:,} timeouts), "
-                f"{t['drops']:,} dropped, {t['ecn_marks']:,} ECN-marked, {t['pause_frames']:,} PFC pauses "
-                f"({format_ns(t['paused_ns'])} of port pause time)"
-            )
-        console.print(
-            f"simulated {format_ns(summary['sim_time_ns'])} in {summary['wall_s']:.2f} s wall: "
-            f"{summary['packet_hops']:,} packet-hops, {summary['packet_hops_per_s']:,.0f} packet-hops/s, "
-            f"{summary['events_per_packet_hop']:.2f} events per packet-hop"
-        )
-    console.print(f"traces: {summary['out']}/")
-
-
 COMMANDS = {"run": cmd_run, "validate": cmd_validate, "export-workload": cmd_export_workload, "study": cmd_study}
 
 
@@ -353,6 +505,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except InputError as e:
         print(f"pktsim: error: {e}", file=sys.stderr)
         return 2
+    except Stopped as e:
+        where = f"; {e.out} is incomplete (see {e.out / MARKER})" if e.out is not None else ""
+        print(f"pktsim: stopped by {e.signame}{where}", file=sys.stderr)
+        return 128 + e.signum
     except KeyboardInterrupt:
         print("pktsim: interrupted", file=sys.stderr)
-        return 1
+        return 128 + signal.SIGINT

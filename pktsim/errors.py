@@ -12,6 +12,15 @@ class InputError(Exception):
         self.problem = problem
         super().__init__(f"{source}: {field}: {problem}" if field else f"{source}: {problem}")
 
+    def with_source(self, source: str, field: str | None = None, problem: str | None = None) -> InputError:
+        """The same error (same class) said of another source, e.g. re-attributed by
+        :func:`pktsim.scenario.blame` to where the user wrote the field."""
+        new = type(self).__new__(type(self))
+        new.__dict__.update(self.__dict__)
+        InputError.__init__(new, source, self.field if field is None else field,
+                            self.problem if problem is None else problem)
+        return new
+
 
 class TooLarge(InputError):
     """An instance a solver refuses for its size (the ILP planner above

@@ -39,17 +39,21 @@ class Experiment:
     lb: LoadBalancing
     workload: Workload
     ideal_fct_ps: list[int]
-    """Per message: its completion time alone on an idle fabric (ps)."""
+    """Per message: a lower bound on its FCT under any scheme and either backend (ps): the message
+    alone with every equal-cost path and the best cut into packets (:mod:`pktsim.analysis.ideal`)."""
     ideal_op_ps: list[int]
     """Per collective op: a lower bound on its duration (ps)."""
     flow_plan: FlowPlanner
     packets_total: int
     """Packets the workload puts on the wire, its messages cut into the planned subflows."""
+    single_path_fct_ps: list[int] | None = None
+    """Per message: its FCT alone on one shortest path as the NIC packetises it (ps; not a bound)."""
 
     def execution(self) -> DagExecution:
         """A fresh execution of the DAG (one per run: it holds the run's times)."""
         return DagExecution(
-            self.workload, self.ideal_fct_ps, self.ideal_op_ps, CongestionMeter(self.fabric, self.workload)
+            self.workload, self.ideal_fct_ps, self.ideal_op_ps, CongestionMeter(self.fabric, self.workload),
+            self.single_path_fct_ps,
         )
 
 
@@ -59,12 +63,13 @@ def prepare(scenario: Scenario) -> Experiment:
     graph = build_graph(scenario.topology)
     fabric = Fabric(graph, scenario.seed, scenario.switch.latency_ns)
     workload = build_workload(scenario.workload.jobs, fabric.hosts, scenario.topology.hosts_per_tor, scenario.seed)
-    ideal_fct_ps, ideal_op_ps = ideal_times(fabric, scenario, workload)
+    ideal = ideal_times(fabric, scenario, workload)
     plan = FlowPlanner(scenario, fabric, workload)
     return Experiment(
         scenario=scenario, fabric=fabric, lb=LoadBalancing.from_spec(scenario.lb), workload=workload,
-        ideal_fct_ps=ideal_fct_ps, ideal_op_ps=ideal_op_ps, flow_plan=plan,
+        ideal_fct_ps=ideal.fct_ps, ideal_op_ps=ideal.op_ps, flow_plan=plan,
         packets_total=plan.packets(workload, scenario.nic.payload_bytes),
+        single_path_fct_ps=ideal.single_path_fct_ps,
     )
 
 

@@ -38,6 +38,8 @@ class RunSummary(Mapping):
     transport: dict | None
     jobs: list[dict]
     scenario: dict
+    warnings: list[str] = field(default_factory=list)
+    """What the user should know about the run (one line each; the key is left out when none)."""
     version: str = __version__
     out: str | None = None
     """The run directory, once written there."""
@@ -60,6 +62,8 @@ class RunSummary(Mapping):
             "largest_queue": self.largest_queue, "plan_s": self.plan_s, "transport": self.transport,
             "jobs": self.jobs, "scenario": self.scenario,
         }
+        if self.warnings:
+            d["warnings"] = self.warnings
         if self.out is not None:
             d["out"] = self.out
         return d

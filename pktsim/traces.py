@@ -2,7 +2,10 @@
 recorder that streams a run's rows to Parquet parts as the run goes.
 
 Each table of a run is a directory ``<run>/<table>/`` of ``part-NNNNN.parquet`` files, readable with
-``pyarrow.dataset.dataset(path)``. Every part carries the resolved scenario in its metadata
+``pyarrow.dataset.dataset(path)`` at any moment of the run: every table has its (empty) first part
+from the start, the part being filled is rewritten with the rows so far every :data:`FLUSH_S`
+seconds (:meth:`Recorder.tick`), and every file is renamed into place once written (see
+:class:`TableWriter`). Every part carries the resolved scenario in its metadata
 (key ``pktsim.scenario``). The files written beside runs (the exported workload, the validation
 table, the study table) have their schemas here too. All are documented in ``traces/README.md``.
 
@@ -13,6 +16,8 @@ positional tuples; the packet ports hand it raw occupancy samples in a :class:`P
 from __future__ import annotations
 
 import json
+import os
+import time
 from array import array
 from pathlib import Path
 from typing import NamedTuple, Sequence
@@ -32,7 +37,7 @@ SCHEMAS: dict[str, pa.Schema] = {
         ("msg_id", pa.int64()), ("job", pa.string()), ("collective", pa.string()), ("iteration", pa.int32()),
         ("step", pa.int32()), ("channel", pa.int32()), ("src", pa.string()), ("dst", pa.string()),
         ("bytes", pa.int64()), ("ready_ns", pa.int64()), ("start_ns", pa.int64()), ("end_ns", pa.int64()),
-        ("fct_ns", pa.int64()), ("ideal_fct_ns", pa.int64()),
+        ("fct_ns", pa.int64()), ("ideal_fct_ns", pa.int64()), ("single_path_fct_ns", pa.int64()),
     ]),
     "flows": pa.schema([
         ("flow_id", pa.int64()), ("msg_id", pa.int64()), ("subflow", pa.int32()), ("src", pa.string()),
@@ -122,6 +127,7 @@ class MessageRow(NamedTuple):
     end_ns: int
     fct_ns: int
     ideal_fct_ns: int
+    single_path_fct_ns: int | None = None
 
 
 class FlowRow(NamedTuple):
@@ -204,65 +210,161 @@ class PortLog:
 
 
 
+FLUSH_S = 2.0
+"""Wall-clock seconds between the recorder's time-based flushes (:meth:`Recorder.tick`): a run
+killed outright (``kill -9``) loses at most about this much of its rows."""
+
+
+class _Part:
+    """The part a table is filling: its number, the rows completed parts hold before it, its
+    buffered rows, and those of them already converted to Arrow (``chunks``, a prefix of ``rows``).
+    Every change to the writer's state is one attribute store or one list append, so an exception
+    raised from a signal handler between any two bytecodes leaves the state consistent."""
+
+    __slots__ = ("index", "before", "rows", "chunks", "saved")
+
+    def __init__(self, index: int, before: int) -> None:
+        self.index = index
+        self.before = before
+        self.rows: list[tuple] = []
+        self.chunks: list[pa.Table] = []
+        self.saved = -1  # buffered rows in the part file on disk (-1: none written)
+
+
 class TableWriter:
-    """Buffers rows of one table and writes them as Parquet parts of at most ``part_rows`` rows."""
+    """Buffers rows of one table and writes them as Parquet parts of at most ``part_rows`` rows.
+
+    The table's first part is written at once, empty, so the schema is on disk from the start.
+    :meth:`checkpoint` writes the rows buffered so far into the part being filled (under its final
+    name); the part is rewritten as rows arrive and is complete at ``part_rows`` rows or at
+    :meth:`flush`, so the parts and their contents are the same however often it checkpoints.
+    Every part file is written under a temporary name (``.part-NNNNN.parquet.tmp``, which
+    ``pyarrow.dataset`` ignores) and renamed into place: a reader never sees half a file."""
 
     def __init__(self, directory: Path, name: str, metadata: dict[bytes, bytes], part_rows: int) -> None:
         self.schema = SCHEMAS[name].with_metadata(metadata)
         self.dir = directory / name
         self.dir.mkdir(parents=True, exist_ok=False)
         self.part_rows = part_rows
-        self.rows: list[tuple] = []
-        self.parts = 0
-        self.total = 0
+        self.part = _Part(0, 0)
+        self.checkpoint(force=True)
+
+    @property
+    def parts(self) -> int:
+        """Complete parts written."""
+        return self.part.index
+
+    @property
+    def total(self) -> int:
+        """Rows received, written or buffered."""
+        return self.part.before + len(self.part.rows)
 
     def append(self, row: tuple) -> None:
-        self.rows.append(row)
-        if len(self.rows) >= self.part_rows:
-            self.flush()
+        rows = self.part.rows
+        rows.append(row)
+        if len(rows) >= self.part_rows:
+            self._complete()
 
     def write_columns(self, columns: Sequence) -> None:
         """Write ready-made columns (in schema order) as parts of at most ``part_rows`` rows."""
+        if self.part.rows:
+            self._complete()
         table = pa.Table.from_arrays(
             [pa.array(c, type=f.type) for c, f in zip(columns, self.schema)], schema=self.schema
         )
-        for offset in range(0, max(table.num_rows, 1), self.part_rows):
-            pq.write_table(table.slice(offset, self.part_rows), self.dir / f"part-{self.parts:05d}.parquet")
-            self.parts += 1
-        self.total += table.num_rows
+        for offset in range(0, table.num_rows, self.part_rows):
+            piece = table.slice(offset, self.part_rows)
+            self._write(self.part.index, piece)
+            self.part = _Part(self.part.index + 1, self.part.before + piece.num_rows)
+
+    def checkpoint(self, force: bool = False) -> None:
+        """Write the buffered rows into the part being filled, if any arrived since the last time
+        (``force``: even if none did, e.g. to rewrite it with new metadata)."""
+        part = self.part
+        if part.index > 0 and not part.rows:
+            return  # nothing buffered: the complete parts are on disk
+        if force or part.saved != len(part.rows):
+            table = self._buffered(part)
+            self._write(part.index, table)
+            part.saved = table.num_rows
 
     def flush(self) -> None:
-        if self.rows or self.parts == 0:
-            columns = list(zip(*self.rows)) if self.rows else [[] for _ in self.schema]
-            self.rows = []
-            self.write_columns(columns)
+        """Complete the part being filled (the empty first part when the table has no rows)."""
+        if self.part.rows or self.part.index == 0:
+            self._complete()
+
+    def _complete(self) -> None:
+        part = self.part
+        table = self._buffered(part)
+        self._write(part.index, table)
+        self.part = _Part(part.index + 1, part.before + table.num_rows)
+
+    def _buffered(self, part: _Part) -> pa.Table:
+        """The part's buffered rows as one table (converting only those not converted before)."""
+        done = sum(c.num_rows for c in part.chunks)
+        if done < len(part.rows) or not part.chunks:
+            new = part.rows[done:len(part.rows)]
+            columns = list(zip(*new)) if new else [[] for _ in self.schema]
+            part.chunks.append(pa.Table.from_arrays(
+                [pa.array(c, type=f.type) for c, f in zip(columns, self.schema)], schema=self.schema
+            ))
+        if len(part.chunks) == 1:
+            return part.chunks[0]
+        return pa.concat_tables(part.chunks).combine_chunks()
+
+    def _write(self, index: int, table: pa.Table) -> None:
+        path = self.dir / f"part-{index:05d}.parquet"
+        tmp = path.with_name(f".{path.name}.tmp")
+        pq.write_table(table.replace_schema_metadata(self.schema.metadata), tmp)
+        os.replace(tmp, path)
 
 
 class Recorder:
     """All tables of one run directory. Port samples arrive raw (picoseconds and serialisation
     times, see :class:`pktsim.packet.ports.Port`) and are converted here, in bulk, with numpy."""
 
-    def __init__(self, directory: Path, scenario_json: dict, part_rows: int) -> None:
+    def __init__(self, directory: Path, scenario_json: dict, part_rows: int, flush_s: float = FLUSH_S) -> None:
+        """Every table's directory and empty first part are written at once. ``flush_s``: wall-clock
+        seconds between time-based flushes (:meth:`tick`)."""
         self.dir = directory
         metadata = parquet_metadata(scenario_json)
         self.tables = {name: TableWriter(directory, name, metadata, part_rows) for name in SCHEMAS}
         self.part_rows = part_rows
+        self.flush_s = flush_s
+        self._flushed_at = time.monotonic()
         self._port_info: tuple | None = None
 
     def add_metadata(self, metadata: dict[bytes, bytes]) -> None:
-        """More key/values for every table's Parquet metadata (before the first part is written)."""
+        """More key/values for every table's Parquet metadata (before the first complete part is
+        written; the part on disk is rewritten with them)."""
         for table in self.tables.values():
             table.schema = table.schema.with_metadata({**table.schema.metadata, **metadata})
+            table.checkpoint(force=True)
+
+    def tick(self) -> None:
+        """Called often (from the backends' progress reports): every ``flush_s`` seconds of wall
+        time, write every table's buffered rows to disk (:meth:`TableWriter.checkpoint`), so a
+        killed run keeps all but its last seconds of rows."""
+        if time.monotonic() - self._flushed_at >= self.flush_s:
+            self.checkpoint()
+
+    def checkpoint(self) -> None:
+        """Write every table's buffered rows to disk now (the run goes on)."""
+        for table in self.tables.values():
+            table.checkpoint()
+        self._flushed_at = time.monotonic()
 
     # -- rows from the DAG execution and the backends ------------------------------------------
 
-    def message_done(self, m: Message, ready_ps: float, start_ps: float, end_ps: float, ideal_fct_ps: int) -> None:
+    def message_done(self, m: Message, ready_ps: float, start_ps: float, end_ps: float, ideal_fct_ps: int,
+                     single_path_fct_ps: int | None = None) -> None:
         """``m`` was fully received at ``end_ps`` (times in ps)."""
         self.tables["messages"].append(MessageRow(
             msg_id=m.msg_id, job=m.job, collective=m.collective, iteration=m.iteration, step=m.step,
             channel=m.channel, src=m.src, dst=m.dst, bytes=m.bytes, ready_ns=ps_to_ns(ready_ps),
             start_ns=ps_to_ns(start_ps), end_ns=ps_to_ns(end_ps), fct_ns=ps_to_ns(end_ps - ready_ps),
             ideal_fct_ns=ps_to_ns(ideal_fct_ps),
+            single_path_fct_ns=None if single_path_fct_ps is None else ps_to_ns(single_path_fct_ps),
         ))
 
     def collective_done(self, op: CollectiveOp, start_ps: float, end_ps: float, ideal_ps: int) -> None:
@@ -330,5 +432,6 @@ class Recorder:
         return out.astype(np.int64)
 
     def close(self) -> None:
+        """Write every table's last part (idempotent: safe to call again after an interruption)."""
         for table in self.tables.values():
             table.flush()

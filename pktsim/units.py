@@ -1,7 +1,9 @@
-"""Parsing of sizes and durations written by people ("64MiB", "1MB", "10us") and unit helpers."""
+"""Parsing of sizes, durations and rates written by people ("64MiB", "1MB", "10us", "400G") and
+unit helpers."""
 
 from __future__ import annotations
 
+import math
 import re
 from fractions import Fraction
 
@@ -9,9 +11,14 @@ _SIZE_UNITS = {
     "": 1, "b": 1,
     "kb": 10**3, "mb": 10**6, "gb": 10**9, "tb": 10**12,
     "kib": 2**10, "mib": 2**20, "gib": 2**30, "tib": 2**40,
+    "pb": 10**15, "pib": 2**50,
 }
 _TIME_UNITS_NS = {"": 1, "ns": 1, "us": 10**3, "ms": 10**6, "s": 10**9}
-_NUMBER = re.compile(r"^\s*([0-9]+(?:\.[0-9]*)?(?:[eE][0-9]+)?)\s*([A-Za-z]*)\s*$")
+_RATE_UNITS_GBPS = {
+    "": Fraction(1), "k": Fraction(1, 10**6), "m": Fraction(1, 10**3), "g": Fraction(1), "t": Fraction(10**3),
+}
+_NUMBER = re.compile(r"^\s*([0-9]+(?:\.[0-9]*)?(?:[eE][+-]?[0-9]+)?)\s*([A-Za-z]*)\s*$")
+_RATE = re.compile(r"^\s*([0-9]+(?:\.[0-9]*)?(?:[eE][+-]?[0-9]+)?)\s*([kKmMgGtT]?)(?:bps|b/s|bit/s)?\s*$")
 
 PS_PER_NS = 1000
 """Simulated time is integer picoseconds inside the engines; tables and summaries are in ns."""
@@ -48,6 +55,15 @@ def split_evenly(total: int, n: int) -> list[int]:
     return [base + (i < extra) for i in range(n)]
 
 
+def _exact(text: str) -> Fraction:
+    """The number ``text`` (digits, optional fraction and exponent) exactly; refuses what no
+    float can hold (``1e400``, ``1e-400``) before building a huge exact number."""
+    mantissa, _, exponent = text.lower().partition("e")
+    if len(mantissa) > 400 or len(exponent.lstrip("+-")) > 3 or not math.isfinite(float(text)):
+        raise ValueError(f"{text if len(text) <= 24 else text[:20] + '...'} is out of range")
+    return Fraction(text)
+
+
 def _parse(value: object, units: dict[str, int], what: str) -> int:
     if isinstance(value, bool):
         raise ValueError(f"expected {what}, got {value!r}")
@@ -56,6 +72,8 @@ def _parse(value: object, units: dict[str, int], what: str) -> int:
             raise ValueError(f"must not be negative (got {value})")
         return value
     if isinstance(value, float):
+        if not math.isfinite(value):
+            raise ValueError(f"expected a finite number of {what}, got {value!r}")
         if value < 0 or value != int(value):
             raise ValueError(f"expected a whole non-negative {what}, got {value!r}")
         return int(value)
@@ -64,8 +82,8 @@ def _parse(value: object, units: dict[str, int], what: str) -> int:
             raise ValueError(f"must not be negative (got {value!r})")
         m = _NUMBER.match(value)
         if m and m.group(2).lower() in units:
-            total = float(m.group(1)) * units[m.group(2).lower()]
-            if total != int(total):
+            total = _exact(m.group(1)) * units[m.group(2).lower()]
+            if total.denominator != 1:
                 raise ValueError(f"{value!r} is not a whole number of {what}")
             return int(total)
         names = ", ".join(u for u in units if u)
@@ -83,8 +101,30 @@ def parse_ns(value: object) -> int:
     return _parse(value, _TIME_UNITS_NS, "nanoseconds")
 
 
+def parse_gbps(value: object) -> float:
+    """A rate in Gbit/s from a number (Gbit/s) or a string such as ``400G``, ``400Gbps``,
+    ``1.6T``, ``100Mbps``, ``25 Gb/s`` (bits, decimal prefixes k/M/G/T)."""
+    if isinstance(value, bool):
+        raise ValueError(f"expected a rate in Gbit/s, got {value!r}")
+    if isinstance(value, (int, float)):
+        if not math.isfinite(value):
+            raise ValueError(f"expected a finite rate, got {value!r}")
+        if value < 0:
+            raise ValueError(f"must not be negative (got {value})")
+        return float(value)
+    if isinstance(value, str):
+        if value.strip().startswith("-"):
+            raise ValueError(f"must not be negative (got {value!r})")
+        m = _RATE.match(value)
+        if m:
+            return float(_exact(m.group(1)) * _RATE_UNITS_GBPS[m.group(2).lower()])
+        raise ValueError(f"cannot read {value!r} as a rate (a number of Gbit/s, or with a unit: "
+                         f"100Mbps, 400G, 400Gbps, 1.6T)")
+    raise ValueError(f"expected a rate in Gbit/s, got {type(value).__name__}")
+
+
 def format_bytes(n: float) -> str:
-    for unit, size in (("GiB", 2**30), ("MiB", 2**20), ("KiB", 2**10)):
+    for unit, size in (("PiB", 2**50), ("TiB", 2**40), ("GiB", 2**30), ("MiB", 2**20), ("KiB", 2**10)):
         if abs(n) >= size:
             return f"{n / size:.1f} {unit}"
     return f"{n:.0f} B"

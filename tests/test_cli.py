@@ -48,7 +48,7 @@ def test_default_scenario_runs_from_any_directory(tmp_path: Path) -> None:
 BAD_INPUTS = [
     (["--topology", "nosuch"], "--topology: topology: no preset or file named 'nosuch'"),
     (["--workload", "nosuch"], "--workload: workload: no preset or file named 'nosuch'"),
-    (["--lb", "magic"], "--set lb.scheme: lb.scheme: Input should be"),
+    (["--lb", "magic"], "--lb: lb.scheme: Input should be"),
     (["--set", "workload.jobs.0.bytes=-5MiB"], "--set workload.jobs.0.bytes: workload.jobs[0].bytes: must not be negative"),
     (["--set", "workload.jobs.0.bytes=12 parsecs"], "workload.jobs[0].bytes: cannot read '12 parsecs' as bytes"),
     (["--set", "workload.jobs.0.ranks=999"], "workload.jobs[0].ranks: 999 ranks but the topology has 16 hosts"),

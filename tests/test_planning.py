@@ -76,3 +76,21 @@ def test_split_minimal_balances_a_cross_leaf_permutation(tmp_path: Path) -> None
         sc = load_scenario(topology="bench", workload="permutation", lb=lb, overrides=["workload.jobs.0.bytes=2MiB"])
         out[lb] = run(sc, tmp_path / lb).summary["jobs"][0]["slowdown"]
     assert out["split_minimal"] < 1.01 < 1.5 < out["ecmp"]
+
+
+def test_cluster_scope_warns_when_jobs_are_not_in_lockstep(tmp_path: Path) -> None:
+    """Cluster planning is exact for jobs in lockstep; a mix of a ring and an all-to-all is not."""
+    from pktsim.cli import main
+
+    ring = {"name": "a", "collective": "ring_allreduce", "ranks": 8, "bytes": "64KiB", "placement": "random"}
+    mixes = {"lockstep": [ring, {**ring, "name": "b"}],
+             "mixed": [ring, {**ring, "name": "b", "collective": "alltoall"}]}
+    for name, jobs in mixes.items():
+        out = tmp_path / name
+        jobs_yaml = str(jobs).replace("'", "")
+        assert main(["run", "-t", "bench", "--lb", "planned", "--set", "lb.plan_scope=cluster",
+                     "--set", f"workload.jobs={jobs_yaml}", "--quiet", "--out", str(out)]) == 0
+        import json
+
+        warnings = json.loads((out / "summary.json").read_text()).get("warnings", [])
+        assert bool(warnings) == (name == "mixed") and all("lockstep" in w for w in warnings)

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import get_args
 
 import pytest
+from pydantic import BaseModel
 
 from pktsim.errors import InputError, TooLarge
 from pktsim.fabric import pfc
@@ -71,6 +72,10 @@ def test_topology_spec_knows_the_graph_it_builds(fields: dict) -> None:
     assert {d["gbps"] for u, v, d in g.edges(data=True) if "h" in (u[0], v[0])} == {spec.host_gbps}
     longest = max(len(p) - 1 for p in _host_paths(g, host_names))
     assert longest == spec.max_path_links
+    # what the projected work (pktsim.scenario.limits) counts before anything is built
+    assert len(set(tors)) == spec.n_tors
+    assert 2 * sum(1 for u, v in g.edges if u in switches and v in switches) == spec.n_fabric_ports
+    assert sum(g.degree(s) for s in switches) == spec.n_switch_ports
 
 
 def _host_paths(g, host_names):
@@ -209,3 +214,41 @@ def test_pfc_headroom_physics() -> None:
     with pytest.raises(InputError, match=r"switch.pfc.xoff_bytes: PFC thresholds above the buffer: 8 ports x "
                                          r"\(xoff 262144 \+ headroom 33256\) = 2363200 bytes"):
         load_scenario(topology="bench", profile="roce", overrides=["switch.buffer_bytes=1MiB"])
+
+
+def _leaves(model, prefix=()):
+    """Every leaf field of ``model`` (nested models walked), as dotted --set keys."""
+    out = []
+    for name, info in model.model_fields.items():
+        nested = [a for a in (info.annotation, *getattr(info.annotation, "__args__", ()))
+                  if isinstance(a, type) and issubclass(a, BaseModel)]
+        out += _leaves(nested[0], (*prefix, name)) if nested else [".".join((*prefix, name))]
+    return out
+
+
+SCENARIO_LEAVES = sorted(
+    {key for key in _leaves(Scenario) if not key.startswith(("topology", "workload"))}
+    | {f"topology.{k}" for k in _leaves(LeafSpineSpec) if k != "kind"}
+    | {f"workload.jobs.0.{k}" for k in _leaves(JobSpec)}
+)
+
+
+@pytest.mark.parametrize("value", ["1000000000000000000000000000000", ".inf", "-.inf", ".nan"])
+def test_every_field_has_bounds(value: str) -> None:
+    """No count, size, rate or time is unbounded: 10**30 and infinities are refused everywhere, as a
+    one-line error naming the field."""
+    assert len(SCENARIO_LEAVES) > 60
+    for key in SCENARIO_LEAVES:
+        with pytest.raises(InputError) as e:
+            load_scenario(overrides=[f"{key}={value}"])
+        assert e.value.field.replace("[0]", ".0") == key, str(e.value)
+    for key in _leaves(FatTreeSpec):
+        with pytest.raises(InputError) as e:
+            load_scenario(topology="fat_tree_k4", overrides=[f"topology.{key}={value}"])
+        assert e.value.field == f"topology.{key}", str(e.value)
+
+
+def test_a_run_without_a_name_is_named_after_its_presets() -> None:
+    assert load_scenario().name == "small-ring_allreduce"
+    assert load_scenario(topology="bench", workload="permutation").name == "bench-permutation"
+    assert load_scenario(topology="bench", overrides=["name=mine"]).name == "mine"

@@ -31,7 +31,7 @@ import pyarrow.parquet as pq
 
 from pktsim.errors import InputError
 from pktsim.experiment import Experiment
-from pktsim.traces import FILE_SCHEMAS, parquet_metadata
+from pktsim.traces import FILE_SCHEMAS, SCHEMAS, parquet_metadata
 from pktsim.units import format_bytes, format_ns
 from pktsim.workload.dag import Workload
 
@@ -82,6 +82,12 @@ def read_model_file(path: str, workload: Workload) -> ModelTimes:
     """A user's flow-level results (Parquet or CSV keyed by msg_id). Bad files raise
     :class:`InputError` naming the file and the column."""
     p = Path(path)
+    run = p.parent.parent  # a part of a run's table, <run>/<table>/part-NNNNN.parquet?
+    if p.name.startswith("part-") and p.parent.name in SCHEMAS and all((run / t).is_dir() for t in SCHEMAS):
+        why = incomplete(run)
+        if why is not None:
+            raise InputError(path, "", f"is part of the incomplete run {run}/ ({why}); its tables hold only the "
+                                       f"rows written before it stopped: rerun it to the end")
     try:
         if p.suffix.lower() == ".csv":
             import pyarrow.csv as pacsv
@@ -143,8 +149,25 @@ def _numeric(col: pa.ChunkedArray, path: str, name: str) -> np.ndarray:
     return values
 
 
+def incomplete(run_dir: Path) -> str | None:
+    """Why the run directory ``run_dir`` is incomplete (what the first line of its ``INCOMPLETE``
+    file says, or that it has no ``summary.json``), or None when the run finished."""
+    marker = run_dir / "INCOMPLETE"
+    if marker.exists():
+        lines = marker.read_text(errors="replace").strip().splitlines()
+        return f"INCOMPLETE: {lines[0] if lines else 'no reason given'}"
+    if not (run_dir / "summary.json").exists():
+        return "no summary.json"
+    return None
+
+
 def read_run(run_dir: Path, label: str, workload: Workload) -> ModelTimes:
-    """A backend's run directory as a model's schedule (its own collective durations as CCT)."""
+    """A backend's run directory as a model's schedule (its own collective durations as CCT).
+    An incomplete run (see :func:`incomplete`) raises :class:`InputError`: it lacks messages."""
+    why = incomplete(run_dir)
+    if why is not None:
+        raise InputError(str(run_dir), "", f"incomplete run ({why}); its tables hold only the rows written "
+                                           f"before it stopped: rerun it to the end")
     m = pads.dataset(run_dir / "messages").to_table().sort_by("msg_id")
     c = pads.dataset(run_dir / "collectives").to_table()
     op_of = {(op.job, op.iteration): op.op for op in workload.collectives}

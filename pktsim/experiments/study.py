@@ -257,10 +257,15 @@ def run_study(runs: Sequence[RunSpec], jobs: int = 1, progress: bool = False) ->
             for i, r in enumerate(runs):
                 done(i, execute(r))
         else:
-            with ProcessPoolExecutor(max_workers=jobs) as pool:
+            pool = ProcessPoolExecutor(max_workers=jobs)
+            try:
                 futures = {pool.submit(execute, r): i for i, r in enumerate(runs)}
                 for fut in as_completed(futures):
                     done(futures[fut], fut.result())
+            except BaseException:  # stopped: do not wait for the queued runs
+                pool.shutdown(wait=False, cancel_futures=True)
+                raise
+            pool.shutdown()
     finally:
         if bar is not None:
             bar.stop()
@@ -355,9 +360,19 @@ def print_summary(rows: Sequence[dict]) -> None:
 
 
 def write_outputs(rows: Sequence[dict], out: Path) -> str | None:
+    """``study.png``, then ``study.parquet`` last (the study is done once it exists), each written
+    under a temporary name and renamed into place, so a reader never sees half a file. Returns a
+    note when the plot was skipped."""
     out.mkdir(parents=True, exist_ok=True)
-    pq.write_table(to_table(rows), out / "study.parquet")
-    return plot(rows, out / "study.png")
+    table = to_table(rows)  # a bad row fails here, before anything is written
+    tmp_png = out / ".study.tmp.png"  # (savefig picks the format from the suffix)
+    note = plot(rows, tmp_png)
+    if note is None:
+        os.replace(tmp_png, out / "study.png")
+    tmp = out / ".study.parquet.tmp"
+    pq.write_table(table, tmp)
+    os.replace(tmp, out / "study.parquet")
+    return note
 
 
 def parse_size(text: str) -> int:

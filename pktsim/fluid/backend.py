@@ -475,7 +475,7 @@ class FluidSimulation:
             packet_hops=self.packet_hops, sim_time_ns=ps_to_ns(self.now), messages=len(self.workload.messages),
             flows=self.flows_posted, packets=self.packets_posted, largest_queue=None,
             plan_s=self.planner.plan_seconds, transport=None, jobs=job_results(sc, self.dag),
-            scenario=sc.model_dump(mode="json"),
+            scenario=sc.model_dump(mode="json"), warnings=list(self.planner.warnings),
         )
 
 

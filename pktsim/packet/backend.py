@@ -136,6 +136,9 @@ class Simulation:
         wall0 = time.perf_counter()
         try:
             events = self._loop(recorder, progress)
+        except BaseException:  # stopped (a signal, an error): keep the queue samples logged so far
+            self._flush_ports(recorder)
+            raise
         finally:
             if gc_was_enabled:
                 gc.enable()
@@ -195,6 +198,7 @@ class Simulation:
             plan_s=self.planner.plan_seconds,
             transport=self._transport_summary() if self.net.transport_model else None,
             jobs=job_results(sc, self.dag), scenario=sc.model_dump(mode="json"),
+            warnings=list(self.planner.warnings),
         )
 
     def _transport_summary(self) -> dict:

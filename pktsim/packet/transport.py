@@ -10,12 +10,16 @@ selective repeat, the PSNs received beyond it.
 
 - ``gbn`` (RoCE go-back-N): the receiver accepts only the expected PSN; anything later is
   discarded and answered by one NACK for the expected PSN; the sender rewinds ``snd_nxt`` to it.
-- ``sr`` (selective repeat, IRN-style): the receiver keeps out-of-order packets and acknowledges
-  each with a selective ACK; the sender resends a missing PSN once a packet sent at least
-  ``reorder_window_ns`` after it has been acknowledged (RACK's time-based rule), so reordering
-  shorter than the window costs no retransmission.
-- both: one retransmission timer per queue pair (not per packet): after ``rto_ns`` without
-  progress the sender resends from ``snd_una`` (``sr``: every PSN not selectively acknowledged).
+- ``sr`` (selective repeat, IRN-style): the receiver keeps out-of-order packets, acknowledges
+  each with a selective ACK and reports duplicates (DSACK: a ``sack`` below the cumulative PSN);
+  the sender detects losses with RACK-TLP (RFC 8985): a missing PSN is resent once it is a
+  reordering window later than it would have arrived with the round trip of the most recently
+  sent packet delivered, the window adapting to the reordering the connection sees, and a tail
+  loss probe resends the last packet two smoothed RTTs after the last progress (with
+  ``nic.reorder_adaptive: false``: the fixed ``reorder_window_ns`` and no probe).
+- both: one timer per queue pair (not per packet) for every deadline: after ``rto_ns`` without
+  progress the sender resends from ``snd_una`` (``sr``: every PSN not selectively acknowledged);
+  ``sr`` also has its reordering deadline and its probe deadline on it.
 
 ``ideal`` keeps today's behaviour on this NIC: no ACKs, every packet sent once. The NIC hands its
 packets to its port only when the link is free (:class:`pktsim.packet.buffered_ports.BufferedPort`
@@ -87,8 +91,8 @@ class RdmaQueuePair(QueuePair):
     of the NIC's loss recovery)."""
 
     __slots__ = ("nic", "src", "rev_key", "segs", "psn_end", "snd_nxt", "snd_una", "snd_max", "active",
-                 "cc", "next_send_ps", "rto_deadline", "reo_deadline", "timer_at", "timer_gen", "lost", "lost_set",
-                 "sacked", "sent_at", "rack_high", "rack_rtt", "rx", "timeouts")
+                 "cc", "next_send_ps", "rto_deadline", "reo_deadline", "tlp_deadline", "timer_at", "timer_gen", "lost",
+                 "lost_set", "sacked", "sent_at", "rack_high", "rack_rtt", "rack", "probe", "rx", "timeouts")
 
     def __init__(self, nic: RdmaNic, key: tuple, dst: int, entropy: int) -> None:
         super().__init__(key, dst, entropy, flow_key(nic.index, dst, entropy))
@@ -105,6 +109,7 @@ class RdmaQueuePair(QueuePair):
         self.next_send_ps = 0
         self.rto_deadline: int | None = None   # when the retransmission timeout falls due
         self.reo_deadline: int | None = None   # sr: when the next missing PSN becomes overdue
+        self.tlp_deadline: int | None = None   # sr: when the tail loss probe falls due
         self.timer_at: int | None = None       # when the pending timer event fires
         self.timer_gen = 0
         self.lost: deque[int] = deque()    # PSNs to resend before new data, oldest first (sr)
@@ -113,6 +118,8 @@ class RdmaQueuePair(QueuePair):
         self.sent_at: dict[int, int] = {}   # sr: last send time of each outstanding PSN
         self.rack_high = 0                  # sr: highest PSN selectively acknowledged ...
         self.rack_rtt = 0                   # ... and the round trip that acknowledgement measured
+        self.rack = nic.recovery.open()     # sr: RACK-TLP's state (None: fixed reordering window)
+        self.probe = False                  # sr: the loss probe may send one new packet past the window
         self.rx = Responder()
         self.timeouts = 0
 
@@ -181,7 +188,7 @@ class RdmaNic(NicBase):
             elif qp.snd_nxt < qp.psn_end:
                 psn = qp.snd_nxt
                 inflight = psn - qp.snd_una
-                if inflight >= self.max_inflight or not qp.cc.window_open(inflight):
+                if (inflight >= self.max_inflight or not qp.cc.window_open(inflight)) and not qp.probe:
                     active.append(qp)  # window closed: an ACK reopens it
                     continue
             else:
@@ -239,10 +246,11 @@ class RdmaNic(NicBase):
         self.port.send(pkt, self.env.now)
         return pkt
 
-    # -- the connection's timer: retransmission timeout and (sr) reordering deadline -------------
+    # -- the connection's timer: retransmission timeout and (sr) reordering and probe deadlines ---
 
     def arm(self, qp: RdmaQueuePair, deadline: int) -> None:
-        """Set the retransmission deadline (the recovery may also set ``qp.reo_deadline``)."""
+        """Set the retransmission deadline (the recovery may also set ``qp.reo_deadline`` and
+        ``qp.tlp_deadline``, then call :meth:`schedule_timer`)."""
         qp.rto_deadline = deadline
         self.schedule_timer(qp)
 
@@ -252,6 +260,8 @@ class RdmaNic(NicBase):
         due = qp.rto_deadline
         if qp.reo_deadline is not None and (due is None or qp.reo_deadline < due):
             due = qp.reo_deadline
+        if qp.tlp_deadline is not None and (due is None or qp.tlp_deadline < due):
+            due = qp.tlp_deadline
         if due is None or (qp.timer_at is not None and qp.timer_at <= due):
             return
         qp.timer_at = due
@@ -268,6 +278,9 @@ class RdmaNic(NicBase):
             qp.reo_deadline = self.recovery.detect_losses(qp, now)
         if qp.rto_deadline is not None and qp.rto_deadline <= now:
             self._timeout(qp, now)
+        if qp.tlp_deadline is not None and qp.tlp_deadline <= now:
+            qp.tlp_deadline = None
+            self.recovery.on_probe_timeout(qp, now)
         self.schedule_timer(qp)
         if qp.lost or qp.snd_nxt < qp.psn_end:
             self._activate(qp)
@@ -310,7 +323,8 @@ class RdmaNic(NicBase):
 
     def ack(self, qp: RdmaQueuePair, kind: int, sack: int) -> None:
         """Send an ACK (or NACK) for the next PSN expected, selectively acknowledging ``sack``
-        (-1: none), with the ECN-marked bytes received since the last one."""
+        (-1: none; below the PSN expected: a duplicate, DSACK), with the ECN-marked bytes received
+        since the last one."""
         rx = qp.rx
         pkt = self._send_ctrl(kind, qp, rx.expected)
         pkt.sack = sack
@@ -335,13 +349,15 @@ class RdmaNic(NicBase):
                 f = segs.popleft()
                 f.acked = True
                 self._maybe_close(f)
-            recovery.on_cumulative_ack(qp, una, cum)
             qp.rto_deadline = now + self.rto_ps if qp.snd_una < qp.snd_max else None
+            recovery.on_cumulative_ack(qp, una, cum, now)
         cc = qp.cc
         if pkt.kind == NACK and recovery.on_nack(qp, cum):
             cc.on_loss()
         if pkt.sack >= cum:
             recovery.on_selective_ack(qp, pkt.sack, now)
+        elif pkt.sack >= 0:  # a duplicate reported below the cumulative ACK (DSACK)
+            recovery.on_dsack(qp, pkt.sack, now)
         cc.on_ack(newly * self.payload_max, pkt.echo, qp.snd_una, qp.snd_nxt)
         if qp.lost or qp.snd_nxt < qp.psn_end:
             self._activate(qp)

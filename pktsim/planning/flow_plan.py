@@ -53,12 +53,27 @@ class FlowPlanner:
         self._plans: dict[int, list[Subflow]] = {}
         self.phase_seconds: dict[tuple[int, int], float] = {}
         """``planned``: wall seconds the planner took per phase (see :meth:`_phases`)."""
+        self.warnings: list[str] = []
+        """What a user should know about the plan (one line each)."""
+        if self.cluster_scope:
+            self._check_lockstep(scenario)
         if self.lb.flow_plan == "split_minimal":
             self._paths = _PathPinner(fabric, scenario.seed)
             self._plan_minimal(workload)
         elif self.lb.flow_plan == "planned":
             self._paths = _PathPinner(fabric, scenario.seed)
             self._plan_phases(workload, scenario)
+
+    def _check_lockstep(self, scenario: Scenario) -> None:
+        """Cluster scope plans step k of every job together, which is exact only when the jobs
+        run in lockstep: the same collective over the same bytes, ranks and iterations."""
+        shapes = {(j.collective, j.bytes, j.ranks, j.iterations, j.channels, j.slices, j.start_ns)
+                  for j in scenario.workload.jobs}
+        if len(shapes) > 1:
+            self.warnings.append(
+                "lb.plan_scope: cluster plans step k of every job together, but the jobs do not run in "
+                "lockstep (their collective, size, ranks or start differ): steps planned together may not "
+                "overlap in time, and a job's own flows may collide; use plan_scope: job for such mixes")
 
     @property
     def plan_seconds(self) -> float:

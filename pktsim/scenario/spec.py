@@ -1,7 +1,9 @@
 """Scenario spec: the pydantic models of what a run simulates, and their validation.
 
 A scenario has four parts (topology, nic/switch/lb, workload, traces). Every model is strict
-(unknown fields are errors) and frozen. Reading scenario files, presets, profiles and ``--set``
+(unknown fields are errors, values are not coerced: ``true`` is not a count) and frozen, and every
+count, size, rate and time has a range (:mod:`pktsim.scenario.limits`, which also refuses
+scenarios whose projected work is too large). Reading scenario files, presets, profiles and ``--set``
 overrides, and turning pydantic's errors into one-line :class:`~pktsim.errors.InputError` s, is
 :mod:`pktsim.scenario.loading`. The lists of allowed names (load-balancing schemes, planners,
 collectives, topology kinds) are read from the registries where they are implemented.
@@ -9,9 +11,11 @@ collectives, topology kinds) are read from the registries where they are impleme
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Annotated, Any, Literal, Union
+from typing import TYPE_CHECKING, Annotated, Any, Callable, Literal, Union
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Discriminator, Field, Tag, model_validator
+from pydantic import (
+    AfterValidator, BaseModel, BeforeValidator, ConfigDict, Discriminator, Field, PrivateAttr, Tag, model_validator,
+)
 
 from pktsim.fabric.pfc import pfc_headroom_bytes
 from pktsim.fabric.selectors import SCHEMES
@@ -19,29 +23,102 @@ from pktsim.fabric.topology import TOPOLOGY_KINDS
 from pktsim.packet.cc import CONGESTION_CONTROLS
 from pktsim.packet.recovery import LOSS_RECOVERIES
 from pktsim.planning.planners import PLANNERS
-from pktsim.units import parse_bytes, parse_ns
+from pktsim.scenario import limits as lim
+from pktsim.units import parse_bytes, parse_gbps, parse_ns
 from pktsim.workload.collectives import COLLECTIVES
 
 if TYPE_CHECKING:
     import networkx as nx
 
-Bytes = Annotated[int, BeforeValidator(parse_bytes)]
-OptionalBytes = Annotated[int | None, BeforeValidator(lambda v: v if v is None else parse_bytes(v))]
-Nanoseconds = Annotated[int, BeforeValidator(parse_ns)]
-Positive = Annotated[int, Field(ge=1)]
-Gbps = Annotated[float, Field(gt=0)]
+# ---------------------------------------------------------------------------------------------
+# Field types: every count, size, rate and time has a range (pktsim.scenario.limits, README
+# "Scenario files"). Models are strict: no bool where an int is expected, no "4" for 4.
+
+
+def _show_bytes(n: int) -> str:
+    for unit, size in (("PiB", 2**50), ("TiB", 2**40), ("GiB", 2**30), ("MiB", 2**20), ("KiB", 2**10)):
+        if n >= size and n % size == 0:
+            return f"{n // size} {unit}"
+    return f"{n:,} byte{'s' if n != 1 else ''}"
+
+
+def _show_ns(n: int) -> str:
+    for unit, size in (("s", 10**9), ("ms", 10**6), ("us", 10**3)):
+        if n >= size and n % size == 0:
+            return f"{n // size:,} {unit}"
+    return f"{n:,} ns"
+
+
+def _show_gbps(g: float) -> str:
+    if g >= 1000:
+        return f"{g / 1000:g} Tbit/s"
+    return f"{g:g} Gbit/s" if g >= 1 else f"{g * 1000:g} Mbit/s"
+
+
+def _in_range(parse: Callable[[Any], Any], lo: Any, hi: Any, show: Callable[[Any], str],
+              optional: bool = False) -> BeforeValidator:
+    def check(value: Any) -> Any:
+        if optional and value is None:
+            return None
+        n = parse(value)
+        if n < lo:
+            raise ValueError(f"must be at least {show(lo)}")
+        if n > hi:
+            raise ValueError(f"must be at most {show(hi)}")
+        return n
+    return BeforeValidator(check)
+
+
+def Size(lo: int = 0, hi: int = lim.MAX_BUFFER_BYTES, optional: bool = False) -> Any:
+    """Bytes (an integer, or with a unit: ``64MiB``, ``1MB``) in ``[lo, hi]``."""
+    return Annotated[int | None if optional else int, _in_range(parse_bytes, lo, hi, _show_bytes, optional)]
+
+
+def Time(lo: int = 0, hi: int = lim.MAX_TIME_NS, optional: bool = False) -> Any:
+    """Nanoseconds (an integer, or with a unit: ``10us``) in ``[lo, hi]``."""
+    return Annotated[int | None if optional else int, _in_range(parse_ns, lo, hi, _show_ns, optional)]
+
+
+def Rate(lo: float = lim.MIN_GBPS, hi: float = lim.MAX_GBPS, optional: bool = False) -> Any:
+    """Gbit/s (a number, or with a unit: ``400G``, ``400Gbps``, ``1.6T``, ``100Mbps``) in ``[lo, hi]``."""
+    return Annotated[float | None if optional else float, _in_range(parse_gbps, lo, hi, _show_gbps, optional)]
+
+
+def Count(lo: int, hi: int) -> Any:
+    """A whole number in ``[lo, hi]`` (strict: ``true`` and ``4.0`` are refused)."""
+    return Annotated[int, Field(ge=lo, le=hi)]
+
+
+def _no_path(name: str) -> str:
+    if any(c in name for c in "/\\") or any(ord(c) < 32 for c in name):
+        raise ValueError("must not contain '/', '\\' or control characters (it names the run directory)")
+    return name
+
+
+Bytes = Size()
+OptionalBytes = Size(optional=True)
+Nanoseconds = Time()
+Positive = Count(1, lim.MAX_SMALL_COUNT)
+Gbps = Rate()
+Delay = Time(0, lim.MAX_DELAY_NS)
+"""Link delays and switch latency."""
+Seed = Count(0, lim.MAX_SEED)
+Name = Annotated[str, Field(min_length=1, max_length=lim.MAX_NAME_CHARS)]
 
 
 class _FieldError(ValueError):
-    """A cross-field problem that belongs to a specific field (``loc`` from the scenario's root)."""
+    """A cross-field problem that belongs to a specific field (``loc`` from the scenario's root);
+    ``involves``: the other fields it depends on (the error is blamed on whichever of them was
+    written last, e.g. ``--set topology.leaves=2`` for "16 ranks but the topology has 8 hosts")."""
 
-    def __init__(self, loc: tuple, msg: str) -> None:
+    def __init__(self, loc: tuple, msg: str, involves: tuple[tuple, ...] = ()) -> None:
         super().__init__(msg)
         self.loc = loc
+        self.involves = involves
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True, allow_inf_nan=False)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -85,6 +162,26 @@ class TopologySpec(_Strict):
         raise NotImplementedError
 
     @property
+    def n_tors(self) -> int:
+        """Top-of-rack switches (leaves, edges): the destinations of the routing tables."""
+        raise NotImplementedError
+
+    @property
+    def n_fabric_ports(self) -> int:
+        """Switch ports facing other switches (twice the switch-to-switch links)."""
+        raise NotImplementedError
+
+    @property
+    def n_switch_ports(self) -> int:
+        """Ports of all switches: fabric-facing and host-facing."""
+        return self.n_fabric_ports + self.n_hosts
+
+    def size_fields(self) -> dict[str, int]:
+        """The fields that size the fabric, each with its smallest value (to find the one most
+        responsible for a projection above a limit)."""
+        raise NotImplementedError
+
+    @property
     def max_link_delay_ns(self) -> int:
         """Propagation delay of the longest link."""
         raise NotImplementedError
@@ -103,13 +200,13 @@ class LeafSpineSpec(TopologySpec):
     """Two-tier Clos: every leaf connects to every spine; hosts hang off leaves."""
 
     kind: Literal["leaf_spine"] = "leaf_spine"
-    spines: Positive = 4
-    leaves: Positive = 8
-    hosts_per_leaf: Positive = 4
+    spines: Count(1, lim.MAX_COUNT) = 4
+    leaves: Count(1, lim.MAX_COUNT) = 8
+    hosts_per_leaf: Count(1, lim.MAX_COUNT) = 4
     link_gbps: Gbps = 100.0
-    host_link_gbps: Gbps | None = None
-    link_delay_ns: Nanoseconds = 1000
-    spine_delay_ns: list[Nanoseconds] | None = None
+    host_link_gbps: Rate(optional=True) = None
+    link_delay_ns: Delay = 1000
+    spine_delay_ns: Annotated[list[Delay], Field(max_length=lim.MAX_COUNT)] | None = None
     """Propagation delay of the links of each spine (one value per spine), for fabrics whose paths
     differ in length; default ``link_delay_ns`` everywhere."""
 
@@ -117,7 +214,8 @@ class LeafSpineSpec(TopologySpec):
     def _spine_delays(self) -> LeafSpineSpec:
         if self.spine_delay_ns is not None and len(self.spine_delay_ns) != self.spines:
             raise _FieldError(("topology", "spine_delay_ns"),
-                              f"gives {len(self.spine_delay_ns)} delays for {self.spines} spines")
+                              f"gives {len(self.spine_delay_ns)} delays for {self.spines} spines",
+                              involves=(("topology", "spines"),))
         return self
 
     @property
@@ -133,6 +231,17 @@ class LeafSpineSpec(TopologySpec):
         return max(self.hosts_per_leaf + self.spines, self.leaves)
 
     @property
+    def n_tors(self) -> int:
+        return self.leaves
+
+    @property
+    def n_fabric_ports(self) -> int:
+        return 2 * self.leaves * self.spines
+
+    def size_fields(self) -> dict[str, int]:
+        return {"spines": 1, "leaves": 1, "hosts_per_leaf": 1}
+
+    @property
     def max_link_delay_ns(self) -> int:
         return max([self.link_delay_ns, *(self.spine_delay_ns or [])])
 
@@ -145,11 +254,11 @@ class FatTreeSpec(TopologySpec):
     """Three-tier k-ary fat-tree (Al-Fares et al.)."""
 
     kind: Literal["fat_tree"] = "fat_tree"
-    k: Annotated[int, Field(ge=2, multiple_of=2)] = 4
+    k: Annotated[int, Field(ge=2, le=lim.MAX_FAT_TREE_K, multiple_of=2)] = 4
     """Arity: k pods of k/2 edge and k/2 aggregation switches, (k/2)^2 cores, k^3/4 hosts."""
     link_gbps: Gbps = 100.0
-    host_link_gbps: Gbps | None = None
-    link_delay_ns: Nanoseconds = 1000
+    host_link_gbps: Rate(optional=True) = None
+    link_delay_ns: Delay = 1000
 
     @property
     def n_hosts(self) -> int:
@@ -162,6 +271,17 @@ class FatTreeSpec(TopologySpec):
     @property
     def max_switch_ports(self) -> int:
         return self.k
+
+    @property
+    def n_tors(self) -> int:
+        return self.k**2 // 2
+
+    @property
+    def n_fabric_ports(self) -> int:
+        return self.k**3  # k^3/4 edge-agg and k^3/4 agg-core links, two ports each
+
+    def size_fields(self) -> dict[str, int]:
+        return {"k": 2}
 
     @property
     def max_link_delay_ns(self) -> int:
@@ -217,11 +337,11 @@ class DcqcnSpec(_Strict):
     """Gain of the congestion estimate alpha."""
     cnp_interval_ns: Nanoseconds = 50_000
     """The receiver sends at most one CNP per connection in this interval (N in the paper)."""
-    alpha_timer_ns: Annotated[int, BeforeValidator(parse_ns), Field(gt=0)] = 55_000
+    alpha_timer_ns: Time(1) = 55_000
     """Alpha decays by (1 - g) after every such interval without a CNP (K in the paper)."""
-    increase_timer_ns: Annotated[int, BeforeValidator(parse_ns), Field(gt=0)] = 55_000
+    increase_timer_ns: Time(1) = 55_000
     """Rate-increase timer (T in the paper)."""
-    byte_counter_bytes: Annotated[int, BeforeValidator(parse_bytes), Field(gt=0)] = 10 * 10**6
+    byte_counter_bytes: Size(1) = 10 * 10**6
     """Rate-increase byte counter (B in the paper)."""
     fast_recovery_steps: Positive = 5
     """Increase events in fast recovery before additive increase starts (F in the paper)."""
@@ -238,14 +358,14 @@ class DctcpSpec(_Strict):
 
     g: Annotated[float, Field(gt=0, lt=1)] = 1 / 16
     """Gain of the estimate alpha of the fraction of marked bytes, updated once per window."""
-    init_window_bytes: OptionalBytes = None
+    init_window_bytes: Size(1, optional=True) = None
     """Initial congestion window (default: the bandwidth-delay product of the host link over the
     longest base round trip of the fabric, so a lone flow starts at line rate)."""
 
 
 class NicSpec(_Strict):
-    mtu_bytes: Bytes = 4096
-    header_bytes: Bytes = 64
+    mtu_bytes: Size(1, lim.MAX_PACKET_BYTES) = 4096
+    header_bytes: Size(0, lim.MAX_PACKET_BYTES - 1) = 64
     transport: Literal[LOSS_RECOVERIES.names()] = "ideal"
     """``ideal``: every byte sent once at line rate, no ACKs. ``gbn``: RoCE go-back-N (the
     receiver drops out-of-order packets and NACKs the expected one; the sender rewinds).
@@ -255,20 +375,38 @@ class NicSpec(_Strict):
     """Congestion control: ``none`` sends at line rate; ``dcqcn`` paces each connection at a rate
     cut on CNPs; ``dctcp`` limits each connection's bytes in flight to a window cut by the fraction
     of ECN-marked bytes. Both need ``switch.ecn`` and a reliable transport."""
-    ack_every: Positive = 1
+    ack_every: Count(1, lim.MAX_SMALL_COUNT) = 1
     """Coalescing: the receiver acknowledges every this many in-order packets (and always the
     last packet of a message, and at once on anything out of order)."""
-    ack_bytes: Annotated[int, BeforeValidator(parse_bytes), Field(ge=1)] = 64
+    ack_bytes: Size(1, lim.MAX_PACKET_BYTES) = 64
     """Size of ACK, NACK and CNP packets on the wire."""
-    window_bytes: OptionalBytes = None
+    window_bytes: Size(1, optional=True) = None
     """Cap on unacknowledged bytes per connection (rounded down to whole packets, at least one);
     none by default, as in RoCE."""
-    rto_ns: Annotated[int, BeforeValidator(parse_ns), Field(gt=0)] = 1_000_000
+    rto_ns: Time(1) = 1_000_000
     """Retransmission timeout: with data outstanding and no acknowledgement for this long, the
     sender resends from the first unacknowledged packet. One timer per connection."""
     reorder_window_ns: Nanoseconds = 20_000
-    """``sr``: how much later than a missing packet another must have been sent, and acknowledged,
-    before the missing one is declared lost (RACK-style; keeps reordering from triggering resends)."""
+    """``sr`` with ``reorder_adaptive: false``: the fixed reordering window, how much later than a
+    missing packet another must have been sent, and acknowledged, before the missing one is
+    declared lost. Unused by the adaptive window."""
+    reorder_adaptive: bool = True
+    """``sr``: RACK-TLP (RFC 8985) loss detection: the reordering window is a multiple of
+    ``reorder_min_rtt_fraction`` x the connection's measured minimum RTT, grown when a resend
+    turns out spurious (DSACK), back to one unit after 16 loss recoveries without one.
+    ``false``: the fixed ``reorder_window_ns`` (and no loss probe)."""
+    reorder_min_rtt_fraction: Annotated[float, Field(gt=0, le=16)] = 0.25
+    """``sr``: the adaptive reordering window's unit, a fraction of the minimum RTT (RFC: 1/4)."""
+    reorder_mult_max: Positive = 255
+    """``sr``: the most units the adaptive reordering window grows to (Linux's cap)."""
+    reorder_headroom: Annotated[float, Field(ge=0, le=100)] = 2.0
+    """``sr``: the adaptive window also grows to this many times the lateness of any packet
+    delivered out of order (how much later than the most recently sent packet delivered's round
+    trip after its own send time it arrived), so growing reordering is followed before it causes
+    resends. 0: only DSACKs grow the window, as in RFC 8985."""
+    loss_probe: bool = True
+    """``sr`` with the adaptive window: a tail loss probe (TLP) after two smoothed RTTs without an
+    ACK, so a lost last packet does not wait for ``rto_ns``."""
     dcqcn: DcqcnSpec = DcqcnSpec()
     dctcp: DctcpSpec = DctcpSpec()
 
@@ -277,7 +415,12 @@ class NicSpec(_Strict):
         if self.header_bytes >= self.mtu_bytes:
             raise ValueError(f"header_bytes ({self.header_bytes}) must be smaller than mtu_bytes ({self.mtu_bytes})")
         if self.cc != "none" and self.transport == "ideal":
-            raise _FieldError(("nic", "cc"), f"{self.cc} needs acknowledgements: set nic.transport to gbn or sr")
+            raise _FieldError(("nic", "cc"), f"{self.cc} needs acknowledgements: set nic.transport to gbn or sr",
+                              involves=(("nic", "transport"),))
+        if self.reorder_adaptive and self.reorder_window_ns != type(self).model_fields["reorder_window_ns"].default:
+            raise _FieldError(("nic", "reorder_window_ns"), "the fixed reordering window is used only with "
+                              "nic.reorder_adaptive: false (the adaptive window learns it)",
+                              involves=(("nic", "reorder_adaptive"),))
         return self
 
     @property
@@ -311,18 +454,19 @@ class EcnSpec(_Strict):
     def _order(self) -> EcnSpec:
         if self.kmin_bytes > self.kmax_bytes:
             raise _FieldError(("switch", "ecn", "kmin_bytes"),
-                              f"{self.kmin_bytes} is above kmax_bytes ({self.kmax_bytes})")
+                              f"{self.kmin_bytes} is above kmax_bytes ({self.kmax_bytes})",
+                              involves=(("switch", "ecn", "kmax_bytes"),))
         return self
 
 
 class SwitchSpec(_Strict):
-    latency_ns: Nanoseconds = 0
+    latency_ns: Delay = 0
     """Fixed forwarding latency added at every switch before the egress queue."""
-    buffer_bytes: OptionalBytes = None
+    buffer_bytes: Size(1, optional=True) = None
     """Shared packet buffer of each switch (none: unlimited)."""
-    port_buffer_bytes: OptionalBytes = None
+    port_buffer_bytes: Size(1, optional=True) = None
     """Static limit on each egress queue (none: only the shared buffer limits it)."""
-    dt_alpha: Annotated[float | None, Field(gt=0)] = None
+    dt_alpha: Annotated[float | None, Field(gt=0, le=1024)] = None
     """Dynamic thresholds (Choudhury-Hahne, as in Broadcom switches): an egress queue may grow to
     ``dt_alpha`` x the free shared buffer. Needs ``buffer_bytes``."""
     pfc: PfcSpec = PfcSpec()
@@ -332,15 +476,18 @@ class SwitchSpec(_Strict):
     @model_validator(mode="after")
     def _buffers(self) -> SwitchSpec:
         if self.dt_alpha is not None and self.buffer_bytes is None:
-            raise _FieldError(("switch", "dt_alpha"), "dynamic thresholds need a shared buffer: set switch.buffer_bytes")
+            raise _FieldError(("switch", "dt_alpha"), "dynamic thresholds need a shared buffer: set switch.buffer_bytes",
+                              involves=(("switch", "buffer_bytes"),))
         pfc = self.pfc
         if pfc.enabled:
             if pfc.xon_bytes > pfc.xoff_bytes:
                 raise _FieldError(("switch", "pfc", "xon_bytes"),
-                                  f"{pfc.xon_bytes} is above xoff_bytes ({pfc.xoff_bytes})")
+                                  f"{pfc.xon_bytes} is above xoff_bytes ({pfc.xoff_bytes})",
+                                  involves=(("switch", "pfc", "xoff_bytes"),))
             if self.port_buffer_bytes is not None or self.dt_alpha is not None:
                 raise _FieldError(("switch", "pfc", "enabled"), "PFC is lossless: egress drop limits "
-                                  "(port_buffer_bytes, dt_alpha) would drop what PFC holds; remove them")
+                                  "(port_buffer_bytes, dt_alpha) would drop what PFC holds; remove them",
+                                  involves=(("switch", "port_buffer_bytes"), ("switch", "dt_alpha")))
         return self
 
     @property
@@ -356,21 +503,21 @@ PlannerName = Literal[PLANNERS.names()]
 
 class LbSpec(_Strict):
     scheme: LbScheme = "ecmp"
-    subflows: Positive = 1
-    flowlet_gap_ns: Annotated[int, BeforeValidator(parse_ns), Field(gt=0)] = 10_000
+    subflows: Count(1, lim.MAX_PARALLEL) = 1
+    flowlet_gap_ns: Time(1) = 10_000
     """``flowlet``: idle time after which a switch may move a flow to another next hop. The default,
     10 us, is about one base round trip of the preset fabrics (1 us links) and much more than the
     queueing skew between their paths, so a re-pick rarely reorders; it is far below the compute
     gaps between training iterations, so every message starts a new flowlet."""
-    adaptive_choices: Annotated[int, Field(ge=0)] = 0
+    adaptive_choices: Count(0, lim.MAX_PARALLEL) = 0
     """``adaptive``: how many equal-cost next hops a switch samples per packet before taking the
     least loaded: 0 = all of them (exact least backlog), 2 = power-of-two choices, d >= the group
     size = all of them."""
     planner: PlannerName = "edge_coloring"
     """``planned``: how each phase's flows are assigned to spines (see :mod:`pktsim.planning.planners`)."""
-    planner_seed: int | None = None
+    planner_seed: Seed | None = None
     """``planned`` with ``annealing``: the annealer's seed (default: the scenario seed)."""
-    annealing_steps: Positive = 20_000
+    annealing_steps: Count(1, lim.MAX_ANNEALING_STEPS) = 20_000
     """``planned`` with ``annealing``: moves tried per phase (fewer if it reaches the lower bound)."""
     plan_scope: Literal["job", "cluster"] = "job"
     """``planned`` and ``split_minimal``: which flows a plan sees together. ``job``: one phase is one
@@ -380,13 +527,15 @@ class LbSpec(_Strict):
     @model_validator(mode="after")
     def _planner_fields(self) -> LbSpec:
         if self.scheme != "planned" and self.planner != "edge_coloring":
-            raise _FieldError(("lb", "planner"), f"only used with lb.scheme: planned (scheme is {self.scheme})")
+            raise _FieldError(("lb", "planner"), f"only used with lb.scheme: planned (scheme is {self.scheme})",
+                              involves=(("lb", "scheme"),))
         for name, default in (("planner_seed", None), ("annealing_steps", 20_000)):
             if getattr(self, name) != default and (self.scheme != "planned" or self.planner != "annealing"):
-                raise _FieldError(("lb", name), "only used with lb.scheme: planned and lb.planner: annealing")
+                raise _FieldError(("lb", name), "only used with lb.scheme: planned and lb.planner: annealing",
+                                  involves=(("lb", "scheme"), ("lb", "planner")))
         if self.plan_scope != "job" and self.scheme not in ("planned", "split_minimal"):
             raise _FieldError(("lb", "plan_scope"), f"only used with lb.scheme: planned or split_minimal "
-                              f"(scheme is {self.scheme})")
+                              f"(scheme is {self.scheme})", involves=(("lb", "scheme"),))
         return self
 
 
@@ -394,25 +543,25 @@ Collective = Literal[COLLECTIVES.names()]
 
 
 class JobSpec(_Strict):
-    name: str = "job0"
+    name: Name = "job0"
     collective: Collective = "ring_allreduce"
-    bytes: Bytes = 16 * 2**20
+    bytes: Size(1, lim.MAX_MESSAGE_BYTES) = 16 * 2**20
     """Per-rank buffer size of the collective (permutation/incast: bytes per sender)."""
-    ranks: Annotated[int, Field(ge=2)] = 16
-    placement: Literal["packed", "random", "strided"] | list[str] = "packed"
-    stride: Positive | None = None
+    ranks: Count(2, lim.MAX_COUNT) = 16
+    placement: Literal["packed", "random", "strided"] | Annotated[list[str], Field(max_length=lim.MAX_COUNT)] = "packed"
+    stride: Count(1, lim.MAX_COUNT) | None = None
     """Host stride for ``strided`` placement (default: hosts per leaf, so ranks round-robin over leaves)."""
-    iterations: Positive = 1
+    iterations: Count(1, lim.MAX_SMALL_COUNT) = 1
     start_ns: Nanoseconds = 0
     compute_gap_ns: Nanoseconds = 0
     """Compute time between the end of one iteration and the start of the next."""
-    channels: Positive = 1
+    channels: Count(1, lim.MAX_PARALLEL) = 1
     """Parallel rings (NCCL channels), each carrying bytes/channels on its own connections."""
-    slices: Positive = 1
+    slices: Count(1, lim.MAX_PARALLEL) = 1
     """Pipelined pieces each ring step is cut into."""
-    shift: int | None = None
+    shift: Count(-lim.MAX_COUNT, lim.MAX_COUNT) | None = None
     """Permutation: rank r sends to (r + shift) mod ranks; default a seeded random derangement."""
-    receiver: Annotated[int, Field(ge=0)] = 0
+    receiver: Count(0, lim.MAX_COUNT) = 0
     """Incast: the rank every other rank sends to."""
 
     @model_validator(mode="after")
@@ -427,7 +576,7 @@ class JobSpec(_Strict):
 
 
 class WorkloadSpec(_Strict):
-    jobs: Annotated[list[JobSpec], Field(min_length=1)] = [JobSpec()]
+    jobs: Annotated[list[JobSpec], Field(min_length=1, max_length=lim.MAX_JOBS)] = [JobSpec()]
 
     @model_validator(mode="after")
     def _unique_names(self) -> WorkloadSpec:
@@ -439,14 +588,14 @@ class WorkloadSpec(_Strict):
 
 
 class TracesSpec(_Strict):
-    queue_interval_ns: Annotated[int, BeforeValidator(parse_ns), Field(ge=1)] = 10_000
-    part_rows: Annotated[int, Field(ge=1)] = 16_384
+    queue_interval_ns: Time(lim.MIN_QUEUE_INTERVAL_NS) = 10_000
+    part_rows: Count(lim.MIN_PART_ROWS, lim.MAX_PART_ROWS) = 16_384
     """Rows buffered per table before a Parquet part is written."""
 
 
 class Scenario(_Strict):
-    name: str = "default"
-    seed: int = 1
+    name: Annotated[Name, AfterValidator(_no_path)] = "default"
+    seed: Seed = 1
     profile: str | None = None
     """The network profile (``profiles/<name>.yaml``) the nic and switch sections started from."""
     topology: AnyTopology = LeafSpineSpec()
@@ -455,6 +604,8 @@ class Scenario(_Strict):
     lb: LbSpec = LbSpec()
     workload: WorkloadSpec = WorkloadSpec()
     traces: TracesSpec = TracesSpec()
+    _provenance: Any = PrivateAttr(default=None)
+    """Where each field was written (:mod:`pktsim.scenario.provenance`); not part of the value."""
 
     @model_validator(mode="after")
     def _fits(self) -> Scenario:
@@ -462,31 +613,39 @@ class Scenario(_Strict):
         used = 0
         for i, job in enumerate(self.workload.jobs):
             if job.ranks > hosts:
-                raise _FieldError(("workload", "jobs", i, "ranks"), f"{job.ranks} ranks but the topology has {hosts} hosts")
+                raise _FieldError(("workload", "jobs", i, "ranks"), f"{job.ranks} ranks but the topology has {hosts} hosts",
+                                  involves=(("topology",),))
             used += job.ranks
         if used > hosts:
-            raise _FieldError(("workload", "jobs"), f"the jobs need {used} hosts but the topology has {hosts}")
+            raise _FieldError(("workload", "jobs"), f"the jobs need {used} hosts but the topology has {hosts}",
+                              involves=(("topology",),))
+        try:
+            lim.check_work(self)
+        except lim.LimitError as e:
+            raise _FieldError(e.loc, str(e)) from None
         self._check_transport()
         if self.lb.scheme == "planned" and self.topology.kind != "leaf_spine":
             raise _FieldError(("lb", "scheme"), f"planned routing supports leaf_spine topologies only "
-                              f"(got {self.topology.kind})")
+                              f"(got {self.topology.kind})", involves=(("topology", "kind"),))
         return self
 
     def _check_transport(self) -> None:
         nic, sw, topo = self.nic, self.switch, self.topology
         if nic.cc != "none" and sw.ecn is None:
-            raise _FieldError(("nic", "cc"), f"{nic.cc} reacts to ECN marks: set switch.ecn")
+            raise _FieldError(("nic", "cc"), f"{nic.cc} reacts to ECN marks: set switch.ecn", involves=(("switch", "ecn"),))
         if sw.finite and not sw.pfc.enabled and nic.transport == "ideal":
             raise _FieldError(("switch", "buffer_bytes" if sw.buffer_bytes is not None else "port_buffer_bytes"),
                               "a finite buffer without PFC drops packets and the ideal transport never "
-                              "resends: set nic.transport to gbn or sr, or enable switch.pfc")
+                              "resends: set nic.transport to gbn or sr, or enable switch.pfc",
+                              involves=(("switch", "pfc", "enabled"), ("nic", "transport")))
         if sw.pfc.enabled:
             need = pfc_headroom_bytes(self)
             headroom = sw.pfc.headroom_bytes
             if headroom is not None and headroom < need:
                 raise _FieldError(("switch", "pfc", "headroom_bytes"),
                                   f"{headroom} cannot absorb what arrives while a pause takes effect "
-                                  f"(2 x delay x rate + 2 MTU + pause frame = {need})")
+                                  f"(2 x delay x rate + 2 MTU + pause frame = {need})",
+                                  involves=(("switch", "pfc", "enabled"),))
             if sw.buffer_bytes is not None:
                 ports = topo.max_switch_ports
                 per_port = sw.pfc.xoff_bytes + (headroom if headroom is not None else need)
@@ -494,4 +653,22 @@ class Scenario(_Strict):
                     raise _FieldError(("switch", "pfc", "xoff_bytes"),
                                       f"PFC thresholds above the buffer: {ports} ports x (xoff {sw.pfc.xoff_bytes}"
                                       f" + headroom {per_port - sw.pfc.xoff_bytes}) = {ports * per_port} bytes > "
-                                      f"switch.buffer_bytes {sw.buffer_bytes}")
+                                      f"switch.buffer_bytes {sw.buffer_bytes}",
+                                      involves=(("switch", "buffer_bytes"), ("switch", "pfc", "headroom_bytes"),
+                                                ("switch", "pfc", "enabled")))
+        # A limit below one packet admits nothing: every packet would be dropped, or pause its link,
+        # and be resent forever.
+        mtu = nic.mtu_bytes
+        for name in ("buffer_bytes", "port_buffer_bytes"):
+            limit = getattr(sw, name)
+            if limit is not None and limit < mtu:
+                raise _FieldError(("switch", name), f"{limit} cannot hold one packet (nic.mtu_bytes {mtu})",
+                                  involves=(("nic", "mtu_bytes"),))
+        if sw.dt_alpha is not None and sw.buffer_bytes is not None and sw.dt_alpha * sw.buffer_bytes < mtu:
+            raise _FieldError(("switch", "dt_alpha"), f"{sw.dt_alpha} x buffer_bytes {sw.buffer_bytes} is less than "
+                              f"one packet (nic.mtu_bytes {mtu}): an empty queue could not admit a packet",
+                              involves=(("switch", "buffer_bytes"), ("nic", "mtu_bytes")))
+        if sw.pfc.enabled and sw.pfc.xoff_bytes < mtu:
+            raise _FieldError(("switch", "pfc", "xoff_bytes"), f"{sw.pfc.xoff_bytes} is less than one packet "
+                              f"(nic.mtu_bytes {mtu}): every packet would pause its link",
+                              involves=(("nic", "mtu_bytes"), ("switch", "pfc", "enabled")))

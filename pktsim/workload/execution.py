@@ -19,7 +19,8 @@ from pktsim.workload.dag import CollectiveOp, Message, Workload
 class ExecutionListener(Protocol):
     """What hears about completions (times in ps): the recorder, in a run that writes traces."""
 
-    def message_done(self, m: Message, ready_ps: float, start_ps: float, end_ps: float, ideal_fct_ps: int) -> None: ...
+    def message_done(self, m: Message, ready_ps: float, start_ps: float, end_ps: float, ideal_fct_ps: int,
+                     single_path_fct_ps: int | None = None) -> None: ...
 
     def collective_done(self, op: CollectiveOp, start_ps: float, end_ps: float, ideal_ps: int) -> None: ...
 
@@ -31,11 +32,15 @@ class DagExecution:
 
     def __init__(
         self, workload: Workload, ideal_fct_ps: list[int], ideal_op_ps: list[int], congestion: CongestionMeter,
+        single_path_fct_ps: list[int] | None = None,
     ) -> None:
         self.workload = workload
         self.congestion = congestion
         self.ideal_fct_ps = ideal_fct_ps
+        """Per message: the lower bound on its FCT (ps)."""
         self.ideal_op_ps = ideal_op_ps
+        self.single_path_fct_ps = single_path_fct_ps
+        """Per message: its FCT alone on one path (ps), or None when not known."""
         msgs = workload.messages
         n = len(msgs)
         self.dependents = workload.dependents()
@@ -86,7 +91,9 @@ class DagExecution:
         self.messages_done += 1
         if self.listener is not None:
             i = m.msg_id
-            self.listener.message_done(m, self.ready_ps[i], self.start_ps[i], self.end_ps[i], self.ideal_fct_ps[i])
+            single = self.single_path_fct_ps[i] if self.single_path_fct_ps is not None else None
+            self.listener.message_done(m, self.ready_ps[i], self.start_ps[i], self.end_ps[i], self.ideal_fct_ps[i],
+                                       single)
         released = [d for d in self.dependents[msg_id] if self._one_less(d)]
         self.op_left[m.op] -= 1
         if self.op_left[m.op] == 0:
