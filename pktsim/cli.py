@@ -7,7 +7,7 @@ number, 1 anything else. Input is validated completely before the run directory 
 Crash safety: a run (validation, study) directory holds ``INCOMPLETE`` from the moment it appears
 until its last output (``summary.json``, ``validation.json``, ``study.parquet``) has been written,
 so a directory killed any way at all is marked. SIGTERM and SIGINT raise :class:`Stopped` (see
-:class:`_StopOnSignals`): the tables' buffered rows are flushed, the reason is written into
+:class:`StopOnSignals`): the tables' buffered rows are flushed, the reason is written into
 ``INCOMPLETE`` and the process exits 128 + signum. A second signal abandons that clean-up.
 """
 
@@ -19,7 +19,6 @@ import json
 import os
 import signal
 import sys
-import threading
 import time
 from datetime import datetime
 from pathlib import Path
@@ -28,12 +27,13 @@ from typing import TYPE_CHECKING, Sequence
 from pktsim import __version__
 from pktsim.backends import BACKENDS, backend
 from pktsim.errors import InputError
+from pktsim.rundir import MARKER, Stopped, StopOnSignals, create_marked, fresh_path, mark_incomplete, write_atomic
 from pktsim.scenario import LB_SCHEMES, Scenario, blame, load_scenario
 
 if TYPE_CHECKING:
     from pktsim.experiment import Backend, Experiment, Progress
     from pktsim.summary import RunSummary
-from pktsim.units import format_bytes, format_ns
+from pktsim.units import format_ns
 
 class _Parser(argparse.ArgumentParser):
     """argparse, but usage errors are bad input: one line, exit code 2."""
@@ -153,15 +153,6 @@ def _out_dir(text: str, flag: str = "--out") -> Path:
     return out
 
 
-def _fresh(base: Path) -> Path:
-    """``base``, or ``base-2``, ``base-3``, ... when it exists."""
-    out, n = base, 1
-    while out.exists():
-        n += 1
-        out = base.with_name(f"{base.name}-{n}")
-    return out
-
-
 def _run_dir(args: argparse.Namespace, scenario: Scenario, tag: str = "") -> Path:
     """``--out`` (which must be new or an empty directory) or a fresh directory under traces/;
     ``tag`` (e.g. ``fluid``) is added to the default name."""
@@ -169,119 +160,9 @@ def _run_dir(args: argparse.Namespace, scenario: Scenario, tag: str = "") -> Pat
         return _out_dir(args.out)
     stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
     tag = f"-{tag}" if tag else ""
-    out = _fresh(Path("traces") / f"{scenario.name}-{scenario.lb.scheme}{tag}-seed{scenario.seed}-{stamp}")
+    out = fresh_path(Path("traces") / f"{scenario.name}-{scenario.lb.scheme}{tag}-seed{scenario.seed}-{stamp}")
     _creatable(out, DEFAULT_OUT)
     return out
-
-
-# ---------------------------------------------------------------------------------------------
-# Crash safety: the INCOMPLETE marker, atomic files, SIGTERM and SIGINT
-
-MARKER = "INCOMPLETE"
-
-
-class Stopped(BaseException):
-    """SIGTERM or SIGINT arrived during a run (a BaseException, like KeyboardInterrupt, so that
-    ``except Exception`` clean-ups do not swallow it). ``out``: the directory left incomplete."""
-
-    def __init__(self, signum: int) -> None:
-        super().__init__(signum)
-        self.signum = signum
-        self.out: Path | None = None
-
-    @property
-    def signame(self) -> str:
-        return signal.Signals(self.signum).name
-
-
-class _StopOnSignals:
-    """While active, SIGTERM and SIGINT raise :class:`Stopped` in the main thread (each time: a
-    second signal interrupts the clean-up of the first). Previous handlers are restored on exit.
-    Outside the main thread (where Python cannot install handlers) it does nothing."""
-
-    SIGNALS = (signal.SIGTERM, signal.SIGINT)
-
-    def __enter__(self) -> _StopOnSignals:
-        self.previous = {}
-        if threading.current_thread() is threading.main_thread():
-            for signum in self.SIGNALS:
-                self.previous[signum] = signal.signal(signum, self._raise)
-        return self
-
-    @staticmethod
-    def _raise(signum: int, frame: object) -> None:
-        raise Stopped(signum)
-
-    def __exit__(self, *exc: object) -> None:
-        for signum, handler in self.previous.items():
-            signal.signal(signum, handler)
-
-
-def _now() -> str:
-    return datetime.now().astimezone().isoformat(timespec="seconds")
-
-
-def _write_atomic(path: Path, text: str) -> None:
-    """Write ``path`` under a temporary name and rename it into place: never half a file."""
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
-
-
-def _create_marked(out: Path, what: str) -> None:
-    """Create the directory ``out`` holding ``INCOMPLETE`` from its first moment (a new directory
-    is made under a temporary name with the marker inside, then renamed into place)."""
-    from pktsim.traces import FLUSH_S
-
-    kept = {
-        "run": f"its tables hold the rows written up to their last flush (every {FLUSH_S:g} s of wall time "
-               f"and every traces.part_rows rows)",
-        "validation": "the runs under it say how far they got",
-        "study": "the rows of its finished runs were not kept",
-    }[what]
-    text = (f"running since {_now()} (pid {os.getpid()})\n"
-            f"This {what} has not finished: this file is removed once {_LAST_OUTPUT[what]} has been written. "
-            f"If it is still here when no pktsim process is running, the {what} was killed outright "
-            f"(kill -9, out of memory, power loss): {kept}.\n")
-    if out.is_dir():  # an empty directory the user made for it
-        _write_atomic(out / MARKER, text)
-        return
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = _fresh(out.with_name(f".{out.name}.new-{os.getpid()}"))
-    tmp.mkdir()
-    try:
-        (tmp / MARKER).write_text(text)
-        os.rename(tmp, out)
-    except BaseException:
-        (tmp / MARKER).unlink(missing_ok=True)
-        tmp.rmdir()
-        raise
-
-
-_LAST_OUTPUT = {"run": "summary.json", "validation": "validation.json", "study": "study.parquet"}
-
-
-def _reason(error: BaseException) -> str:
-    if isinstance(error, Stopped):
-        return f"stopped by {error.signame} at {_now()}"
-    if isinstance(error, KeyboardInterrupt):
-        return f"interrupted (KeyboardInterrupt) at {_now()}"
-    first = str(error).strip().splitlines()[0] if str(error).strip() else ""
-    return f"failed at {_now()}: {type(error).__name__}" + (f": {first}" if first else "")
-
-
-def _mark_incomplete(out: Path, what: str, error: BaseException, done: str) -> None:
-    """Write why ``out`` did not finish into its marker (nothing when its last output exists: the
-    work was done and only the marker's removal was interrupted; or when ``out`` was never made)."""
-    if not out.is_dir():
-        return
-    if (out / _LAST_OUTPUT[what]).exists():
-        (out / MARKER).unlink(missing_ok=True)
-        return
-    if isinstance(error, Stopped):
-        error.out = out  # the outermost directory wins (a validation's, not its packet run's)
-    _write_atomic(out / MARKER, f"{_reason(error)}\nThis {what} did not finish: {_LAST_OUTPUT[what]} is missing "
-                                f"and {done}.\n")
 
 
 class _NoPandas(importlib.abc.MetaPathFinder):
@@ -319,7 +200,7 @@ def _execute(engine: Backend, experiment: Experiment, out: Path, quiet: bool) ->
     scenario = experiment.scenario
     recorder = None
     try:
-        _create_marked(out, "run")
+        create_marked(out, "run")
         recorder = Recorder(out, scenario.model_dump(mode="json"), scenario.traces.part_rows,
                             getattr(scenario.traces, "flush_s", FLUSH_S))
         with _ProgressBar(quiet) as bar:
@@ -330,10 +211,10 @@ def _execute(engine: Backend, experiment: Experiment, out: Path, quiet: bool) ->
             summary = engine.run(experiment, recorder, progress)
         summary.out = str(out)
         # summary.json is written last: a run directory without it is incomplete.
-        _write_atomic(out / "summary.json", json.dumps(summary.to_json(), indent=2, sort_keys=True) + "\n")
+        write_atomic(out / "summary.json", json.dumps(summary.to_json(), indent=2, sort_keys=True) + "\n")
         (out / MARKER).unlink()
     except BaseException as error:
-        _mark_incomplete(out, "run", error, "its tables are being flushed")
+        mark_incomplete(out, "run", error, "its tables are being flushed")
         done = ("every table was flushed: messages, flows and collectives hold every one finished before it "
                 "stopped; queues and links end at their last block of traces.part_rows rows; congestion is "
                 "computed at the end")
@@ -342,7 +223,7 @@ def _execute(engine: Backend, experiment: Experiment, out: Path, quiet: bool) ->
                 recorder.close()
             except Exception as e:  # keep the original error; say what was lost
                 done = f"flushing the tables failed ({type(e).__name__}: {e}): they end at their last flush"
-        _mark_incomplete(out, "run", error, done)
+        mark_incomplete(out, "run", error, done)
         raise
     return summary
 
@@ -351,7 +232,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     scenario = _resolve(args)
     engine, experiment = _prepared(args.backend, scenario)
     out = _run_dir(args, scenario, "" if args.backend == "packet" else args.backend)
-    with _StopOnSignals():
+    with StopOnSignals():
         summary = _execute(engine, experiment, out, args.quiet)
     if not args.quiet:
         from pktsim.report import print_summary
@@ -374,9 +255,9 @@ def cmd_validate(args: argparse.Namespace) -> int:
         fluid = backend("fluid")
         fluid.check(scenario)
     out = _run_dir(args, scenario, "validate")
-    with _StopOnSignals():
+    with StopOnSignals():
         try:
-            _create_marked(out, "validation")
+            create_marked(out, "validation")
             _execute(packet, experiment, out / "packet", args.quiet)
             if fluid is not None:
                 _execute(fluid, experiment, out / "fluid", args.quiet)
@@ -386,7 +267,7 @@ def cmd_validate(args: argparse.Namespace) -> int:
             note = validate.write_outputs(out, table, report, scenario.model_dump(mode="json"))
             (out / MARKER).unlink()
         except BaseException as error:
-            _mark_incomplete(out, "validation", error, "the runs under it say how far they got")
+            mark_incomplete(out, "validation", error, "the runs under it say how far they got")
             raise
     if not args.quiet:
         validate.print_report(report)
@@ -434,19 +315,19 @@ def cmd_study(args: argparse.Namespace) -> int:
     if args.out is not None:
         out = _out_dir(args.out)
     else:
-        out = _fresh(Path("traces") / f"study-{datetime.now().strftime('%Y%m%d-%H%M%S')}")
+        out = fresh_path(Path("traces") / f"study-{datetime.now().strftime('%Y%m%d-%H%M%S')}")
         _creatable(out, DEFAULT_OUT)
     if not args.quiet:
         print(f"study: {study.describe(runs, nbytes)}, {jobs} in parallel -> {out}/")
     t0 = time.perf_counter()
-    with _StopOnSignals():
+    with StopOnSignals():
         try:
-            _create_marked(out, "study")
+            create_marked(out, "study")
             rows = study.run_study(runs, jobs, progress=not args.quiet)
             note = study.write_outputs(rows, out)
             (out / MARKER).unlink()
         except BaseException as error:
-            _mark_incomplete(out, "study", error, "the rows of the runs finished before it stopped were not kept")
+            mark_incomplete(out, "study", error, "the rows of the runs finished before it stopped were not kept")
             raise
     if not args.quiet:
         study.print_summary(rows)
