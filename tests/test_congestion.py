@@ -14,7 +14,7 @@ from pktsim.fabric.hashing import flow_key
 from pktsim.scenario import load_scenario
 from pktsim.experiment import prepare
 from pktsim.packet.backend import Simulation
-from pktsim.fabric.topology import build_graph, host_tor, hosts, next_hops
+from pktsim.fabric.topology import build_graph, hosts
 
 
 def _fabric_links(path: list[str]) -> list[tuple[str, str]]:

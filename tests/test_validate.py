@@ -21,7 +21,6 @@ from conftest import run
 from pktsim.cli import main
 from pktsim.scenario import load_scenario
 from pktsim.experiment import prepare
-from pktsim.packet.backend import Simulation
 
 RING = ["-w", "ring_allreduce_random", "--set", "workload.jobs.0.bytes=1MiB"]
 INCAST = ["-w", "incast", "--set", "workload.jobs.0.bytes=1MiB"]   # h1..h7 -> h0, 7 x 1 MiB

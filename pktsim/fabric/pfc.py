@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING
 from pktsim.units import ns_to_ps, ps_per_byte
 
 if TYPE_CHECKING:
-    from pktsim.scenario import Scenario, TopologySpec
+    from pktsim.scenario import Scenario
 
 PAUSE_FRAME_BYTES = 64
 """Size of a PFC pause (or resume) frame on the wire."""
@@ -29,7 +29,3 @@ def pfc_headroom_bytes(scenario: Scenario) -> int:
     in_flight = -(-rtt_ps * ppb.denominator // ppb.numerator)  # bytes arriving in rtt_ps, rounded up
     return in_flight + 2 * scenario.nic.mtu_bytes + PAUSE_FRAME_BYTES
 
-
-def max_switch_ports(topo: TopologySpec) -> int:
-    """Ports of the largest switch of the topology (each kind's spec knows its own)."""
-    return topo.max_switch_ports

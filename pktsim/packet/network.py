@@ -77,14 +77,11 @@ class Network:
                           self.lb.entropy_per_packet, nic_seed, on_flow_done)
             self.nics.append(nic)
 
-        self.host_ports: list[Port | BufferedPort] = []
-        """The ports of the links into hosts (every packet's last hop)."""
         for (a, b), port in self.port_of.items():
             if b in self.switches:
                 port.feed(self.switches[b].on_arrival)
             else:
                 port.feed_host(self.nics[self.host_index[b]])
-                self.host_ports.append(port)
 
         # Forwarding tables: per switch, per destination host, the equal-cost egress ports.
         tor_of = [fabric.tor_of[h] for h in self.host_names]

@@ -3,7 +3,7 @@ read from files, presets and options (:mod:`~pktsim.scenario.loading`, :mod:`~pk
 bounds and projected work (:mod:`~pktsim.scenario.limits`), and where each field was written
 (:mod:`~pktsim.scenario.provenance`: :func:`blame` re-attributes errors found after loading)."""
 
-from pktsim.fabric.pfc import PAUSE_FRAME_BYTES, max_switch_ports, pfc_headroom_bytes
+from pktsim.fabric.pfc import PAUSE_FRAME_BYTES, pfc_headroom_bytes
 from pktsim.scenario.limits import Work, check_work, projected_work
 from pktsim.scenario.loading import load_scenario
 from pktsim.scenario.presets import PRESET_DIRS, preset_names
@@ -41,6 +41,6 @@ __all__ = [
     "AnyTopology", "Bytes", "Collective", "DcqcnSpec", "DctcpSpec", "EcnSpec", "FatTreeSpec", "Gbps", "JobSpec",
     "LB_SCHEMES", "LbScheme", "LbSpec", "LeafSpineSpec", "Nanoseconds", "NicSpec", "OptionalBytes", "PAUSE_FRAME_BYTES",
     "PRESET_DIRS", "PfcSpec", "PlannerName", "Positive", "Scenario", "SwitchSpec", "TOPOLOGY_SPECS", "TopologyKind",
-    "TopologySpec", "TracesSpec", "WorkloadSpec", "load_scenario", "max_switch_ports", "pfc_headroom_bytes",
+    "TopologySpec", "TracesSpec", "WorkloadSpec", "load_scenario", "pfc_headroom_bytes",
     "preset_names", "Provenance", "Work", "blame", "check_work", "projected_work", "provenance",
 ]
