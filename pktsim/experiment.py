@@ -17,6 +17,7 @@ from pktsim.analysis.congestion import CongestionMeter
 from pktsim.analysis.ideal import ideal_times
 from pktsim.errors import InputError
 from pktsim.fabric.fabric import Fabric
+from pktsim.fabric.faults import FaultSchedule, draw_faults, fault_schedule
 from pktsim.fabric.topology import build_graph
 from pktsim.fabric.selectors import LoadBalancing
 from pktsim.planning.flow_plan import FlowPlanner
@@ -48,6 +49,11 @@ class Experiment:
     """Packets the workload puts on the wire, its messages cut into the planned subflows."""
     single_path_fct_ps: list[int] | None = None
     """Per message: its FCT alone on one shortest path as the NIC packetises it (ps; not a bound)."""
+    faults: FaultSchedule | None = None
+    """The scenario's faults and the fabric's reactions (empty when the fabric stays healthy)."""
+    fault_free: dict[str, list[int]] | None = None
+    """Per job: its CCT per iteration (ns) in the same scenario without faults, when that run was
+    made (the random fault generator's fractional times need it)."""
 
     def execution(self) -> DagExecution:
         """A fresh execution of the DAG (one per run: it holds the run's times)."""
@@ -57,20 +63,52 @@ class Experiment:
         )
 
 
-def prepare(scenario: Scenario) -> Experiment:
-    """Build the fabric, the workload, the ideal times and the flow plan of ``scenario``.
-    Placement and planning problems surface here, before anything is written."""
+def prepare(scenario: Scenario, fault_free: dict[str, list[int]] | None = None) -> Experiment:
+    """Build the fabric, the workload, the ideal times, the flow plan and the fault schedule of
+    ``scenario`` (its faults an explicit list: see :func:`with_faults_drawn`). Placement, planning
+    and fault problems surface here, before anything is written."""
     graph = build_graph(scenario.topology)
     fabric = Fabric(graph, scenario.seed, scenario.switch.latency_ns)
     workload = build_workload(scenario.workload.jobs, fabric.hosts, scenario.topology.hosts_per_tor, scenario.seed)
+    lb = LoadBalancing.from_spec(scenario.lb)
+    faults = fault_schedule(scenario, fabric, workload, lb.reroute)
     ideal = ideal_times(fabric, scenario, workload)
     plan = FlowPlanner(scenario, fabric, workload)
     return Experiment(
-        scenario=scenario, fabric=fabric, lb=LoadBalancing.from_spec(scenario.lb), workload=workload,
+        scenario=scenario, fabric=fabric, lb=lb, workload=workload,
         ideal_fct_ps=ideal.fct_ps, ideal_op_ps=ideal.op_ps, flow_plan=plan,
         packets_total=plan.packets(workload, scenario.nic.payload_bytes),
-        single_path_fct_ps=ideal.single_path_fct_ps,
+        single_path_fct_ps=ideal.single_path_fct_ps, faults=faults, fault_free=fault_free,
     )
+
+
+def with_faults_drawn(scenario: Scenario, engine: Backend) -> tuple[Scenario, dict[str, list[int]] | None]:
+    """``scenario`` with ``faults: {random: ...}`` replaced by the explicit faults it draws (so the
+    run's resolved scenario says exactly what was injected), and the fault-free run's per-job CCT
+    (ns) when the times are fractions of that run (it is run first, on ``engine``, without traces).
+    A scenario with an explicit list comes back unchanged."""
+    spec = getattr(scenario.faults, "random", None)
+    if spec is None:
+        return scenario, None
+    fault_free = None
+    makespan_ns = None
+    healthy = _replace_faults(scenario, [])
+    if spec.fractional:
+        summary = engine.run(prepare(healthy))
+        fault_free = {job["name"]: job["cct_ns"] for job in summary.jobs}
+        makespan_ns = summary.sim_time_ns
+    base = prepare(healthy)
+    drawn = draw_faults(spec, base.fabric, base.workload, makespan_ns)
+    return _replace_faults(scenario, drawn), fault_free
+
+
+def _replace_faults(scenario: Scenario, faults: list[dict]) -> Scenario:
+    """``scenario`` with another fault list, validated, keeping where each field was written."""
+    data = scenario.model_dump(mode="json")
+    data["faults"] = faults
+    new = Scenario.model_validate(data)
+    new._provenance = scenario._provenance
+    return new
 
 
 @dataclass

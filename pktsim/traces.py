@@ -43,7 +43,7 @@ SCHEMAS: dict[str, pa.Schema] = {
         ("flow_id", pa.int64()), ("msg_id", pa.int64()), ("subflow", pa.int32()), ("src", pa.string()),
         ("dst", pa.string()), ("bytes", pa.int64()), ("start_ns", pa.int64()), ("end_ns", pa.int64()),
         ("packets", pa.int64()), ("retransmits", pa.int64()), ("spurious_retransmits", pa.int64()),
-        ("entropy", pa.int32()),
+        ("discarded", pa.int64()), ("drops", pa.int64()), ("fault_drops", pa.int64()), ("entropy", pa.int32()),
         ("path", pa.list_(pa.string())), ("spine_bytes", _SPINE_BYTES),
     ]),
     "collectives": pa.schema([
@@ -59,12 +59,17 @@ SCHEMAS: dict[str, pa.Schema] = {
     ]),
     "queues": pa.schema([
         ("time_ns", pa.int64()), ("node", pa.string()), ("port", pa.string()), ("max_bytes", pa.int64()),
-        ("mean_bytes", pa.float64()), ("drops", pa.int64()), ("ecn_marks", pa.int64()),
+        ("mean_bytes", pa.float64()), ("drops", pa.int64()), ("fault_drops", pa.int64()), ("ecn_marks", pa.int64()),
         ("paused_ns", pa.int64()),
     ]),
     "links": pa.schema([
         ("time_ns", pa.int64()), ("src", pa.string()), ("dst", pa.string()), ("bytes", pa.int64()),
-        ("utilization", pa.float64()),
+        ("utilization", pa.float64()), ("gbps", pa.float64()),
+    ]),
+    "faults": pa.schema([
+        ("fault_id", pa.int32()), ("at_ns", pa.int64()), ("kind", pa.string()), ("target", pa.string()),
+        ("value", pa.float64()), ("detected_ns", pa.int64()), ("converged_ns", pa.int64()),
+        ("replanned_ns", pa.int64()),
     ]),
 }
 
@@ -145,6 +150,12 @@ class FlowRow(NamedTuple):
     packets: int
     retransmits: int
     spurious_retransmits: int
+    discarded: int
+    """Copies a go-back-N receiver threw away (out of order)."""
+    drops: int
+    """Copies of this flow's data dropped by a full buffer (congestion)."""
+    fault_drops: int
+    """Copies lost to a fault (a dead or lossy link, a black-holed route)."""
     entropy: int
     path: list[str] | None
     spine_bytes: list[dict]
@@ -162,6 +173,20 @@ class CollectiveRow(NamedTuple):
     end_ns: int
     duration_ns: int
     ideal_ns: int
+
+
+class FaultRow(NamedTuple):
+    """A row of ``faults``: one fault and when the fabric reacted (ns; None: no such reaction)."""
+
+    fault_id: int
+    at_ns: int
+    kind: str
+    target: str
+    value: float | None
+    """``link_degrade``: the new rate (Gbit/s); ``link_loss``: the drop rate; ``straggler``: the factor."""
+    detected_ns: int | None
+    converged_ns: int | None
+    replanned_ns: int | None
 
 
 class CongestionRow(NamedTuple):
@@ -183,6 +208,7 @@ class CongestionRow(NamedTuple):
 
 ROWS: dict[str, type[tuple]] = {
     "messages": MessageRow, "flows": FlowRow, "collectives": CollectiveRow, "congestion": CongestionRow,
+    "faults": FaultRow,
 }
 for _name, _row in ROWS.items():  # a row type and its schema can never drift apart
     assert _row._fields == tuple(SCHEMAS[_name].names), _name
@@ -202,8 +228,10 @@ class PortLog:
         self.area2 = array("d")      # twice the time integral of the backlog, ps * ps
         self.busy_ps = array("q")    # time the link transmitted
         self.drops = array("q")      # packets refused by the buffer
+        self.fault_drops = array("q")  # packets lost to a fault (dead or lossy link)
         self.marks = array("q")      # packets ECN-marked
         self.paused_ps = array("q")  # time the port was paused by PFC
+        self.ps_per_byte = array("d")  # the link's rate when the interval closed (faults change it)
 
     def __len__(self) -> int:
         return len(self.port_id)
@@ -387,6 +415,11 @@ class Recorder:
     def flow_done(self, row: FlowRow) -> None:
         self.tables["flows"].append(row)
 
+    def faults(self, rows: list[FaultRow]) -> None:
+        """The run's faults and the fabric's reactions (written once, at the start)."""
+        for row in rows:
+            self.tables["faults"].append(row)
+
     # -- port samples from the packet backend -------------------------------------------------
 
     def describe_ports(self, owners: list[str], peers: list[str], ps_per_byte: list[float], interval_ps: int) -> None:
@@ -400,19 +433,20 @@ class Recorder:
         ``queues`` and ``links`` tables."""
         if not len(log):
             return
-        owners, peers, ppb, interval = self._port_info
+        owners, peers, _, interval = self._port_info
         port = np.frombuffer(log.port_id, dtype=np.int64)
         busy = np.frombuffer(log.busy_ps, dtype=np.int64)
-        rate = ppb[port]
+        rate = np.frombuffer(log.ps_per_byte, dtype=np.float64)  # ps per byte, per row
         time_ns = np.frombuffer(log.start_ps, dtype=np.int64) // PS_PER_NS
         self.tables["queues"].write_columns([
             time_ns, owners[port], peers[port], np.rint(np.frombuffer(log.max_ps, dtype=np.int64) / rate).astype(np.int64),
             np.frombuffer(log.area2, dtype=np.float64) / 2.0 / interval / rate,
-            np.frombuffer(log.drops, dtype=np.int64), np.frombuffer(log.marks, dtype=np.int64),
-            np.frombuffer(log.paused_ps, dtype=np.int64) // PS_PER_NS,
+            np.frombuffer(log.drops, dtype=np.int64), np.frombuffer(log.fault_drops, dtype=np.int64),
+            np.frombuffer(log.marks, dtype=np.int64), np.frombuffer(log.paused_ps, dtype=np.int64) // PS_PER_NS,
         ])
         self.tables["links"].write_columns([
             time_ns, owners[port], peers[port], self._carried_bytes(port, busy, rate), busy / interval,
+            8000.0 / rate,
         ])
 
     def _carried_bytes(self, port: np.ndarray, busy_ps: np.ndarray, ps_per_byte: np.ndarray) -> np.ndarray:

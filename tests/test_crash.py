@@ -234,7 +234,7 @@ def test_notebook_flags_an_incomplete_run(sigterm_run, tmp_path, monkeypatch) ->
 
 
 def _rows(n: int) -> list[tuple]:
-    return [FlowRow(i, i // 2, i % 2, "h0", f"h{i % 7}", 1000 + i, i, 2 * i, 3, 0, 0, i % 65536,
+    return [FlowRow(i, i // 2, i % 2, "h0", f"h{i % 7}", 1000 + i, i, 2 * i, 3, 0, 0, 0, 0, 0, i % 65536,
                     None if i % 3 else ["h0", "leaf0", f"spine{i % 4}", "leaf1", "h5"],
                     [{"node": f"spine{i % 4}", "bytes": 1000 + i}]) for i in range(n)]
 

@@ -63,6 +63,16 @@ class Fabric:
         self._bfs: dict[str, dict[str, list[str]]] = {}
         self._path_hops: dict[tuple[str, str, bool], list[Hop]] = {}
 
+    def with_next_hops(self, next_hops: dict[str, dict[str, list[str]]]) -> Fabric:
+        """The same fabric (links, numbering, salts) with other equal-cost groups: what the
+        switches choose among after a fault (:func:`pktsim.fabric.faults.surviving_next_hops`).
+        Every path question asked of it follows those groups."""
+        view = Fabric.__new__(Fabric)
+        view.__dict__.update(self.__dict__)
+        view.next_hops = next_hops
+        view._turning, view._spread, view._via = {}, {}, {}
+        return view
+
     # -- links ---------------------------------------------------------------------------------
 
     def link_gbps(self, u: str, v: str) -> float:

@@ -56,6 +56,11 @@ class LoadBalancing:
     flow_plan: str | None = None
     """A plan decided before the run pins (pieces of) messages to paths: ``split_minimal`` or
     ``planned`` (see :mod:`pktsim.planning.flow_plan`)."""
+    reroute: str = "switches"
+    """How the scheme's traffic reacts to a link going down (:mod:`pktsim.fabric.faults`):
+    ``switches`` (the switches' tables change after detection, then convergence), ``local`` (the
+    switch at a dead port's end avoids it at once), ``planner`` (pinned paths stay until the
+    planner re-plans)."""
 
     @classmethod
     def from_spec(cls, lb: LbSpec) -> LoadBalancing:
@@ -213,7 +218,9 @@ SCHEMES.add("ecmp", lambda lb: LoadBalancing())
 SCHEMES.add("spray", lambda lb: LoadBalancing(entropy_per_packet=True, selector=_hash_per_packet, spreads=True))
 SCHEMES.add("spray_switch", lambda lb: LoadBalancing(selector=_random, spreads=True))
 SCHEMES.add("split", lambda lb: LoadBalancing(subflows=lb.subflows))
-SCHEMES.add("split_minimal", lambda lb: LoadBalancing(flow_plan="split_minimal"))
-SCHEMES.add("planned", lambda lb: LoadBalancing(flow_plan="planned"))
-SCHEMES.add("adaptive", lambda lb: LoadBalancing(selector=_adaptive(lb.adaptive_choices), queue_aware=True))
-SCHEMES.add("flowlet", lambda lb: LoadBalancing(selector=_flowlet(ns_to_ps(lb.flowlet_gap_ns)), queue_aware=True))
+SCHEMES.add("split_minimal", lambda lb: LoadBalancing(flow_plan="split_minimal", reroute="planner"))
+SCHEMES.add("planned", lambda lb: LoadBalancing(flow_plan="planned", reroute="planner"))
+SCHEMES.add("adaptive", lambda lb: LoadBalancing(selector=_adaptive(lb.adaptive_choices), queue_aware=True,
+                                                 reroute="local"))
+SCHEMES.add("flowlet", lambda lb: LoadBalancing(selector=_flowlet(ns_to_ps(lb.flowlet_gap_ns)), queue_aware=True,
+                                                reroute="local"))

@@ -461,7 +461,7 @@ class FluidSimulation:
         self.recorder.flow_done(FlowRow(
             flow_id=f.flow_id, msg_id=f.msg, subflow=f.subflow, src=f.src, dst=f.dst, bytes=f.bytes,
             start_ns=ps_to_ns(f.start_ps), end_ns=ps_to_ns(f.end_ps), packets=f.packets, retransmits=0,
-            spurious_retransmits=0, entropy=f.entropy, path=f.path,
+            spurious_retransmits=0, discarded=0, drops=0, fault_drops=0, entropy=f.entropy, path=f.path,
             spine_bytes=[{"node": n, "bytes": b} for n, b in spine_bytes],
         ))
 

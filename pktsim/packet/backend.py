@@ -113,6 +113,7 @@ class Simulation:
             flow_id=f.flow_id, msg_id=f.msg, subflow=f.subflow, src=hosts[f.src], dst=hosts[f.dst], bytes=f.bytes,
             start_ns=ps_to_ns(f.start_ps), end_ns=ps_to_ns(f.end_ps), packets=f.packets,
             retransmits=f.retransmits, spurious_retransmits=f.spurious,
+            discarded=f.discarded, drops=f.dropped, fault_drops=f.fault_dropped,
             entropy=f.entropy, path=path, spine_bytes=[{"node": n, "bytes": b} for n, b in spine_bytes],
         ))
 

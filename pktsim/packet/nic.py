@@ -66,6 +66,8 @@ class Flow:
     """Copies resent (the ideal transport never resends; the reliable one counts them per flow)."""
     spurious = 0
     """Resent copies the receiver already had."""
+    discarded = dropped = fault_dropped = 0
+    """Copies thrown away out of order, dropped by a full buffer, lost to a fault (transport model)."""
 
     def __init__(
         self, flow_id: int, msg: int, subflow: int, src: int, dst: int, nbytes: int, packets: int, entropy: int

@@ -83,7 +83,7 @@ class EgressPort(HeapEvent):
         return self.peak * self.ppb_den / self.ppb_num
 
     def _log_interval(self, start: int, area2: float, busy: int, drops: int = 0, marks: int = 0,
-                      paused: int = 0) -> None:
+                      paused: int = 0, fault_drops: int = 0) -> None:
         """Append the row of the interval starting at ``start`` (its maximum is ``iv_max``)."""
         log = self.log
         log.start_ps.append(start)
@@ -92,8 +92,10 @@ class EgressPort(HeapEvent):
         log.area2.append(area2)
         log.busy_ps.append(busy)
         log.drops.append(drops)
+        log.fault_drops.append(fault_drops)
         log.marks.append(marks)
         log.paused_ps.append(paused)
+        log.ps_per_byte.append(self.ppb_num / self.ppb_den)
         if self.iv_max > self.peak:
             self.peak, self.peak_t = self.iv_max, start
 

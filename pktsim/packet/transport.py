@@ -54,8 +54,8 @@ if TYPE_CHECKING:
 class RdmaFlow(Flow):
     """A flow with the transport's counts (packets, not bytes)."""
 
-    __slots__ = ("first_psn", "tx_packets", "retransmits", "spurious", "discarded", "dropped", "inflight",
-                 "acked", "closed")
+    __slots__ = ("first_psn", "tx_packets", "retransmits", "spurious", "discarded", "dropped", "fault_dropped",
+                 "inflight", "acked", "closed")
 
     def __init__(self, *args) -> None:
         super().__init__(*args)
@@ -65,6 +65,7 @@ class RdmaFlow(Flow):
         self.spurious = 0       # copies that reached a receiver which already had their data
         self.discarded = 0      # out-of-order arrivals a go-back-N receiver threw away
         self.dropped = 0        # copies dropped by a full buffer
+        self.fault_dropped = 0  # copies lost to a fault (dead or lossy link)
         self.inflight = 0       # copies still in the network
         self.acked = False
         self.closed = False

@@ -27,6 +27,7 @@ MAX_SMALL_COUNT = 1_000_000
 """Other counts: iterations, ack_every, DCQCN's fast-recovery steps."""
 MAX_ANNEALING_STEPS = 10_000_000
 MAX_JOBS = MAX_COUNT // 2
+MAX_FAULTS = 10_000
 MAX_SEED = 2**63 - 1
 
 MAX_MESSAGE_BYTES = 2**50

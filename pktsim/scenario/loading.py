@@ -17,7 +17,7 @@ import copy
 import difflib
 import re
 from pathlib import Path
-from typing import Any, get_args
+from typing import Any, Literal, get_args
 
 import yaml
 from pydantic import BaseModel, TypeAdapter, ValidationError
@@ -26,7 +26,7 @@ from pktsim.errors import InputError
 from pktsim.scenario import limits as lim
 from pktsim.scenario.presets import preset_candidates, preset_names
 from pktsim.scenario.provenance import BASE, DEFAULT, FILE, FLAG, SET, Provenance, dotted, parse_field
-from pktsim.scenario.spec import DEFAULT_TOPOLOGY_KIND, TOPOLOGY_SPECS, Scenario, TopologyKind, _FieldError
+from pktsim.scenario.spec import DEFAULT_TOPOLOGY_KIND, FAULT_KINDS, TOPOLOGY_SPECS, Scenario, TopologyKind, _FieldError
 
 DEFAULT_SECTIONS = {"topology": "small", "workload": "ring_allreduce"}
 """The presets of the built-in default scenario, also what a scenario file that leaves the section
@@ -254,6 +254,34 @@ def _for_kind(section: dict, kind: Any) -> dict:
 # Errors
 
 
+def _without_union_tags(err: dict) -> dict:
+    """A pydantic error inside one of the scenario's tagged unions (topology kinds, fault kinds),
+    said as if each were one model: no tags in the location, and an unknown kind a literal error
+    at its ``kind`` field."""
+    return _as_one_fault_model(_as_one_topology_model(err))
+
+
+def _as_one_fault_model(err: dict) -> dict:
+    """``faults`` is a list of faults (tagged by ``kind``) or ``{random: ...}``."""
+    loc = tuple(err["loc"])
+    if loc[:1] != ("faults",):
+        return err
+    if len(loc) == 1 and err["type"] == "union_tag_not_found":
+        return {**err, "type": "fault_list", "msg": "expected a list of faults or {random: {...}}"}
+    loc = (loc[0], *loc[2:]) if len(loc) > 1 and loc[1] in ("list", "random") else loc
+    if len(loc) == 2 and err["type"] in ("union_tag_invalid", "union_tag_not_found"):
+        kind = err["input"].get("kind") if isinstance(err.get("input"), dict) else None
+        if kind is None:
+            return {**err, "loc": (*loc, "kind"), "type": "missing", "msg": f"missing (one of {', '.join(FAULT_KINDS)})"}
+        try:
+            TypeAdapter(Literal[FAULT_KINDS]).validate_python(kind)
+        except ValidationError as e:
+            return {**e.errors()[0], "loc": (*loc, "kind")}
+    if len(loc) > 2 and isinstance(loc[1], int) and loc[2] in FAULT_KINDS:
+        loc = (*loc[:2], *loc[3:])
+    return {**err, "loc": loc}
+
+
 def _as_one_topology_model(err: dict) -> dict:
     """A pydantic error inside the topology union, said as if the topology were one model: no kind
     tag in the location, and a kind that is not one of them a literal error at ``topology.kind``."""
@@ -465,7 +493,7 @@ def load_scenario(
     except RecursionError:
         raise InputError(origin, "", "nested too deeply") from None
     except ValidationError as e:
-        err = _as_one_topology_model(e.errors()[0])
+        err = _without_union_tags(e.errors()[0])
         ctx_err = (err.get("ctx") or {}).get("error")
         if isinstance(ctx_err, _FieldError):
             loc, msg, involves = ctx_err.loc, str(ctx_err), ctx_err.involves

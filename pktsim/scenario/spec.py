@@ -587,6 +587,140 @@ class WorkloadSpec(_Strict):
         return self
 
 
+# ---------------------------------------------------------------------------------------------
+# Faults and the fabric's reaction to them (see pktsim.fabric.faults)
+
+
+class _LinkFault(_Strict):
+    """A fault on a link: both directions by default; ``direction: up`` (toward the spines) or
+    ``down`` (toward the hosts) for one, or ``oneway: true`` for ``link[0] -> link[1]`` only."""
+
+    at_ns: Nanoseconds = 0
+    link: Annotated[list[Name], Field(min_length=2, max_length=2)]
+    direction: Literal["both", "up", "down"] = "both"
+    oneway: bool = False
+
+    @model_validator(mode="after")
+    def _one_way_once(self) -> _LinkFault:
+        if self.oneway and self.direction != "both":
+            raise ValueError("give either direction (up | down) or oneway: true, not both")
+        if self.link[0] == self.link[1]:
+            raise ValueError(f"a link joins two different nodes (got [{self.link[0]}, {self.link[1]}])")
+        return self
+
+
+class LinkDownSpec(_LinkFault):
+    """The link stops carrying packets: what is on it and queued for it is lost."""
+
+    kind: Literal["link_down"] = "link_down"
+
+
+class LinkUpSpec(_LinkFault):
+    """A link that went down carries packets again."""
+
+    kind: Literal["link_up"] = "link_up"
+
+
+class LinkDegradeSpec(_LinkFault):
+    """The link's rate changes (a flapping optic, a lane down): ``gbps`` from ``at_ns`` on."""
+
+    kind: Literal["link_degrade"] = "link_degrade"
+    gbps: Gbps
+
+
+class LinkLossSpec(_LinkFault):
+    """Each packet crossing the link is lost with probability ``drop_rate`` (corruption)."""
+
+    kind: Literal["link_loss"] = "link_loss"
+    drop_rate: Annotated[float, Field(gt=0, le=1)]
+
+
+class StragglerSpec(_Strict):
+    """A slow GPU: from ``at_ns`` on, the compute gaps before ``host``'s messages (the job's
+    ``compute_gap_ns``) last ``compute_factor`` times longer."""
+
+    kind: Literal["straggler"] = "straggler"
+    at_ns: Nanoseconds = 0
+    host: Name
+    compute_factor: Annotated[float, Field(gt=0, le=1000)]
+
+
+FAULT_SPECS = (LinkDownSpec, LinkUpSpec, LinkDegradeSpec, LinkLossSpec, StragglerSpec)
+FAULT_KINDS: tuple[str, ...] = tuple(s.model_fields["kind"].default for s in FAULT_SPECS)
+AnyFault = Annotated[Union[tuple(Annotated[s, Tag(s.model_fields["kind"].default)] for s in FAULT_SPECS)],
+                     Discriminator(lambda v: v.get("kind") if isinstance(v, dict) else getattr(v, "kind", None))]
+
+
+def _fault_time(value: Any) -> Any:
+    """``random.at``: floats are fractions of the fault-free run's makespan, integers or strings
+    with units are ns."""
+    if isinstance(value, float):
+        if not 0 <= value < 1:
+            raise ValueError(f"a fraction of the fault-free run must be in [0, 1) (got {value})")
+        return value
+    n = parse_ns(value)
+    if n > lim.MAX_TIME_NS:
+        raise ValueError(f"must be at most {_show_ns(lim.MAX_TIME_NS)}")
+    return n
+
+
+class RandomFaultsSpec(_Strict):
+    """Faults picked reproducibly for a study: ``count`` faults of the given kinds on links of
+    ``tier`` (``fabric``: switch to switch; ``host``: host to ToR; ``any``) or, for stragglers, on
+    hosts of the workload, at times drawn uniformly in ``at`` (fractions of the fault-free run's
+    makespan, or ns)."""
+
+    count: Count(1, lim.MAX_FAULTS) = 1
+    kinds: Annotated[list[Literal["link_down", "link_degrade", "link_loss", "straggler"]],
+                     Field(min_length=1, max_length=8)] = ["link_down"]
+    tier: Literal["fabric", "host", "any"] = "fabric"
+    at: Annotated[list[Annotated[Any, BeforeValidator(_fault_time)]], Field(min_length=2, max_length=2)] = [0.2, 0.6]
+    seed: Seed = 0
+    degrade_to: Annotated[float, Field(gt=0, lt=1)] = 0.5
+    """``link_degrade``: the new rate as a fraction of the link's."""
+    drop_rate: Annotated[float, Field(gt=0, le=1)] = 0.01
+    """``link_loss``: the probability each packet is lost."""
+    compute_factor: Annotated[float, Field(gt=0, le=1000)] = 1.5
+    """``straggler``: how much longer the slow rank's compute gaps last."""
+
+    @model_validator(mode="after")
+    def _window(self) -> RandomFaultsSpec:
+        lo, hi = self.at
+        if isinstance(lo, float) != isinstance(hi, float):
+            raise ValueError("give both ends of at as fractions (0.2) or both as times (200us)")
+        if lo > hi:
+            raise ValueError(f"at: the window ends before it starts ({lo} > {hi})")
+        return self
+
+    @property
+    def fractional(self) -> bool:
+        """True when the times are fractions of the fault-free run (it must run first)."""
+        return isinstance(self.at[0], float)
+
+
+class RandomFaults(_Strict):
+    random: RandomFaultsSpec
+
+
+class RoutingSpec(_Strict):
+    """How long the fabric takes to react to a link going down or up (ns)."""
+
+    detect_ns: Delay = 100_000
+    """Until the switches at both ends of the link stop (or resume) using it (BFD / loss of signal)."""
+    converge_ns: Delay = 1_000_000
+    """Until every switch avoids next hops whose only way to the destination crossed it."""
+    replan_ns: Delay = 10_000_000
+    """Until a central planner (``planned``, ``split_minimal``) has re-planned around it."""
+
+    @model_validator(mode="after")
+    def _order(self) -> RoutingSpec:
+        if self.converge_ns < self.detect_ns:
+            raise _FieldError(("routing", "converge_ns"), f"{self.converge_ns} is before detection "
+                              f"(detect_ns {self.detect_ns}): the switches upstream learn of a dead link "
+                              "from those at its ends", involves=(("routing", "detect_ns"),))
+        return self
+
+
 class TracesSpec(_Strict):
     queue_interval_ns: Time(lim.MIN_QUEUE_INTERVAL_NS) = 10_000
     part_rows: Count(lim.MIN_PART_ROWS, lim.MAX_PART_ROWS) = 16_384
@@ -604,6 +738,14 @@ class Scenario(_Strict):
     lb: LbSpec = LbSpec()
     workload: WorkloadSpec = WorkloadSpec()
     traces: TracesSpec = TracesSpec()
+    faults: Annotated[
+        Union[Annotated[Annotated[list[AnyFault], Field(max_length=lim.MAX_FAULTS)], Tag("list")],
+              Annotated[RandomFaults, Tag("random")]],
+        Discriminator(lambda v: "list" if isinstance(v, (list, tuple)) else
+                      "random" if isinstance(v, (dict, RandomFaults)) else None),
+    ] = []
+    """Faults injected during the run (:mod:`pktsim.fabric.faults`), or a generator of them."""
+    routing: RoutingSpec = RoutingSpec()
     _provenance: Any = PrivateAttr(default=None)
     """Where each field was written (:mod:`pktsim.scenario.provenance`); not part of the value."""
 
