@@ -180,12 +180,14 @@ class _NoPandas(importlib.abc.MetaPathFinder):
 def _prepared(name: str, scenario: Scenario) -> tuple[Backend, Experiment]:
     """Backend ``name`` and the prepared experiment of ``scenario`` (the workload exists and the
     flows are planned, so placement and planning errors have surfaced before anything is written)."""
-    from pktsim.experiment import prepare
+    from pktsim.experiment import prepare, with_faults_drawn
 
     engine = backend(name)
     try:
         engine.check(scenario)
-        return engine, prepare(scenario)
+        drawn, fault_free = with_faults_drawn(scenario, engine)
+        engine.check(drawn)
+        return engine, prepare(drawn, fault_free)
     except InputError as e:  # name where the user wrote the value (file, preset, --set, flag)
         raise blame(e, scenario) from None
 

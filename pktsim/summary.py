@@ -40,6 +40,9 @@ class RunSummary(Mapping):
     scenario: dict
     warnings: list[str] = field(default_factory=list)
     """What the user should know about the run (one line each; the key is left out when none)."""
+    faults: list[dict] = field(default_factory=list)
+    """The faults injected and when the fabric reacted (rows of the ``faults`` table; the key is
+    left out when none)."""
     version: str = __version__
     out: str | None = None
     """The run directory, once written there."""
@@ -64,6 +67,8 @@ class RunSummary(Mapping):
         }
         if self.warnings:
             d["warnings"] = self.warnings
+        if self.faults:
+            d["faults"] = self.faults
         if self.out is not None:
             d["out"] = self.out
         return d
@@ -78,8 +83,10 @@ class RunSummary(Mapping):
         return len(self.to_json())
 
 
-def job_results(scenario: Scenario, execution: DagExecution) -> list[dict]:
-    """Per job: the completion time of every iteration, the ideal, the slowdown, the congestion."""
+def job_results(scenario: Scenario, execution: DagExecution,
+                fault_free: dict[str, list[int]] | None = None) -> list[dict]:
+    """Per job: the completion time of every iteration, the ideal, the slowdown, the congestion;
+    with ``fault_free`` (per job, the CCTs of the same run without its faults) also those."""
     jobs = []
     workload = execution.workload
     for job in scenario.workload.jobs:
@@ -96,4 +103,8 @@ def job_results(scenario: Scenario, execution: DagExecution) -> list[dict]:
             "max_congestion": max(congestion, default=None),
             "mean_congestion": sum(congestion) / len(congestion) if congestion else None,
         })
+        if fault_free is not None and job.name in fault_free:
+            healthy = fault_free[job.name]
+            jobs[-1]["fault_free_cct_ns"] = healthy
+            jobs[-1]["fault_slowdown"] = mean / (sum(healthy) / len(healthy)) if sum(healthy) else None
     return jobs

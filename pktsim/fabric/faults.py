@@ -28,7 +28,8 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Iterable
 
 from pktsim.errors import InputError
-from pktsim.units import ns_to_ps
+from pktsim.traces import FaultRow
+from pktsim.units import ns_to_ps, ps_to_ns
 
 if TYPE_CHECKING:
     from pktsim.fabric.fabric import Fabric
@@ -112,9 +113,24 @@ class FaultSchedule:
                 factor *= f.value
         return factor
 
+    def rows(self) -> list[FaultRow]:
+        """The ``faults`` table: every fault with the fabric's reactions (ns)."""
+        out = []
+        for f in self.faults:
+            r = self.reactions[f.index]
+            out.append(FaultRow(
+                fault_id=f.index, at_ns=ps_to_ns(f.at_ps), kind=f.kind, target=f.target, value=f.value,
+                detected_ns=_ns(r.detected_ps), converged_ns=_ns(r.converged_ps), replanned_ns=_ns(r.replanned_ps),
+            ))
+        return out
+
     def drops_packets(self) -> Fault | None:
         """The first fault that loses packets, if any."""
         return next((f for f in self.faults if f.kind in DROPPING_KINDS), None)
+
+
+def _ns(t_ps: int | None) -> int | None:
+    return None if t_ps is None else ps_to_ns(t_ps)
 
 
 def fault_schedule(scenario: Scenario, fabric: Fabric, workload: Workload, reroute: str) -> FaultSchedule:

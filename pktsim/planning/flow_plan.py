@@ -64,6 +64,24 @@ class FlowPlanner:
             self._paths = _PathPinner(fabric, scenario.seed)
             self._plan_phases(workload, scenario)
 
+    def replan(self, fabric: Fabric, msg_ids: list[int], scenario: Scenario, workload: Workload) -> None:
+        """Re-plan the messages ``msg_ids`` (those not yet posted) on ``fabric``, a view of the
+        surviving fabric after a fault (:meth:`pktsim.fabric.fabric.Fabric.with_next_hops`): their
+        phases are planned again over the turning points that are left, and their entropies found
+        on the switches' new groups. The planner sees every turning point left; a flow it puts on
+        one its leaves cannot reach any more is moved to the least loaded one they can. Other
+        schemes have no plan: nothing changes."""
+        if self.lb.flow_plan is None or not msg_ids:
+            return
+        keep = set(msg_ids)
+        self._paths = _PathPinner(fabric, scenario.seed)
+        for i in keep:
+            self._plans.pop(i, None)
+        if self.lb.flow_plan == "split_minimal":
+            self._plan_minimal(workload, only=keep)
+        else:
+            self._plan_phases(workload, scenario, only=keep)
+
     def _check_lockstep(self, scenario: Scenario) -> None:
         """Cluster scope plans step k of every job together, which is exact only when the jobs
         run in lockstep: the same collective over the same bytes, ranks and iterations."""
@@ -95,17 +113,19 @@ class FlowPlanner:
             for sub, size in enumerate(split_evenly(m.bytes, min(self.lb.subflows, m.bytes)))
         ]
 
-    def _phases(self, workload: Workload) -> dict[tuple[int, int], list[Message]]:
+    def _phases(self, workload: Workload, only: set[int] | None = None) -> dict[tuple[int, int], list[Message]]:
         """The cross-rack messages of each phase, the flows a plan sees together: keyed by (op, step),
-        or (iteration, step) across all jobs with the cluster scope."""
+        or (iteration, step) across all jobs with the cluster scope (``only``: of these messages)."""
         phases: dict[tuple[int, int], list[Message]] = defaultdict(list)
         for m in workload.messages:
+            if only is not None and m.msg_id not in only:
+                continue
             if self._paths.tor_of[m.src] != self._paths.tor_of[m.dst]:
                 phases[(m.iteration if self.cluster_scope else m.op), m.step].append(m)
         return phases
 
-    def _plan_minimal(self, workload: Workload) -> None:
-        for msgs in self._phases(workload).values():
+    def _plan_minimal(self, workload: Workload, only: set[int] | None = None) -> None:
+        for msgs in self._phases(workload, only).values():
             pairs: dict[tuple[str, str], list[Message]] = defaultdict(list)
             for m in msgs:
                 pairs[self._paths.tor_of[m.src], self._paths.tor_of[m.dst]].append(m)
@@ -118,21 +138,30 @@ class FlowPlanner:
                         for size, spine in zip(sizes, pieces) if size
                     ]
 
-    def _plan_phases(self, workload: Workload, scenario: Scenario) -> None:
+    def _plan_phases(self, workload: Workload, scenario: Scenario, only: set[int] | None = None) -> None:
         lb = scenario.lb
         seed = lb.planner_seed if lb.planner_seed is not None else scenario.seed
-        for key, msgs in self._phases(workload).items():
+        for key, msgs in self._phases(workload, only).items():
             tors = [(self._paths.tor_of[m.src], self._paths.tor_of[m.dst]) for m in msgs]
-            spines = self._paths.turning_points(*tors[0])
-            if any(self._paths.turning_points(a, b) != spines for a, b in tors):
+            reachable = [self._paths.turning_points(a, b) for a, b in tors]
+            spines = sorted(set().union(*reachable), key=lambda n: (len(n), n))
+            if only is None and any(r != spines for r in reachable):
                 raise InputError("scenario", "lb.scheme", "planned routing needs every cross-leaf flow of a "
                                  "phase to have the same turning points (a leaf-spine fabric)")
             flows = [(a, b, m.bytes) for (a, b), m in zip(tors, msgs)]
             t0 = time.perf_counter()
             choice = plan(lb.planner, flows, len(spines), seed=seed, steps=lb.annealing_steps)
-            self.phase_seconds[key] = time.perf_counter() - t0
+            self.phase_seconds[key] = self.phase_seconds.get(key, 0.0) + time.perf_counter() - t0
+            load = dict.fromkeys(spines, 0)
             for m, j in zip(msgs, choice):
-                self._plans[m.msg_id] = [(m.bytes, self._paths.entropy_via(m.src, m.dst, spines[j]))]
+                load[spines[j]] += m.bytes
+            for m, j, ok in zip(msgs, choice, reachable):
+                spine = spines[j]
+                if spine not in ok:  # re-planned on a damaged fabric: the least loaded spine it can reach
+                    load[spine] -= m.bytes
+                    spine = min(ok, key=lambda n: (load[n], spines.index(n)))
+                    load[spine] += m.bytes
+                self._plans[m.msg_id] = [(m.bytes, self._paths.entropy_via(m.src, m.dst, spine))]
 
 
 def minimal_split(n: int, s: int) -> list[list[int]]:
