@@ -103,6 +103,9 @@ def build_parser() -> argparse.ArgumentParser:
                     "packet backend only)")
     st.add_argument("--ranks", type=int, metavar="N", help="ranks per workload (default: every host of the "
                     "fabric; multi_job shares them among its 4 jobs)")
+    st.add_argument("--faults", action="append", metavar="CASE",
+                    help="none | link_down | link_degrade | link_loss, repeatable: each point healthy or with one "
+                         "fault on a fabric link drawn from the seed (default: none)")
     st.add_argument("--seeds", type=int, metavar="N", help="seeds 1..N (default 3)")
     st.add_argument("--bytes", metavar="SIZE", help="per-rank buffer (permutation: per sender; default 1MiB)")
     st.add_argument("--backend", choices=("packet", "fluid", "auto"), default="auto",
@@ -313,7 +316,8 @@ def cmd_study(args: argparse.Namespace) -> int:
     jobs = args.jobs if args.jobs is not None else study.default_jobs()
     if jobs < 1:
         raise InputError("--jobs", "", f"must be at least 1 (got {jobs})")
-    runs = study.plan_runs(fabrics, workloads, schemes, seeds, nbytes, args.backend, args.profile, args.ranks)
+    runs = study.plan_runs(fabrics, workloads, schemes, seeds, nbytes, args.backend, args.profile, args.ranks,
+                           args.faults or ["none"])
     if args.out is not None:
         out = _out_dir(args.out)
     else:

@@ -90,11 +90,13 @@ FILE_SCHEMAS: dict[str, pa.Schema] = {
     ]),
     "study": pa.schema([
         ("fabric", pa.string()), ("workload", pa.string()), ("ranks", pa.int64()), ("scheme", pa.string()),
-        ("seed", pa.int64()), ("profile", pa.string()), ("backend", pa.string()), ("status", pa.string()),
+        ("seed", pa.int64()), ("profile", pa.string()), ("faults", pa.string()), ("backend", pa.string()),
+        ("status", pa.string()),
         ("cct_ns", pa.float64()), ("ideal_ns", pa.float64()), ("slowdown", pa.float64()),
         ("max_congestion", pa.float64()), ("mean_congestion", pa.float64()), ("retransmits", pa.int64()),
-        ("spurious_retransmits", pa.int64()), ("drops", pa.int64()), ("paused_ns", pa.int64()),
-        ("plan_s", pa.float64()), ("wall_s", pa.float64()),
+        ("spurious_retransmits", pa.int64()), ("drops", pa.int64()), ("fault_drops", pa.int64()),
+        ("paused_ns", pa.int64()), ("fault_target", pa.string()), ("fault_at_ns", pa.int64()),
+        ("fault_free_ns", pa.float64()), ("plan_s", pa.float64()), ("wall_s", pa.float64()),
     ]),
 }
 """Single-file tables: ``export-workload``'s DAG, ``validation.parquet``, ``study.parquet``."""

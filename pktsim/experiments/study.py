@@ -23,6 +23,13 @@ job, which gates a synchronous training step), and ``slowdown = cct_ns / ideal_n
 that needs the transport model: packet backend only) ``retransmits``, ``spurious_retransmits``,
 ``drops`` (packets) and ``paused_ns`` (PFC pause time summed over ports) say why a scheme lost;
 they are null on the ideal fabric.
+
+The faults axis (``--faults``, :data:`FAULT_CASES`) runs each point healthy (``none``) or with one
+fault on a fabric link drawn from the run's seed (every scheme of a seed faces the same link):
+``link_down`` at 30% of the scheme's own fault-free run (which runs first: ``fault_free_ns`` is
+its CCT), ``link_degrade`` to half rate from the start, ``link_loss`` of 1% from the start. The
+row says which link (``fault_target``), when (``fault_at_ns``) and how many packets the fault
+destroyed (``fault_drops``).
 """
 
 from __future__ import annotations
@@ -41,7 +48,7 @@ import pyarrow.parquet as pq
 
 from pktsim.backends import BACKENDS, backend
 from pktsim.errors import InputError, TooLarge
-from pktsim.experiment import prepare
+from pktsim.experiment import prepare, with_faults_drawn
 from pktsim.planning.planners import PLANNERS
 from pktsim.scenario import LB_SCHEMES, Scenario, load_scenario, preset_names
 from pktsim.traces import FILE_SCHEMAS
@@ -68,6 +75,14 @@ QUICK_BYTES = 256 * 2**10
 QUICK_SEEDS = 1
 QUICK_SCHEMES = ("ecmp", "spray", "split4", "split_minimal", "planned:edge_coloring", "adaptive")
 
+FAULT_CASES: dict[str, dict | None] = {
+    "none": None,
+    "link_down": {"kinds": ["link_down"], "at": [0.3, 0.3]},
+    "link_degrade": {"kinds": ["link_degrade"], "at": [0, 0], "degrade_to": 0.5},
+    "link_loss": {"kinds": ["link_loss"], "at": [0, 0], "drop_rate": 0.01},
+}
+"""``--faults`` names -> the random generator's fields (one fabric link, drawn from the run's seed)."""
+
 SCHEMA = FILE_SCHEMAS["study"]
 """``study.parquet``: one row per run."""
 COLUMNS = tuple(SCHEMA.names)
@@ -85,6 +100,17 @@ class RunSpec:
     overrides: tuple[str, ...] = field(default=())
     profile: str | None = None
     ranks: int | None = None
+    faults: str = "none"
+
+
+def fault_overrides(case: str, seed: int) -> list[str]:
+    """A ``--faults`` case -> ``--set`` overrides (none for ``none``)."""
+    if case not in FAULT_CASES:
+        raise InputError("--faults", "", f"unknown fault case {case!r} (known: {', '.join(FAULT_CASES)})")
+    spec = FAULT_CASES[case]
+    if spec is None:
+        return []
+    return [f"faults={json.dumps({'random': {'count': 1, 'tier': 'fabric', 'seed': seed, **spec}})}"]
 
 
 def scheme_overrides(name: str) -> list[str]:
@@ -151,7 +177,7 @@ def workload_jobs(name: str, scenario: Scenario, nbytes: int, ranks: int | None 
 
 def _backend_for(requested: str, topo: Scenario, scheme: list[str]) -> str:
     """``packet`` | ``fluid`` | ``skip`` (what the fluid backend says it cannot model) for a run of
-    the scheme (its ``--set`` overrides) on the fabric and profile of ``topo``."""
+    the scheme (its ``--set`` overrides, the faults' included) on the fabric and profile of ``topo``."""
     if requested == "packet" or (requested == "auto" and topo.topology.n_hosts <= AUTO_FLUID_HOSTS):
         return "packet"
     try:
@@ -163,10 +189,12 @@ def _backend_for(requested: str, topo: Scenario, scheme: list[str]) -> str:
 
 
 def plan_runs(fabrics: Sequence[str], workloads: Sequence[str], schemes: Sequence[str], seeds: int,
-              nbytes: int, backend_name: str, profile: str | None = None, ranks: int | None = None) -> list[RunSpec]:
+              nbytes: int, backend_name: str, profile: str | None = None, ranks: int | None = None,
+              faults: Sequence[str] = ("none",)) -> list[RunSpec]:
     """Every run of the study, validated (bad names raise InputError before anything runs).
     ``profile``: the network profile of every run (``roce``: the transport model, packet backend);
-    ``ranks``: ranks per workload (default: every host of the fabric)."""
+    ``ranks``: ranks per workload (default: every host of the fabric); ``faults``: the cases of
+    :data:`FAULT_CASES` each point runs under."""
     if seeds < 1:
         raise InputError("--seeds", "", f"must be at least 1 (got {seeds})")
     if backend_name not in BACKEND_CHOICES:
@@ -175,21 +203,25 @@ def plan_runs(fabrics: Sequence[str], workloads: Sequence[str], schemes: Sequenc
         if w not in WORKLOADS:
             raise InputError("--workload", "", f"unknown workload {w!r} (known: {', '.join(WORKLOADS)})")
     scheme_sets = {s: scheme_overrides(s) for s in schemes}
+    for case in faults:
+        fault_overrides(case, 1)  # unknown names fail here
     runs = []
     for fabric in fabrics:
         if not (fabric in preset_names("topology") or Path(fabric).is_file()):
             raise InputError("--fabric", "", f"no topology preset or file named {fabric!r} "
                              f"(presets: {', '.join(preset_names('topology'))})")
         topo = _fabric_topology(fabric, profile)
-        modes = {s: _backend_for(backend_name, topo, scheme_sets[s]) for s in schemes}
+        modes = {(s, f): _backend_for(backend_name, topo, scheme_sets[s] + fault_overrides(f, 1))
+                 for s in schemes for f in faults}
         for w in workloads:
             jobs = workload_jobs(w, topo, nbytes, ranks)
             job_set = [f"workload.jobs={json.dumps(jobs)}"]
-            for s in schemes:
-                for seed in range(1, seeds + 1):
-                    overrides = tuple(job_set + scheme_sets[s] + [f"name=study-{w}"])
-                    runs.append(RunSpec(fabric, w, s, seed, modes[s], overrides, profile,
-                                        sum(j["ranks"] for j in jobs)))
+            for f in faults:
+                for s in schemes:
+                    for seed in range(1, seeds + 1):
+                        overrides = tuple(job_set + scheme_sets[s] + fault_overrides(f, seed) + [f"name=study-{w}"])
+                        runs.append(RunSpec(fabric, w, s, seed, modes[s, f], overrides, profile,
+                                            sum(j["ranks"] for j in jobs), f))
     # Scenario-level validation (e.g. planned on a fat-tree) happens per run: such a run becomes a row
     # with its error as status, as a planner refusing a large instance does.
     return runs
@@ -198,7 +230,8 @@ def plan_runs(fabrics: Sequence[str], workloads: Sequence[str], schemes: Sequenc
 def _empty_row(run: RunSpec, status: str) -> dict:
     row = dict.fromkeys(COLUMNS)
     row.update(fabric=run.fabric, workload=run.workload, ranks=run.ranks, scheme=run.scheme, seed=run.seed,
-               profile=run.profile, backend=run.backend if run.backend != "skip" else None, status=status)
+               profile=run.profile, faults=run.faults, backend=run.backend if run.backend != "skip" else None,
+               status=status)
     return row
 
 
@@ -209,7 +242,10 @@ def execute(run: RunSpec) -> dict:
     t0 = time.perf_counter()
     try:
         scenario = load_scenario(topology=run.fabric, seed=run.seed, profile=run.profile, overrides=list(run.overrides))
-        summary = backend(run.backend).run(prepare(scenario))
+        engine = backend(run.backend)
+        engine.check(scenario)
+        scenario, fault_free = with_faults_drawn(scenario, engine)
+        summary = engine.run(prepare(scenario, fault_free))
     except TooLarge:
         return _empty_row(run, "too large")
     except InputError as e:
@@ -221,7 +257,12 @@ def execute(run: RunSpec) -> dict:
     worst = max(jobs, key=lambda j: j["slowdown"] or 0.0)
     maxes = [j["max_congestion"] for j in jobs if j["max_congestion"] is not None]
     means = [j["mean_congestion"] for j in jobs if j["mean_congestion"] is not None]
+    faults = summary.faults
     row.update(
+        fault_target=", ".join(f["target"] for f in faults) or None,
+        fault_at_ns=min((f["at_ns"] for f in faults), default=None),
+        fault_free_ns=float(sum(worst["fault_free_cct_ns"]) / len(worst["fault_free_cct_ns"]))
+        if "fault_free_cct_ns" in worst else None,
         cct_ns=float(worst["mean_cct_ns"]), ideal_ns=float(worst["mean_ideal_cct_ns"]),
         slowdown=worst["slowdown"], max_congestion=max(maxes) if maxes else None,
         mean_congestion=sum(means) / len(means) if means else None,
@@ -230,7 +271,8 @@ def execute(run: RunSpec) -> dict:
     transport = summary.get("transport")
     if transport is not None:
         row.update(retransmits=transport["retransmits"], spurious_retransmits=transport["spurious_retransmits"],
-                   drops=transport["drops"], paused_ns=transport["paused_ns"])
+                   drops=transport["drops"], fault_drops=transport.get("fault_drops"),
+                   paused_ns=transport["paused_ns"])
     return row
 
 
@@ -276,11 +318,14 @@ def to_table(rows: Sequence[dict]) -> pa.Table:
     return pa.Table.from_pylist(list(rows), schema=SCHEMA)
 
 
-def _groups(rows: Sequence[dict]) -> dict[tuple[str, str], dict[str, list[dict]]]:
-    """(fabric, workload) -> scheme -> its ok rows, in the study's order."""
-    out: dict[tuple[str, str], dict[str, list[dict]]] = {}
+def _groups(rows: Sequence[dict]) -> dict[tuple[str, ...], dict[str, list[dict]]]:
+    """(fabric, workload[, faults]) -> scheme -> its ok rows, in the study's order (the fault case is
+    part of the key when the study has a faults axis)."""
+    cases = {r.get("faults") or "none" for r in rows}
+    out: dict[tuple[str, ...], dict[str, list[dict]]] = {}
     for r in rows:
-        schemes = out.setdefault((r["fabric"], r["workload"]), {})
+        key = (r["fabric"], r["workload"]) + ((r.get("faults") or "none",) if cases != {"none"} else ())
+        schemes = out.setdefault(key, {})
         schemes.setdefault(r["scheme"], [])
         if r["status"] == "ok":
             schemes[r["scheme"]].append(r)
@@ -300,7 +345,7 @@ def plot(rows: Sequence[dict], path: Path) -> str | None:
     groups = _groups(rows)
     n = len(groups)
     fig, axes = plt.subplots(n, 2, figsize=(13, 2.8 * n + 0.6), squeeze=False)
-    for (ax_s, ax_c), ((fabric, workload), schemes) in zip(axes, groups.items()):
+    for (ax_s, ax_c), (key, schemes) in zip(axes, groups.items()):
         names = list(schemes)
         xs = range(len(names))
         for ax, key, label in ((ax_s, "slowdown", "slowdown (CCT / ideal)"),
@@ -316,7 +361,7 @@ def plot(rows: Sequence[dict], path: Path) -> str | None:
             ax.axhline(1.0, color="grey", lw=0.8, ls="--")
             ax.set_xticks(list(xs), names, rotation=40, ha="right", fontsize=7)
             ax.set_ylabel(label, fontsize=8)
-            ax.set_title(f"{fabric} / {workload}", fontsize=9)
+            ax.set_title(" / ".join(key), fontsize=9)
             for x, m in zip(xs, means):  # runs that did not run (too large, skipped) are marked
                 if math.isnan(m):
                     ax.text(x, 1.0, "n/a", ha="center", va="bottom", fontsize=6, rotation=90)
@@ -337,11 +382,13 @@ def print_summary(rows: Sequence[dict]) -> None:
         console.width = 200
     groups = _groups(rows)
     schemes = list(dict.fromkeys(r["scheme"] for r in rows))
-    status = {(r["fabric"], r["workload"], r["scheme"]): r["status"] for r in rows if r["status"] != "ok"}
+    faulty = {r.get("faults") or "none" for r in rows} != {"none"}
+    status = {(r["fabric"], r["workload"], *((r.get("faults") or "none",) if faulty else ()), r["scheme"]): r["status"]
+              for r in rows if r["status"] != "ok"}
     table = Table(title="mean slowdown (CCT / ideal) over seeds", box=box.SIMPLE_HEAD)
     table.add_column("scheme", no_wrap=True)
-    for fabric, workload in groups:
-        table.add_column(f"{fabric}\n{workload}", justify="right", no_wrap=True)
+    for key in groups:
+        table.add_column("\n".join(key), justify="right", no_wrap=True)
     for s in schemes:
         cells = []
         for key, by_scheme in groups.items():
@@ -356,7 +403,8 @@ def print_summary(rows: Sequence[dict]) -> None:
     console.print(table)
     errors = [r for r in rows if r["status"].startswith("error")]
     for r in errors[:5]:
-        console.print(f"[red]{r['fabric']} {r['workload']} {r['scheme']} seed {r['seed']}: {r['status']}")
+        console.print(f"[red]{r['fabric']} {r['workload']} {r['scheme']} {r.get('faults') or 'none'} seed {r['seed']}: "
+                      f"{r['status']}")
 
 
 def write_outputs(rows: Sequence[dict], out: Path) -> str | None:
