@@ -75,6 +75,8 @@ def build_parser() -> argparse.ArgumentParser:
                      help="packet: packet-level (default); fluid: flow-level max-min model (pktsim/fluid/)")
     run.add_argument("--out", "-o", help="run directory (default: traces/<name>-<lb>[-fluid]-seed<N>-<time>)")
     run.add_argument("--quiet", "-q", action="store_true", help="no progress bar and no summary table")
+    run.add_argument("--fault-free", action="store_true",
+                     help="with faults: first run the scenario without them (no traces), to report what they cost")
 
     val = sub.add_parser("validate", help="compare a flow-level model with the packet backend, message by message")
     _scenario_options(val)
@@ -106,6 +108,8 @@ def build_parser() -> argparse.ArgumentParser:
     st.add_argument("--faults", action="append", metavar="CASE",
                     help="none | link_down | link_degrade | link_loss, repeatable: each point healthy or with one "
                          "fault on a fabric link drawn from the seed (default: none)")
+    st.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                    help="override a scenario field of every run, e.g. --set nic.transport=sr")
     st.add_argument("--seeds", type=int, metavar="N", help="seeds 1..N (default 3)")
     st.add_argument("--bytes", metavar="SIZE", help="per-rank buffer (permutation: per sender; default 1MiB)")
     st.add_argument("--backend", choices=("packet", "fluid", "auto"), default="auto",
@@ -180,17 +184,20 @@ class _NoPandas(importlib.abc.MetaPathFinder):
         return None
 
 
-def _prepared(name: str, scenario: Scenario) -> tuple[Backend, Experiment]:
+def _prepared(name: str, scenario: Scenario, fault_free: bool = False) -> tuple[Backend, Experiment]:
     """Backend ``name`` and the prepared experiment of ``scenario`` (the workload exists and the
     flows are planned, so placement and planning errors have surfaced before anything is written)."""
-    from pktsim.experiment import prepare, with_faults_drawn
+    from pktsim.experiment import fault_free_ccts, prepare, with_faults_drawn
 
     engine = backend(name)
     try:
         engine.check(scenario)
-        drawn, fault_free = with_faults_drawn(scenario, engine)
+        drawn, healthy = with_faults_drawn(scenario, engine)
         engine.check(drawn)
-        return engine, prepare(drawn, fault_free)
+        experiment = prepare(drawn, healthy)
+        if fault_free and healthy is None and experiment.faults:
+            experiment = prepare(drawn, fault_free_ccts(drawn, engine))
+        return engine, experiment
     except InputError as e:  # name where the user wrote the value (file, preset, --set, flag)
         raise blame(e, scenario) from None
 
@@ -235,7 +242,7 @@ def _execute(engine: Backend, experiment: Experiment, out: Path, quiet: bool) ->
 
 def cmd_run(args: argparse.Namespace) -> int:
     scenario = _resolve(args)
-    engine, experiment = _prepared(args.backend, scenario)
+    engine, experiment = _prepared(args.backend, scenario, args.fault_free)
     out = _run_dir(args, scenario, "" if args.backend == "packet" else args.backend)
     with StopOnSignals():
         summary = _execute(engine, experiment, out, args.quiet)
@@ -317,7 +324,7 @@ def cmd_study(args: argparse.Namespace) -> int:
     if jobs < 1:
         raise InputError("--jobs", "", f"must be at least 1 (got {jobs})")
     runs = study.plan_runs(fabrics, workloads, schemes, seeds, nbytes, args.backend, args.profile, args.ranks,
-                           args.faults or ["none"])
+                           args.faults or ["none"], args.overrides)
     if args.out is not None:
         out = _out_dir(args.out)
     else:

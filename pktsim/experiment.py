@@ -93,13 +93,20 @@ def with_faults_drawn(scenario: Scenario, engine: Backend) -> tuple[Scenario, di
     fault_free = None
     makespan_ns = None
     healthy = _replace_faults(scenario, [])
-    if spec.fractional:
-        summary = engine.run(prepare(healthy))
-        fault_free = {job["name"]: job["cct_ns"] for job in summary.jobs}
-        makespan_ns = summary.sim_time_ns
     base = prepare(healthy)
+    if spec.fractional:
+        summary = engine.run(base)
+        fault_free = {job["name"]: job["cct_ns"] for job in summary.jobs}
+        makespan_ns = max(job["end_ns"] for job in summary.jobs)
     drawn = draw_faults(spec, base.fabric, base.workload, makespan_ns)
     return _replace_faults(scenario, drawn), fault_free
+
+
+def fault_free_ccts(scenario: Scenario, engine: Backend) -> dict[str, list[int]]:
+    """Per job, its CCT per iteration (ns) when ``scenario`` runs on ``engine`` without its faults
+    (no traces)."""
+    summary = engine.run(prepare(_replace_faults(scenario, [])))
+    return {job["name"]: job["cct_ns"] for job in summary.jobs}
 
 
 def _replace_faults(scenario: Scenario, faults: list[dict]) -> Scenario:

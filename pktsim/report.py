@@ -64,6 +64,25 @@ def print_summary(summary: Mapping) -> None:
             f"{summary['packet_hops']:,} packet-hops, {summary['packet_hops_per_s']:,.0f} packet-hops/s, "
             f"{summary['events_per_packet_hop']:.2f} events per packet-hop"
         )
+    for f in summary.get("faults") or ():
+        console.print(_fault_line(f))
+    healthy = [j for j in summary["jobs"] if j.get("fault_slowdown")]
+    if healthy:
+        console.print("faults cost: " + ", ".join(
+            f"{j['name']} {j['fault_slowdown']:.3f}x its fault-free CCT "
+            f"({format_ns(sum(j['fault_free_cct_ns']) / len(j['fault_free_cct_ns']))})" for j in healthy))
     for warning in summary.get("warnings") or ():
         console.print(f"[yellow]warning:[/yellow] {warning}")
     console.print(f"traces: {summary['out']}/")
+
+
+def _fault_line(f: Mapping) -> str:
+    """One fault and the fabric's reactions, in words."""
+    value = f.get("value")
+    what = {"link_degrade": f" to {value:g} Gbit/s", "link_loss": f" dropping {value:.2%} of packets",
+            "straggler": f" computing {value:g}x slower"}.get(f["kind"], "")
+    reactions = [f"{name} {format_ns(f[key])}" for name, key in
+                 (("detected", "detected_ns"), ("converged", "converged_ns"), ("re-planned", "replanned_ns"))
+                 if f.get(key) is not None]
+    return (f"fault {f['fault_id']}: {f['kind']} {f['target']}{what} at {format_ns(f['at_ns'])}"
+            + (f"; {', '.join(reactions)}" if reactions else ""))

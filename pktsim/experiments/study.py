@@ -140,10 +140,10 @@ def scheme_overrides(name: str) -> list[str]:
                      f"planned:PLANNER; spray_switch)")
 
 
-def _fabric_topology(fabric: str, profile: str | None) -> Scenario:
-    """Validate a fabric (a topology preset or YAML path) with the network profile; the scenario
-    carries both."""
-    return load_scenario(topology=fabric, profile=profile, overrides=["workload.jobs.0.ranks=2"])
+def _fabric_topology(fabric: str, profile: str | None, overrides: Sequence[str] = ()) -> Scenario:
+    """Validate a fabric (a topology preset or YAML path) with the network profile and the
+    study's ``--set`` values; the scenario carries them."""
+    return load_scenario(topology=fabric, profile=profile, overrides=[*overrides, "workload.jobs.0.ranks=2"])
 
 
 def workload_jobs(name: str, scenario: Scenario, nbytes: int, ranks: int | None = None) -> list[dict]:
@@ -183,6 +183,7 @@ def _backend_for(requested: str, topo: Scenario, scheme: list[str]) -> str:
     try:
         scenario = load_scenario(topology=topo.topology.model_dump(), profile=topo.profile,
                                  overrides=["workload.jobs.0.ranks=2", *scheme])
+        scenario = scenario.model_copy(update={"nic": topo.nic, "switch": topo.switch, "routing": topo.routing})
     except InputError:  # the run itself reports the problem as its status
         return "fluid"
     return "skip" if backend("fluid").unsupported(scenario) is not None else "fluid"
@@ -190,11 +191,12 @@ def _backend_for(requested: str, topo: Scenario, scheme: list[str]) -> str:
 
 def plan_runs(fabrics: Sequence[str], workloads: Sequence[str], schemes: Sequence[str], seeds: int,
               nbytes: int, backend_name: str, profile: str | None = None, ranks: int | None = None,
-              faults: Sequence[str] = ("none",)) -> list[RunSpec]:
+              faults: Sequence[str] = ("none",), overrides: Sequence[str] = ()) -> list[RunSpec]:
     """Every run of the study, validated (bad names raise InputError before anything runs).
     ``profile``: the network profile of every run (``roce``: the transport model, packet backend);
     ``ranks``: ranks per workload (default: every host of the fabric); ``faults``: the cases of
-    :data:`FAULT_CASES` each point runs under."""
+    :data:`FAULT_CASES` each point runs under; ``overrides``: ``--set`` values for every run (applied
+    first: the study's own fields win)."""
     if seeds < 1:
         raise InputError("--seeds", "", f"must be at least 1 (got {seeds})")
     if backend_name not in BACKEND_CHOICES:
@@ -205,12 +207,13 @@ def plan_runs(fabrics: Sequence[str], workloads: Sequence[str], schemes: Sequenc
     scheme_sets = {s: scheme_overrides(s) for s in schemes}
     for case in faults:
         fault_overrides(case, 1)  # unknown names fail here
+    extra = list(overrides)
     runs = []
     for fabric in fabrics:
         if not (fabric in preset_names("topology") or Path(fabric).is_file()):
             raise InputError("--fabric", "", f"no topology preset or file named {fabric!r} "
                              f"(presets: {', '.join(preset_names('topology'))})")
-        topo = _fabric_topology(fabric, profile)
+        topo = _fabric_topology(fabric, profile, overrides)
         modes = {(s, f): _backend_for(backend_name, topo, scheme_sets[s] + fault_overrides(f, 1))
                  for s in schemes for f in faults}
         for w in workloads:
@@ -219,7 +222,8 @@ def plan_runs(fabrics: Sequence[str], workloads: Sequence[str], schemes: Sequenc
             for f in faults:
                 for s in schemes:
                     for seed in range(1, seeds + 1):
-                        overrides = tuple(job_set + scheme_sets[s] + fault_overrides(f, seed) + [f"name=study-{w}"])
+                        overrides = tuple([*extra, *job_set, *scheme_sets[s], *fault_overrides(f, seed),
+                                           f"name=study-{w}"])
                         runs.append(RunSpec(fabric, w, s, seed, modes[s, f], overrides, profile,
                                             sum(j["ranks"] for j in jobs), f))
     # Scenario-level validation (e.g. planned on a fat-tree) happens per run: such a run becomes a row
