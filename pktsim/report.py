@@ -54,7 +54,9 @@ def print_summary(summary: Mapping) -> None:
                 f"transport {t['transport']}, cc {t['cc']}: {t['data_packets_sent']:,} data packets sent, "
                 f"{t['retransmits']:,} retransmitted ({t['spurious_retransmits']:,} spurious, "
                 f"{t['discarded_out_of_order']:,} discarded out of order, {t['timeouts']:,} timeouts), "
-                f"{t['drops']:,} dropped, {t['ecn_marks']:,} ECN-marked, {t['pause_frames']:,} PFC pauses "
+                f"{t['drops']:,} dropped, "
+                + (f"{t['fault_drops']:,} lost to faults, " if t.get("fault_drops") else "")
+                + f"{t['ecn_marks']:,} ECN-marked, {t['pause_frames']:,} PFC pauses "
                 f"({format_ns(t['paused_ns'])} of port pause time)"
             )
         tail = summary["sim_time_ns"] - makespan
@@ -79,8 +81,9 @@ def print_summary(summary: Mapping) -> None:
 def _fault_line(f: Mapping) -> str:
     """One fault and the fabric's reactions, in words."""
     value = f.get("value")
-    what = {"link_degrade": f" to {value:g} Gbit/s", "link_loss": f" dropping {value:.2%} of packets",
-            "straggler": f" computing {value:g}x slower"}.get(f["kind"], "")
+    kind = f["kind"]
+    what = (f" to {value:g} Gbit/s" if kind == "link_degrade" else f" dropping {value:.2%} of packets"
+            if kind == "link_loss" else f" computing {value:g}x slower" if kind == "straggler" else "")
     reactions = [f"{name} {format_ns(f[key])}" for name, key in
                  (("detected", "detected_ns"), ("converged", "converged_ns"), ("re-planned", "replanned_ns"))
                  if f.get(key) is not None]

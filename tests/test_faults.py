@@ -70,7 +70,7 @@ def test_bad_faults_are_one_line_errors_naming_the_field(overrides, field, words
 def test_a_bad_fault_exits_2_without_a_run_directory(tmp_path):
     out = tmp_path / "run"
     proc = subprocess.run(
-        [sys.executable, "-m", "pktsim", "run", "--out", str(out), "--set",
+        [sys.executable, "-m", "pktsim", "run", "--out", str(out), "--set", "nic.transport=sr", "--set",
          "faults=[{kind: link_down, at_ns: 1us, link: [leaf0, spine7]}]"],
         capture_output=True, text=True, cwd=tmp_path,
     )
@@ -136,6 +136,18 @@ def test_local_knowledge_only_changes_the_ends_of_the_link():
 
 
 # -- reaction times ----------------------------------------------------------------------------------
+
+
+def test_a_flap_shorter_than_detection_changes_no_route():
+    scenario = load_scenario(overrides=[
+        "routing.detect_ns=10us", _faults("{kind: link_down, at_ns: 100us, link: [leaf0, spine1]}",
+                                          "{kind: link_up, at_ns: 105us, link: [leaf0, spine1]}",
+                                          "{kind: link_down, at_ns: 200us, link: [leaf0, spine1]}",
+                                          "{kind: link_up, at_ns: 300us, link: [leaf0, spine1]}")])
+    schedule = prepare(scenario).faults
+    rows = schedule.rows()
+    assert [r.detected_ns for r in rows] == [None, None, 210_000, 310_000]
+    assert schedule.route_changes[0].at_ps == ns_to_ps(210_000)
 
 
 @pytest.mark.parametrize("scheme, reroute", [("ecmp", "switches"), ("spray", "switches"), ("adaptive", "local"),

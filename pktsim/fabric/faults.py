@@ -272,6 +272,21 @@ def surviving_next_hops(fabric: Fabric, local: set[tuple[str, str]], converged: 
     return out
 
 
+def _flaps(schedule: FaultSchedule, detect_ps: int) -> set[int]:
+    """The link_down faults whose link came back up before the down was detected, and those
+    link_up faults: the fabric never reacts to either (a flap shorter than detection)."""
+    pending: dict[tuple, Fault] = {}
+    out: set[int] = set()
+    for f in schedule.link_events:
+        if f.kind == "link_down":
+            pending[f.links] = f
+        elif f.kind == "link_up" and f.links in pending:
+            down = pending.pop(f.links)
+            if f.at_ps < down.at_ps + detect_ps:
+                out |= {down.index, f.index}
+    return out
+
+
 def _route(schedule: FaultSchedule, fabric: Fabric, routing) -> None:
     """Fill ``schedule.route_changes`` and ``schedule.reactions`` (see the module's docstring)."""
     detect, converge, replan = (ns_to_ps(routing.detect_ns), ns_to_ps(routing.converge_ns),
@@ -286,8 +301,9 @@ def _route(schedule: FaultSchedule, fabric: Fabric, routing) -> None:
     # (time, order, fault index, which set, add?, links)
     steps: list[tuple[int, int, int, str, bool, tuple]] = []
     schedule.reactions = [Reaction() for _ in schedule.faults]
+    unseen = _flaps(schedule, detect if reroute == "planner" else local_delay)
     for f in schedule.faults:
-        if f.kind not in ("link_down", "link_up"):
+        if f.kind not in ("link_down", "link_up") or f.index in unseen:
             continue
         add = f.kind == "link_down"
         steps.append((f.at_ps + local_delay, 0, f.index, "local", add, f.links))

@@ -27,6 +27,38 @@ What the model includes
   is the propagation and switch latency of every hop plus one store-and-forward of the flow's first
   (largest) packet at each hop after the first. A flow alone on the fabric therefore has exactly the
   packet backend's FCT.
+- **Faults** (:mod:`pktsim.fabric.faults`: the same link events and routing timeline as the packet
+  backend's, at the same times; at one instant link events act first, then routing changes, then
+  the messages posted then):
+
+  - ``link_degrade``: the link's capacity is the new rate from the fault on (rates recomputed
+    then). A flow whose path crosses a degraded link gets its ``L`` from the closed form at the
+    links' rates when it drains (a sprayed flow: the largest over its live paths), so a flow alone
+    on a link degraded before it started has the packet backend's FCT.
+  - ``link_down`` / ``link_up``: capacity 0 / the link's rate again. A flow whose current path
+    crosses a dead link is **stalled**: it sends nothing, loads nothing and keeps its bytes left until
+    a link coming back or a routing change gives it a live path. At every routing change the
+    switches' groups change (:meth:`~pktsim.fabric.fabric.Fabric.with_next_hops`) and every flow
+    is routed again: an ECMP or split flow keeps its entropy and is rehashed by the new groups, as
+    the packet switches hash it; a planned or ``split_minimal`` flow keeps its pinned entropy, which
+    crossed the dead link until the re-plan (``replan_ns``) gives the switches the surviving groups,
+    and the messages not yet posted are re-planned then (this run's own copy of the plan). So a lone
+    ECMP flow hit mid-way is late by exactly the time from the fault to the routing change that
+    moves it (detection when the dead link starts at its first switch, convergence otherwise).
+  - A **sprayed** flow (``spray``, ``spray_switch``) splits evenly at every switch over its current
+    group; the share sent into a dead link is lost there (it loads the links before the dead one,
+    not those after), and the flow delivers only the rest: its max-min (sending) rate ``r`` drains
+    its bytes at ``(1 - lost) r``, which is a transport resending every lost packet at once on a new
+    spray (the resent packets are lost in the same share). A flow of which nothing would arrive (a
+    dead host link, every path dead) is stalled as above. This is how the traffic black-holed before
+    detection and convergence is accounted: as a stall (one path) or a slower delivery (sprayed),
+    never as bytes to send again.
+  - ``spine_bytes`` of a flow that changed paths are its bytes split by the bits it delivered on
+    each way (path or live spread) it took, and its ``path`` is None when it took more than one.
+  - Stragglers: the compute gap before a message released at t is ``gap_ns`` times the sender's
+    ``compute_factor`` at t (a root's ``gap_ns`` is its job's start time: never stretched).
+  - ``link_loss`` has no honest fluid model (what it costs is the transport's recovery):
+    :meth:`FluidBackend.unsupported` refuses it.
 
 What it ignores
 ---------------
@@ -41,6 +73,16 @@ What it ignores
   busy bottleneck later than others is still charged the full path latency after the drain).
 - Spraying is modelled by its mean: the ``spine_bytes`` of a sprayed flow are the even split, not a
   sample of random choices.
+- **Loss recovery after a fault.** The fluid model is an ideal transport that loses nothing it has
+  sent and resends for free: a link going down loses nothing that is on it or queued for it (the
+  packet backend loses it, up to a bandwidth-delay product, and a flow's last bytes still in flight
+  when it dies arrive here as scheduled); a stalled flow resumes at full speed the instant its path
+  is live. On top of the fluid's stall, the packet backend pays its transport's recovery: the
+  retransmission timeout (RTO, with its back-off) that notices the black-holed packets of a single
+  path, or RACK's reordering window and tail-loss probes for a sprayed flow's lost share, after the
+  route change; and a sender without a path keeps sending (a window per timeout) into the dead
+  link, which the fluid's stalled flow does not load. A ``link_degrade`` mid-flow does not re-time
+  the packets already past the link (``L`` is taken at the rates when the flow drains).
 
 Time is float picoseconds inside the engine; tables are written in integer ns (nearest) like the
 packet backend's. Drains due within :data:`DRAIN_TOLERANCE_PS` of each other are one event.
@@ -48,6 +90,7 @@ packet backend's. Drains due within :data:`DRAIN_TOLERANCE_PS` of each other are
 
 from __future__ import annotations
 
+import copy
 import heapq
 import time
 from collections import deque
@@ -58,7 +101,8 @@ import numpy as np
 
 from pktsim.analysis.ideal import message_fct_ps, wire_bytes
 from pktsim.experiment import Backend, Experiment, Progress, ProgressCallback, Unsupported, needs_transport_model
-from pktsim.fabric.fabric import Fabric
+from pktsim.fabric.fabric import Fabric, Hop
+from pktsim.fabric.faults import Fault, RouteChange
 from pktsim.fabric.selectors import LoadBalancing
 from pktsim.fluid.maxmin import max_min_rates
 from pktsim.scenario import Scenario
@@ -82,7 +126,7 @@ FLUID_METADATA = {
 }
 
 # Kinds of timed events in the heap.
-_READY, _RECEIVED = 0, 1
+_READY, _RECEIVED, _LINK, _ROUTE = 0, 1, 2, 3
 
 
 # ---------------------------------------------------------------------------------------------
@@ -131,7 +175,8 @@ class _Flow:
     """One flow of the fluid run (a row of ``flows``). Times in float ps."""
 
     __slots__ = ("flow_id", "msg", "subflow", "src", "dst", "bytes", "packets", "entropy", "path",
-                 "links", "link_list", "weights", "bits", "latency_ps", "start_ps", "end_ps", "qp")
+                 "links", "link_list", "weights", "bits", "latency_ps", "start_ps", "end_ps", "qp",
+                 "gain", "gen", "route_key", "turning", "seg_bits", "used")
 
     def __init__(self, flow_id: int, msg: int, subflow: int, src: str, dst: str, nbytes: int, packets: int,
                  entropy: int, path: list[str] | None, qp: tuple) -> None:
@@ -152,6 +197,19 @@ class _Flow:
         self.latency_ps = 0
         self.start_ps = -1.0
         self.end_ps = -1.0
+        # Only on a fabric with link faults (see FluidSimulation._route):
+        self.gain = 1.0
+        """The share of what the flow sends that is delivered (0: stalled, every byte would be lost)."""
+        self.gen = -1
+        """The routing generation its path and usage were computed in."""
+        self.route_key: tuple = ()
+        """Its current way through the fabric (the path, or the sprayed flow's live spread)."""
+        self.turning: dict[str, Fraction] | None = None
+        """Per turning point, the share of its delivered bytes that turn there (current way)."""
+        self.seg_bits = 0.0
+        """Bits left to send when it started on its current way."""
+        self.used: dict[tuple, list] | None = None
+        """Per way it used: [bits delivered that way, its turning shares]."""
 
 
 class _Active:
@@ -159,7 +217,9 @@ class _Active:
 
     Per slot: ``links`` / ``weights`` (the flow's links and traffic fractions, padded with the dummy
     link of infinite capacity and weight 0), ``rate`` (Gbit/s), ``bits`` (left to send at time
-    ``t_ref``, ps) and ``due`` (absolute drain time at the current rate, ps; inf for a free slot).
+    ``t_ref``, ps) and ``due`` (absolute drain time at the current rate, ps; inf for a free slot);
+    ``gain``: the share of the flow's sending rate that is delivered (1 but for a sprayed flow part
+    of whose spread ends in a dead link), so ``rate`` is its delivered rate (what drains ``bits``).
     ``on_link[l]`` is the set of slots using link l (kept only when ``track_links``)."""
 
     def __init__(self, n_links: int, track_links: bool) -> None:
@@ -170,6 +230,7 @@ class _Active:
         self.bits = np.zeros(0)
         self.t_ref = np.zeros(0)
         self.due = np.zeros(0)
+        self.gain = np.ones(0)
         self.used = np.zeros(0, dtype=bool)
         self.flow: list[_Flow | None] = []
         self.free: list[int] = []
@@ -186,6 +247,7 @@ class _Active:
         self.bits = np.concatenate([self.bits, np.zeros(grow)])
         self.t_ref = np.concatenate([self.t_ref, np.zeros(grow)])
         self.due = np.concatenate([self.due, np.full(grow, np.inf)])
+        self.gain = np.concatenate([self.gain, np.ones(grow)])
         self.used = np.concatenate([self.used, np.zeros(grow, dtype=bool)])
         self.flow += [None] * grow
         self.free = list(range(old + grow - 1, old - 1, -1))  # lowest slot first
@@ -205,6 +267,7 @@ class _Active:
         self.rate[s] = 0.0
         self.bits[s] = flow.bits
         self.t_ref[s] = now
+        self.gain[s] = flow.gain
         self.used[s] = True
         self.flow[s] = flow
         self.count += 1
@@ -247,6 +310,10 @@ class _Active:
                             stack.append(link)
         return sorted(slots)
 
+    def bits_left(self, slot: int, now: float) -> float:
+        """Bits ``slot`` has left to send at ``now``."""
+        return max(self.bits[slot] - self.rate[slot] * ((now - self.t_ref[slot]) / PS_PER_NS), 0.0)
+
     def set_rates(self, slots: np.ndarray, rate: np.ndarray, now: float) -> None:
         """New rates (Gbit/s) for ``slots`` from ``now``: bring their bits up to date, reschedule."""
         self.bits[slots] = np.maximum(self.bits[slots] - self.rate[slots] * ((now - self.t_ref[slots]) / PS_PER_NS), 0.0)
@@ -268,6 +335,14 @@ class FluidBackend(Backend):
             field = "nic.transport" if scenario.nic.transport != "ideal" else "switch"
             return Unsupported("--backend fluid", field, "the fluid model is max-min fair sharing with ideal "
                                "transport and unlimited buffers (use the ideal profile, or the packet backend)")
+        faults = scenario.faults
+        if isinstance(faults, list):
+            for i, f in enumerate(faults):
+                if f.kind == "link_loss":
+                    return Unsupported("scenario", f"faults[{i}].kind",
+                                       "link_loss has no fluid model: use --backend packet")
+        elif "link_loss" in faults.random.kinds:
+            return Unsupported("scenario", "faults.random.kinds", "link_loss has no fluid model: use --backend packet")
         return None
 
     def run(self, experiment: Experiment, recorder: Recorder | None = None,
@@ -289,6 +364,10 @@ class FluidSimulation:
         self.fabric = experiment.fabric
         self.workload = experiment.workload
         self.planner = experiment.flow_plan
+        if experiment.faults and any(rc.replan for rc in experiment.faults.route_changes):
+            # re-planning changes the plan: this run's own copy (sharing the fabric), so that the
+            # experiment's stays as prepared for any other run of it
+            self.planner = copy.deepcopy(self.planner, {id(experiment.fabric): experiment.fabric})
         self.sprayed = experiment.lb.spreads
         self.packets_received = 0
         self.geometry = FlowGeometry(self.fabric, scenario)
@@ -299,7 +378,8 @@ class FluidSimulation:
         self.packet_hops = 0
         """Packets x links of their path: what the packet backend would count for these flows."""
         self.qps: dict[tuple, deque[_Flow]] = {}
-        self._paths: dict[tuple, list[str]] = {}
+        self._paths: dict[tuple, list[str] | tuple[list[str], list[int]]] = {}
+        """Per connection: its path (with link faults: its path and link ids on the current view)."""
         # Sprayed flows load every uplink of their leaf: the fabric is one connected component and
         # finding components would cost more than recomputing every rate.
         self.active = _Active(len(self.fabric.links), track_links=not self.sprayed)
@@ -309,6 +389,24 @@ class FluidSimulation:
         self._seq = 0
         self.now = 0.0
         self.recorder: Recorder | None = None
+        # Faults (none in a healthy run, which never takes the paths below).
+        self.faults = experiment.faults
+        self.link_faults = bool(self.faults and self.faults.link_events)
+        """Links change: flows are routed by :meth:`_route` on the current view of the fabric."""
+        self.stragglers = bool(self.faults and self.faults.stragglers)
+        self.view: Fabric = self.fabric
+        """The fabric as the switches see it now (their equal-cost groups after the last route change)."""
+        self.gen = 0
+        """Bumped whenever paths or their liveness change (a route change, a link down or up)."""
+        self.nominal = self.geometry.gbps.copy()
+        """Every link's rate (Gbit/s) after the degrades so far, dead or alive."""
+        self.dead: set[int] = set()
+        self.degraded: set[int] = set()
+        """Links whose rate differs from the topology's."""
+        self.stalled: dict[int, _Flow] = {}
+        """Flows at the head of their connection whose every byte would be lost (by flow id)."""
+        self._spray: dict[tuple[str, str], tuple] = {}
+        self._latency: dict[tuple, int] = {}
 
     # -- the DAG -------------------------------------------------------------------------------
 
@@ -324,14 +422,18 @@ class FluidSimulation:
         for sub, (size, entropy) in enumerate(self.planner.subflows(m)):
             qp = (m.src, m.job, m.channel, sub, entropy, m.dst)
             path = None
-            if not self.sprayed:
+            if not self.sprayed and not self.link_faults:  # (with link faults: _route, on the current view)
                 if qp not in self._paths:
                     self._paths[qp] = self.fabric.path(m.src, m.dst, entropy)
                 path = self._paths[qp]
             flow = _Flow(self.flows_posted, msg_id, sub, m.src, m.dst, size, -(-size // nic.payload_bytes),
                          entropy, path, qp)
-            flow.links, flow.weights = self.geometry.usage(path, m.src, m.dst)
-            flow.link_list = flow.links.tolist()
+            if self.link_faults:
+                self._route(flow)
+                path = flow.path
+            else:
+                flow.links, flow.weights = self.geometry.usage(path, m.src, m.dst)
+                flow.link_list = flow.links.tolist()
             flow.bits = 8 * wire_bytes(size, nic.mtu_bytes, nic.header_bytes)
             flow.latency_ps = self.geometry.latency_ps(m.src, m.dst, size)
             self.flows_posted += 1
@@ -345,6 +447,13 @@ class FluidSimulation:
 
     def _activate(self, flow: _Flow) -> None:
         flow.start_ps = self.now
+        if self.link_faults:
+            if flow.gen != self.gen:
+                self._route(flow)
+            flow.seg_bits = float(flow.bits)
+            if not flow.gain:
+                self.stalled[flow.flow_id] = flow
+                return
         self.active.add(flow, self.now)
         self.touched.update(flow.link_list)
 
@@ -352,6 +461,10 @@ class FluidSimulation:
         """The flow in ``slot`` has sent its last byte now: its connection moves to its next flow."""
         flow = self.active.remove(slot)
         self.touched.update(flow.link_list)
+        if self.link_faults:
+            self._close_segment(flow, 0.0)
+            if self.degraded:
+                flow.latency_ps = self._fault_latency_ps(flow)
         flow.links = flow.weights = None  # only the active flows hold arrays: memory stays bounded
         self._schedule(self.now + flow.latency_ps, _RECEIVED, flow)
         queue = self.qps[flow.qp]
@@ -363,17 +476,258 @@ class FluidSimulation:
         """The last byte of ``flow`` arrives now."""
         flow.end_ps = self.now
         self.packets_received += flow.packets
-        spine_bytes = self._spine_bytes(flow)
+        if self.link_faults:
+            flow.path, spine_bytes = self._used_ways(flow)
+        else:
+            spine_bytes = self._spine_bytes(flow)
         if self.recorder is not None:
             self._record_flow(flow, spine_bytes)
         if not self.dag.flow_received(flow.msg, flow.bytes, flow.start_ps, self.now, flow.path, spine_bytes):
             return
         for d in self.dag.message_done(flow.msg):
-            gap_ps = ns_to_ps(self.workload.messages[d].gap_ns)
+            gap_ps = self._gap_ps(d)
             if gap_ps:
                 self._schedule(self.now + gap_ps, _READY, d)
             else:
                 self._post(d)
+
+    def _gap_ps(self, msg_id: int) -> int:
+        """The compute gap (``gap_ns``, ps) before a message released now: longer when its sender is
+        a straggler from then on. (A root's ``gap_ns`` is its job's start time, not compute: it is
+        never stretched.)"""
+        m = self.workload.messages[msg_id]
+        gap_ps = ns_to_ps(m.gap_ns)
+        if self.stragglers and gap_ps:
+            gap_ps = round(gap_ps * self.faults.compute_factor(m.src, self.now))
+        return gap_ps
+
+    # -- faults ----------------------------------------------------------------------------------
+
+    def _link_event(self, f: Fault) -> None:
+        """A link degrades, dies or comes back at ``f.at_ps`` (now)."""
+        index = self.fabric.link_index
+        ids = [index[uv] for uv in f.links]
+        if f.kind == "link_degrade":
+            for link in ids:
+                self.nominal[link] = f.value
+                if link not in self.dead:
+                    self.capacity[link] = f.value
+                    self.touched.add(link)
+                if f.value == self.geometry.gbps[link]:
+                    self.degraded.discard(link)
+                else:
+                    self.degraded.add(link)
+            self._latency = {}
+            return
+        for link in ids:
+            if f.kind == "link_down":
+                self.dead.add(link)
+                self.capacity[link] = 0.0
+            else:
+                self.dead.discard(link)
+                self.capacity[link] = self.nominal[link]
+        self._reroute()
+
+    def _route_change(self, rc: RouteChange) -> None:
+        """From now on the switches choose among ``rc.next_hops`` (and the planner re-plans)."""
+        self.view = self.fabric.with_next_hops(rc.next_hops)
+        self._paths = {}
+        if rc.replan:
+            unposted = [i for i, t in enumerate(self.dag.ready_ps) if t < 0]
+            self.planner.replan(self.view, unposted, self.scenario, self.workload)
+        self._reroute()
+
+    def _reroute(self) -> None:
+        """Paths or their liveness changed: every flow at the head of its connection takes the way
+        it has now (ECMP flows keep their entropy and are hashed by the switches' current groups);
+        a flow of which nothing would be delivered is stalled, a stalled flow with a live way resumes.
+        Flows queued behind them are routed when they start."""
+        self.gen += 1
+        self._spray = {}
+        act = self.active
+        now = self.now
+        for s in np.flatnonzero(act.used).tolist():
+            flow = act.flow[s]
+            before = (flow.route_key, flow.gain)
+            old_links, old_turning = flow.link_list, flow.turning
+            self._route(flow)
+            if (flow.route_key, flow.gain) == before:
+                continue
+            bits = act.bits_left(s, now)
+            new_links, flow.link_list = flow.link_list, old_links  # remove() forgets the old links
+            act.remove(s)
+            flow.link_list = new_links
+            self.touched.update(old_links)
+            self._close_segment(flow, bits, before[0], old_turning)
+            flow.bits = bits
+            if flow.gain:
+                act.add(flow, now)
+                self.touched.update(flow.link_list)
+            else:
+                self.stalled[flow.flow_id] = flow
+        for flow in list(self.stalled.values()):
+            self._route(flow)
+            if flow.gain:
+                del self.stalled[flow.flow_id]
+                act.add(flow, now)
+                self.touched.update(flow.link_list)
+
+    def _close_segment(self, flow: _Flow, bits_left: float, key: tuple | None = None,
+                       turning: dict[str, Fraction] | None = None) -> None:
+        """Account the bits ``flow`` delivered on way ``key`` (default: its current one, with its
+        ``turning`` shares) since it started on it; it goes on from ``bits_left``."""
+        delivered = flow.seg_bits - bits_left
+        if delivered > 0:
+            if flow.used is None:
+                flow.used = {}
+            if key is None:
+                key, turning = flow.route_key, flow.turning
+            entry = flow.used.get(key)
+            if entry is None:
+                flow.used[key] = [delivered, self._turning_of(key, turning)]
+            else:
+                entry[0] += delivered
+        flow.seg_bits = bits_left
+
+    def _route(self, flow: _Flow) -> None:
+        """Set the way ``flow`` takes on the current view of the fabric: its path (None: sprayed),
+        the links it loads and how much of its sending rate each carries, the share delivered
+        (``gain``; 0: stalled) and a key naming the way (``route_key``)."""
+        flow.gen = self.gen
+        dead = self.dead
+        if not self.sprayed:
+            known = self._paths.get(flow.qp)  # (with link faults: the path and its link ids)
+            if known is None:
+                path = self.view.path(flow.src, flow.dst, flow.entropy)
+                index = self.fabric.link_index
+                known = self._paths[flow.qp] = (path, [index[uv] for uv in zip(path, path[1:])])
+            path, ids = known
+            flow.path = path
+            flow.route_key = ("path", *path)
+            if dead and not dead.isdisjoint(ids):
+                ids = []  # stalled: its sender's packets are all lost, it loads nothing
+                flow.gain = 0.0
+            else:
+                flow.gain = 1.0
+            flow.links = np.array(ids, dtype=np.int64)
+            flow.weights = np.ones(len(ids))
+            flow.link_list = ids
+            flow.turning = None
+            return
+        ids, weights, gain, turning = self._spray_way(flow.src, flow.dst)
+        flow.path = None
+        flow.route_key = ("spray", *ids, *weights)
+        flow.gain = gain
+        flow.turning = turning
+        flow.links = np.array(ids, dtype=np.int64)
+        flow.weights = np.array(weights)
+        flow.link_list = list(ids)
+
+    def _spray_way(self, src: str, dst: str) -> tuple[list[int], list[float], float, dict[str, Fraction]]:
+        """A sprayed flow's way on the current view: (link ids, share of its sending rate on each,
+        delivered share, turning shares of the delivered bytes). Every switch splits its traffic
+        evenly over its current group; what is sent into a dead link is lost there (it loads the
+        links before it, not those after)."""
+        if (src, dst) not in self._spray:
+            index = self.fabric.link_index
+            a, b = self.fabric.tor_of[src], self.fabric.tor_of[dst]
+            first, last = index[src, a], index[b, dst]
+            on_link, delivered, turning, _ = self._fabric_spread(a, b)
+            if first in self.dead or last in self.dead or not delivered:
+                way = ([], [], 0.0, turning)
+            else:
+                load = {first: Fraction(1), last: delivered}
+                for uv, w in on_link.items():
+                    load[index[uv]] = w
+                ids = sorted(load)
+                way = (ids, [float(load[i]) for i in ids], float(delivered), turning)
+            self._spray[src, dst] = way
+        return self._spray[src, dst]
+
+    def _fabric_spread(self, a: str, b: str) -> tuple[dict, Fraction, dict[str, Fraction], list[list[str]]]:
+        """From ToR ``a`` to ToR ``b`` on the current view, every equal-cost path walked with its
+        probability: (share of the traffic on each link it reaches, share delivered, per turning
+        point the share of the delivered traffic that turns there, the live paths). Cached per
+        routing generation."""
+        key = ("spread", a, b)
+        if key not in self._spray:
+            groups, tier, index, dead = self.view.next_hops, self.fabric.tier, self.fabric.link_index, self.dead
+            on_link: dict[tuple[str, str], Fraction] = {}
+            turning: dict[str, Fraction] = {}
+            delivered = Fraction(0)
+            live: list[list[str]] = []
+            stack = [([a], Fraction(1))]
+            while stack:
+                nodes, share = stack.pop()
+                node = nodes[-1]
+                if node != b:
+                    group = groups[node][b]
+                    for hop in reversed(group):
+                        stack.append((nodes + [hop], share / len(group)))
+                    continue
+                for uv in zip(nodes, nodes[1:]):
+                    if index[uv] in dead:
+                        break  # lost here: the links after it do not see this share
+                    on_link[uv] = on_link.get(uv, Fraction(0)) + share
+                else:
+                    delivered += share
+                    top = max(nodes, key=tier.__getitem__)
+                    turning[top] = turning.get(top, Fraction(0)) + share
+                    live.append(nodes)
+            if delivered:
+                turning = {n: f / delivered for n, f in turning.items()}
+            self._spray[key] = (on_link, delivered, turning, live)
+        return self._spray[key]
+
+    def _turning_of(self, key: tuple, turning: dict[str, Fraction] | None) -> dict[str, Fraction]:
+        """Per turning point, the share of the bytes delivered on way ``key`` that turn there (a
+        sprayed way's are given)."""
+        if key[0] == "path":
+            return {self.fabric.turning_point(list(key[1:])): Fraction(1)}
+        return turning
+
+    def _used_ways(self, flow: _Flow) -> tuple[list[str] | None, list[tuple[str, int]]]:
+        """A received flow's path (None when sprayed or when it used more than one) and its payload
+        bytes per turning point, split by the bits it delivered on each way it took."""
+        used = flow.used
+        if used is None or len(used) == 1:  # one way: no need to weigh
+            key, (_, turning) = next(iter(used.items())) if used else (flow.route_key, (0, flow.turning))
+            if key[0] == "path":
+                path = list(key[1:])
+                return path, [(self.fabric.turning_point(path), flow.bytes)]
+            return None, _split_by(flow.bytes, turning, self.fabric.node_order.__getitem__)
+        total = sum(Fraction(bits) for bits, _ in used.values())
+        share: dict[str, Fraction] = {}
+        for bits, turning in used.values():
+            for n, f in turning.items():
+                share[n] = share.get(n, Fraction(0)) + Fraction(bits) / total * f
+        return None, _split_by(flow.bytes, share, self.fabric.node_order.__getitem__)
+
+    def _fault_latency_ps(self, flow: _Flow) -> int:
+        """``L`` of a flow draining now, some links degraded: the closed form at the links' current
+        rates on its path (a sprayed flow: the largest over its live paths)."""
+        if flow.path is not None:
+            return self._path_latency_ps(flow.path, flow.bytes)
+        a, b = self.fabric.tor_of[flow.src], self.fabric.tor_of[flow.dst]
+        live = self._fabric_spread(a, b)[3]
+        if not live:
+            return flow.latency_ps
+        return max(self._path_latency_ps([flow.src, *nodes, flow.dst], flow.bytes) for nodes in live)
+
+    def _path_latency_ps(self, path: list[str], nbytes: int) -> int:
+        index = self.fabric.link_index
+        ids = [index[uv] for uv in zip(path, path[1:])]
+        if self.degraded.isdisjoint(ids):
+            return self.geometry.latency_ps(path[0], path[-1], nbytes)
+        key = (*ids, nbytes)
+        if key not in self._latency:
+            nic, fabric = self.scenario.nic, self.fabric
+            hops = [Hop(float(self.nominal[link]), fabric.link_delay_ns(*fabric.links[link]),
+                        fabric.switch_latency_ns if i else 0) for i, link in enumerate(ids)]
+            wire = wire_bytes(nbytes, nic.mtu_bytes, nic.header_bytes)
+            drain = wire * max(ps_per_byte(h.gbps) for h in hops)
+            self._latency[key] = message_fct_ps(nbytes, nic.mtu_bytes, nic.header_bytes, hops) - int(drain)
+        return self._latency[key]
 
     # -- running -------------------------------------------------------------------------------
 
@@ -382,6 +736,13 @@ class FluidSimulation:
         self.recorder = self.dag.listener = recorder
         if recorder is not None:
             recorder.add_metadata(FLUID_METADATA)  # say what the tables are (queues: not modelled)
+            if self.faults:
+                recorder.faults(self.faults.rows())
+        if self.link_faults:  # before the messages: at a tie, a message is posted on the changed fabric
+            for f in self.faults.link_events:
+                self._schedule(f.at_ps, _LINK, f)
+            for rc in self.faults.route_changes:
+                self._schedule(rc.at_ps, _ROUTE, rc)
         for m in self.dag.roots():
             self._schedule(ns_to_ps(m.gap_ns), _READY, m.msg_id)
         wall0 = time.perf_counter()
@@ -413,8 +774,12 @@ class FluidSimulation:
                 _, _, kind, item = heapq.heappop(heap)
                 if kind == _READY:
                     self._post(item)
-                else:
+                elif kind == _RECEIVED:
                     self._received(item)
+                elif kind == _LINK:
+                    self._link_event(item)
+                else:
+                    self._route_change(item)
             if self.touched and self._recompute():
                 events += 1
                 if progress is not None and events % PROGRESS_EVERY == 0:
@@ -445,7 +810,10 @@ class FluidSimulation:
             idx = np.array(slots, dtype=np.int64)
             ids, local = np.unique(act.links[idx], return_inverse=True)
             links, capacity = local.reshape(len(idx), -1), self.capacity[ids]
-        act.set_rates(idx, max_min_rates(links, act.weights[idx], capacity), self.now)
+        rate = max_min_rates(links, act.weights[idx], capacity)
+        if self.link_faults:  # max-min shares the sending rates; bits drain at the delivered rate
+            rate = rate * act.gain[idx]
+        act.set_rates(idx, rate, self.now)
         return True
 
     # -- recording -----------------------------------------------------------------------------
@@ -474,8 +842,10 @@ class FluidSimulation:
             name=sc.name, seed=sc.seed, backend="fluid", lb=sc.lb.scheme, wall_s=wall_s, events=events,
             packet_hops=self.packet_hops, sim_time_ns=ps_to_ns(self.now), messages=len(self.workload.messages),
             flows=self.flows_posted, packets=self.packets_posted, largest_queue=None,
-            plan_s=self.planner.plan_seconds, transport=None, jobs=job_results(sc, self.dag),
+            plan_s=self.planner.plan_seconds, transport=None,
+            jobs=job_results(sc, self.dag, self.experiment.fault_free),
             scenario=sc.model_dump(mode="json"), warnings=list(self.planner.warnings),
+            faults=[r._asdict() for r in self.faults.rows()] if self.faults else [],
         )
 
 
