@@ -13,10 +13,17 @@ spray          1                           new per packet         salted hash
 spray_switch   1                           fixed per connection   uniform random
 adaptive       1                           fixed per connection   least backlog
 flowlet        1                           fixed per connection   random per flowlet
+reps           1                           recycled per packet    salted hash
 =============  ==========================  =====================  ==================
 
-The last two are switch-local (:class:`AdaptiveSelect`, :class:`FlowletSelect`): the switch, not
-the NIC, decides, from state only it has (its egress backlogs, when it last saw the flow).
+``reps`` (Recycled Entropy Packet Spraying) sprays like ``spray``, but the NIC reuses the
+entropies its ACKs echo back unmarked and draws fresh ones only when it has none
+(:mod:`pktsim.packet.reps`, named by :attr:`LoadBalancing.entropy_source`); it needs the reliable
+transport (ACKs).
+
+``adaptive`` and ``flowlet`` are switch-local (:class:`AdaptiveSelect`, :class:`FlowletSelect`):
+the switch, not the NIC, decides, from state only it has (its egress backlogs, when it last saw
+the flow).
 """
 
 from __future__ import annotations
@@ -56,6 +63,10 @@ class LoadBalancing:
     flow_plan: str | None = None
     """A plan decided before the run pins (pieces of) messages to paths: ``split_minimal`` or
     ``planned`` (see :mod:`pktsim.planning.flow_plan`)."""
+    entropy_source: str | None = None
+    """The NIC-side entropy policy (:data:`pktsim.packet.reps.ENTROPY_SOURCES`): each data packet's
+    entropy is chosen per queue pair from what its ACKs echo (``reps``). None: fixed per connection,
+    or random per packet with :attr:`entropy_per_packet`."""
     reroute: str = "switches"
     """How the scheme's traffic reacts to a link going down (:mod:`pktsim.fabric.faults`):
     ``switches`` (the switches' tables change after detection, then convergence), ``local`` (the
@@ -119,7 +130,14 @@ class AdaptiveSelect:
         self.random = rng.random
         self.sample = rng.sample
         self.uniform: dict[int, bool] = {}
-        """Per group (by id; groups live in the switch's FIB for the run): all ports at one rate?"""
+        """Per group (by id; groups live in the switch's FIB until a fault changes it): all ports at
+        one rate?"""
+
+    def reset(self) -> None:
+        """The switch's groups, or the rates of their ports, changed (a fault): forget the groups."""
+        self.uniform.clear()
+
+    rates_changed = reset
 
     def __call__(self, pkt, group: Sequence):
         n = len(group)
@@ -160,7 +178,9 @@ class FlowletSelect:
     because flowlets shrink on congested paths by themselves. State is (last arrival, port) per
     key. An entry idle for more than the gap is the same as no entry, so the table is pruned of
     those whenever it doubles past ``TABLE_SIZE``: memory is bounded by the flows active within
-    one gap, and pruning never changes a choice.
+    one gap, and pruning never changes a choice. When a fault changes the switch's groups the table
+    is cleared (:meth:`reset`): every flow's next packet there starts a new flowlet, re-picked
+    among the surviving next hops.
     """
 
     TABLE_SIZE = 65_536
@@ -171,6 +191,11 @@ class FlowletSelect:
         self.gap = gap_ps
         self.random = random.Random(seed).random
         self.table: dict[int, list] = {}
+        self.limit = self.TABLE_SIZE
+
+    def reset(self) -> None:
+        """The switch's groups changed (a fault): no flowlet keeps a port it may no longer use."""
+        self.table.clear()
         self.limit = self.TABLE_SIZE
 
     def __call__(self, pkt, group: Sequence):
@@ -224,3 +249,4 @@ SCHEMES.add("adaptive", lambda lb: LoadBalancing(selector=_adaptive(lb.adaptive_
                                                  reroute="local"))
 SCHEMES.add("flowlet", lambda lb: LoadBalancing(selector=_flowlet(ns_to_ps(lb.flowlet_gap_ns)), queue_aware=True,
                                                 reroute="local"))
+SCHEMES.add("reps", lambda lb: LoadBalancing(entropy_source="reps", selector=_hash_per_packet, spreads=True))

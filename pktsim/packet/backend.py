@@ -2,20 +2,29 @@
 
 Data flows one way: the workload's messages are posted to NICs when their dependencies are done;
 the network moves packets; completions are handed to the recorder and release dependent messages.
+
+Faults (``experiment.faults``, :mod:`pktsim.fabric.faults`) are engine timeouts scheduled when the
+run starts: each link fault acts on the ports of its links (:meth:`Network.apply`), each routing
+change rebuilds the switches' forwarding tables (and, for the planned schemes, re-plans the
+messages not yet posted), and a straggler's compute gaps last longer. A healthy run schedules none
+of them and its per-packet path is the same code.
 """
 
 from __future__ import annotations
 
+import copy
 import gc
 import time
 
 import simpy
 from simpy.core import EmptySchedule
 
-from pktsim.experiment import Backend, Experiment, Progress, ProgressCallback
+from pktsim.experiment import Backend, Experiment, Progress, ProgressCallback, Unsupported, needs_transport_model
+from pktsim.fabric.faults import DROPPING_KINDS, FaultSchedule
 from pktsim.packet.network import Network
 from pktsim.packet.nic import Flow
 from pktsim.packet.transport import RdmaFlow
+from pktsim.scenario import Scenario
 from pktsim.summary import RunSummary, job_results
 from pktsim.traces import FlowRow, Recorder
 from pktsim.units import PS_PER_NS, ns_to_ps, ps_to_ns
@@ -30,9 +39,30 @@ class PacketBackend(Backend):
 
     name = "packet"
 
+    def unsupported(self, scenario: Scenario) -> Unsupported | None:
+        return _unsupported(scenario)
+
     def run(self, experiment: Experiment, recorder: Recorder | None = None,
             progress: ProgressCallback | None = None) -> RunSummary:
         return Simulation(experiment).run(recorder, progress)
+
+
+def _unsupported(scenario: Scenario) -> Unsupported | None:
+    """Faults that lose packets need a transport that resends them."""
+    if needs_transport_model(scenario):
+        return None
+    why = ("loses packets and nic.transport: ideal never resends them: use nic.transport: sr or gbn "
+           "(or --profile roce)")
+    faults = scenario.faults
+    if isinstance(faults, list):
+        for i, spec in enumerate(faults):
+            if spec.kind in DROPPING_KINDS:
+                return Unsupported("scenario", f"faults[{i}].kind", f"{spec.kind} {why}")
+        return None
+    kinds = [k for k in faults.random.kinds if k in DROPPING_KINDS]
+    if kinds:
+        return Unsupported("scenario", "faults.random.kinds", f"{kinds[0]} {why}")
+    return None
 
 
 class Simulation:
@@ -43,11 +73,20 @@ class Simulation:
         (for tests and notebooks; a large run would hold them all in memory)."""
         self.experiment = experiment
         self.scenario = scenario = experiment.scenario
+        problem = _unsupported(scenario)
+        if problem is not None:
+            raise problem
+        self.faults: FaultSchedule = experiment.faults if experiment.faults is not None else FaultSchedule([], "")
+        self.stragglers = bool(self.faults.stragglers)
         self.closed_flows: list[RdmaFlow] | None = [] if keep_flows else None
         self.env = simpy.Environment()
         self.net = Network(self.env, experiment.fabric, scenario, self._flow_done, self._flow_closed)
         self.workload = experiment.workload
         self.planner = experiment.flow_plan
+        if any(rc.replan for rc in self.faults.route_changes):
+            # re-planning changes the plan: this run's own copy (the fabric shared), so the
+            # experiment's stays as prepared for any other run of it
+            self.planner = copy.deepcopy(experiment.flow_plan, {id(experiment.fabric): experiment.fabric})
         self.flows_started = 0
         self.transport_counts = dict.fromkeys(TRANSPORT_COUNTS, 0)
         self.dag = experiment.execution()
@@ -73,6 +112,10 @@ class Simulation:
             nic.post(qp, flow)
 
     def _ready_after(self, msg_id: int, delay_ps: int) -> None:
+        """Post ``msg_id`` after its gap (a compute gap: longer on a straggler from the fault's
+        time on, counted when the gap starts)."""
+        if delay_ps and self.stragglers:
+            delay_ps = round(delay_ps * self.faults.compute_factor(self.workload.messages[msg_id].src, self.env.now))
         if delay_ps:
             self.env.timeout(delay_ps, msg_id).callbacks.append(self._on_ready)
         else:
@@ -107,6 +150,33 @@ class Simulation:
         for d in self.dag.message_done(event.value):
             self._ready_after(d, ns_to_ps(self.workload.messages[d].gap_ns))
 
+    # -- faults --------------------------------------------------------------------------------
+
+    def _schedule_faults(self) -> None:
+        """Every link fault and routing change as an engine timeout at its time, before anything
+        else is scheduled: at one time, link faults (in scenario order) act before the routing
+        changes, and both before the packets of that instant."""
+        timeline = [(f.at_ps, 0, f.index, f) for f in self.faults.link_events]
+        timeline += [(rc.at_ps, 1, i, rc) for i, rc in enumerate(self.faults.route_changes)]
+        timeline.sort(key=lambda e: e[:3])
+        for at_ps, kind, _, what in timeline:
+            callback = self._on_link_fault if kind == 0 else self._on_route_change
+            self.env.timeout(at_ps, what).callbacks.append(callback)
+
+    def _on_link_fault(self, event: simpy.Event) -> None:
+        self.net.apply(event.value)
+
+    def _on_route_change(self, event: simpy.Event) -> None:
+        """The switches choose among other next hops from now on; the planned schemes re-plan the
+        messages not yet posted on the same view of the fabric (later messages get new entropies,
+        hence new queue pairs)."""
+        rc = event.value
+        self.net.set_next_hops(rc.next_hops)
+        if rc.replan:
+            later = [i for i, t in enumerate(self.dag.ready_ps) if t < 0]
+            self.planner.replan(self.experiment.fabric.with_next_hops(rc.next_hops), later, self.scenario,
+                                self.workload)
+
     def _record_flow(self, f: Flow, path: list[str] | None, spine_bytes: list[tuple[str, int]]) -> None:
         hosts = self.experiment.fabric.hosts
         self.recorder.flow_done(FlowRow(
@@ -128,6 +198,8 @@ class Simulation:
                 [p.owner for p in ports], [p.peer for p in ports], [p.ppb_num / p.ppb_den for p in ports],
                 ns_to_ps(self.scenario.traces.queue_interval_ns),
             )
+            recorder.faults(self.faults.rows())
+        self._schedule_faults()
         for m in self.dag.roots():
             self.env.timeout(ns_to_ps(m.gap_ns), m.msg_id).callbacks.append(self._on_ready)
         # The run allocates packets at a high rate but creates no reference cycles, so the cyclic
@@ -198,8 +270,8 @@ class Simulation:
                            "time_ns": peak.peak_t // PS_PER_NS},
             plan_s=self.planner.plan_seconds,
             transport=self._transport_summary() if self.net.transport_model else None,
-            jobs=job_results(sc, self.dag), scenario=sc.model_dump(mode="json"),
-            warnings=list(self.planner.warnings),
+            jobs=job_results(sc, self.dag, self.experiment.fault_free), scenario=sc.model_dump(mode="json"),
+            warnings=list(self.planner.warnings), faults=[r._asdict() for r in self.faults.rows()],
         )
 
     def _transport_summary(self) -> dict:
@@ -211,7 +283,8 @@ class Simulation:
             "retransmits": self.transport_counts["retransmits"],
             "spurious_retransmits": self.transport_counts["spurious"],
             "discarded_out_of_order": self.transport_counts["discarded"],
-            "drops": sum(p.drops for p in ports), "ecn_marks": sum(p.marks for p in ports),
+            "drops": sum(p.drops for p in ports), "fault_drops": sum(p.fault_drops for p in ports),
+            "ecn_marks": sum(p.marks for p in ports),
             "pause_frames": sum(b.pauses for b in self.net.buffers.values()),
             "paused_ns": sum(p.paused_ps for p in ports) // PS_PER_NS,
             "timeouts": sum(qp.timeouts for nic in self.net.nics for qp in nic.qps.values()),

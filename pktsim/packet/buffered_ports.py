@@ -26,6 +26,14 @@ PFC pause/resume per ingress link, with the pause frame crossing the link in the
 Occupancy is logged exactly as the ideal port does (see :class:`~pktsim.traces.PortLog`): the
 backlog jumps by a packet's serialisation time when it joins the port and drains linearly while the
 link transmits; it stands still while the port is paused.
+
+Faults (:mod:`pktsim.fabric.faults`) cost nothing on the per-packet path of a healthy port: a link
+that goes down turns its port into a :class:`_Down` port (its class is swapped: ``send`` loses the
+packet, nothing starts), and a link that is down or lossy swaps its wire's arrival callback for
+:meth:`Wire._faulty_arrival`; :meth:`BufferedPort.go_down`, :meth:`~BufferedPort.go_up`,
+:meth:`~BufferedPort.set_rate` and :meth:`~BufferedPort.set_loss` run once per fault. Every packet
+a fault loses (data or control) counts in its port's ``fault_drops``; data packets also in their
+flow's (``on_fault_drop``).
 """
 
 from __future__ import annotations
@@ -33,6 +41,7 @@ from __future__ import annotations
 import random
 from collections import deque
 from heapq import heappush
+from itertools import islice
 from typing import TYPE_CHECKING, Callable
 
 import simpy
@@ -51,7 +60,8 @@ class Wire(HeapEvent):
     """The packets in flight on one link, in arrival order; the head's arrival is the event. As
     the ingress of a switch it carries PFC's count of the bytes it brought into that switch."""
 
-    __slots__ = ("port", "fifo", "arrival_callbacks", "held", "pause_sent")
+    __slots__ = ("port", "fifo", "arrival_callbacks", "held", "pause_sent", "healthy", "doomed", "loss",
+                 "loss_rand")
 
     def __init__(self, port: BufferedPort) -> None:
         super().__init__(port.env)
@@ -63,6 +73,14 @@ class Wire(HeapEvent):
         self.held = 0
         """Bytes that arrived on this link and sit in the next switch's buffer."""
         self.pause_sent = False
+        self.healthy: tuple = ()
+        """The arrival callbacks of the healthy link (``arrival_callbacks`` unless faulty)."""
+        self.doomed = 0
+        """Packets at the head of ``fifo`` lost when the link went down (counted then): they are
+        discarded as they arrive, since the head's entry in the event heap cannot be removed."""
+        self.loss = 0.0
+        """``link_loss``: the probability each arriving packet is lost (0: none)."""
+        self.loss_rand: Callable[[], float] | None = None
 
     def push(self, pkt: RdmaPacket, arrival_ps: int) -> None:
         """Put ``pkt`` on the link, to arrive at ``arrival_ps``."""
@@ -83,6 +101,48 @@ class Wire(HeapEvent):
             heappush(self.heap, (fifo[0].t, NORMAL, next(self.eid), self))
         return pkt
 
+    # -- faults (once per fault, never on the path of a healthy link) -----------------------------
+
+    def feed(self, on_arrival: Callable[[Wire], None]) -> None:
+        """``on_arrival(wire)`` runs when the head packet reaches the far end of the healthy link."""
+        self.healthy = self.arrival_callbacks = (on_arrival,)
+
+    def doom(self) -> list[RdmaPacket]:
+        """The link went down: every packet on it is lost. Returns those not lost before (the
+        caller counts them). They stay in the FIFO, whose head is in the event heap, and are
+        discarded as they arrive; packets sent after the link comes back up queue behind them."""
+        fifo = self.fifo
+        lost = list(islice(fifo, self.doomed, None))
+        self.doomed = len(fifo)
+        self._set_arrival()
+        return lost
+
+    def set_loss(self, rate: float, seed: int) -> None:
+        """``link_loss``: from now on each arriving packet is lost with probability ``rate``, drawn
+        from this link's own generator (seeded by ``seed``)."""
+        self.loss = rate
+        self.loss_rand = random.Random(seed).random
+        self._set_arrival()
+
+    def _set_arrival(self) -> None:
+        callbacks = (self._faulty_arrival,) if self.doomed or self.loss else self.healthy
+        self.arrival_callbacks = callbacks
+        if self.fifo:  # the head's arrival is in the heap: SimPy reads callbacks when it fires
+            self.callbacks = callbacks
+
+    def _faulty_arrival(self, _event: Wire) -> None:
+        """The head packet of a faulty link arrives: discarded if it was on the link when the link
+        went down, lost with probability ``loss``, else handed to the far end."""
+        if self.doomed:
+            self.pop()
+            self.doomed -= 1
+            if not self.doomed:
+                self._set_arrival()
+        elif self.loss_rand() < self.loss:
+            self.port.fault_drop(self.pop())
+        else:
+            self.healthy[0](self)
+
 
 class BufferedPort(EgressPort):
     """Egress port of ``owner`` onto the link to ``peer``: control class first, then the data FIFO
@@ -91,7 +151,7 @@ class BufferedPort(EgressPort):
     __slots__ = (
         "wire", "ctrl", "data", "data_bytes", "tx_end", "pending", "paused", "source", "buffer", "ecn", "rand",
         "on_drop", "done_callbacks", "b", "last_t", "iv_drops", "iv_marks", "iv_paused", "drops", "marks",
-        "paused_ps",
+        "paused_ps", "on_fault_drop", "iv_fault_drops", "fault_drops",
     )
 
     def __init__(
@@ -122,14 +182,17 @@ class BufferedPort(EgressPort):
         self.last_t = 0
         self.iv_drops = self.iv_marks = self.iv_paused = 0
         self.drops = self.marks = self.paused_ps = 0
+        self.on_fault_drop: Callable[[RdmaPacket], None] | None = None
+        """Accounts a packet lost to a fault with its flow (see :func:`pktsim.packet.transport.fault_dropped`)."""
+        self.iv_fault_drops = self.fault_drops = 0
 
     def feed(self, on_arrival: Callable[[Wire], None]) -> None:
         """The link ends at a switch: ``on_arrival(wire)`` runs when the head packet reaches it."""
-        self.wire.arrival_callbacks = (on_arrival,)
+        self.wire.feed(on_arrival)
 
     def feed_host(self, nic) -> None:
         """The link ends at a host: the NIC's ``on_arrival(wire)`` runs when a packet reaches it."""
-        self.wire.arrival_callbacks = (nic.on_arrival,)
+        self.wire.feed(nic.on_arrival)
 
     # -- what the rest of the simulator reads --------------------------------------------------
 
@@ -231,6 +294,74 @@ class BufferedPort(EgressPort):
         self._advance(now)
         self._start(now)
 
+    # -- faults (once per fault; a healthy port never runs these) ---------------------------------
+
+    def fault_drop(self, pkt: RdmaPacket) -> None:
+        """A fault on this port's link lost ``pkt`` now: count it here (in the open interval) and
+        with its flow."""
+        self._advance(self.now())
+        self.iv_fault_drops += 1
+        self.fault_drops += 1
+        self.on_fault_drop(pkt)
+
+    def go_down(self) -> None:
+        """``link_down``: the packets on the link (the one being serialised included) and those
+        queued for it (both classes) are lost; from now on packets sent here are lost at enqueue
+        and the port starts nothing, so a NIC whose host link is down stops pulling packets. Data
+        packets leave the switch's buffer (releasing their PFC accounting at their ingress). The
+        transmission in progress keeps the link until its end (``tx_end``), so packets sent once
+        the link is up again cannot overtake the lost ones on the wire."""
+        assert not isinstance(self, _Down), f"{self.owner}->{self.peer} is already down"
+        now = self.now()
+        self._advance(now)
+        self.__class__ = _down_class(type(self))  # what the accounting below triggers finds it down
+        ctrl, data = self.ctrl, self.data
+        self.ctrl, self.data, self.data_bytes = deque(), deque(), 0
+        num, den = self.ppb_num, self.ppb_den
+        for pkt in self.wire.doom():
+            self.fault_drop(pkt)
+        for pkt in ctrl:
+            self.b -= -(-pkt.size * num // den)
+            self.fault_drop(pkt)
+        for pkt in data:
+            self.b -= -(-pkt.size * num // den)
+            if self.buffer is not None:
+                self.buffer.release(pkt)
+            self.fault_drop(pkt)
+
+    def go_up(self) -> None:
+        """``link_up``: the port carries packets again."""
+        cls = type(self)
+        assert issubclass(cls, _Down), f"{self.owner}->{self.peer} is not down"
+        self.__class__ = cls.__bases__[1]
+        self.kick()
+
+    def set_rate(self, gbps: float) -> None:
+        """``link_degrade``: the packet being serialised finishes at the old rate; the packets
+        queued behind it (the backlog) are serialised at ``gbps``. (The open interval's row
+        converts its busy time to bytes at the new rate.)"""
+        now = self.now()
+        self._advance(now)
+        self._set_rate_fields(gbps)
+        num, den = self.ppb_num, self.ppb_den
+        b = self.tx_end - now
+        if b < 0:
+            b = 0
+        for pkt in self.ctrl:
+            b += -(-pkt.size * num // den)
+        for pkt in self.data:
+            b += -(-pkt.size * num // den)
+        self.b = b
+        if b > self.iv_max:
+            self.iv_max = b
+
+    def set_loss(self, rate: float, seed: int) -> None:
+        """``link_loss``: each packet (data or control) that crosses the link from now on is lost
+        with probability ``rate``, from a generator of its own (``seed``); it is counted when it
+        would have reached the far end, where a receiver drops a corrupted frame."""
+        self._advance(self.now())
+        self.wire.set_loss(rate, seed)
+
     # -- occupancy log ----------------------------------------------------------------------------
 
     def _advance(self, t: int) -> None:
@@ -272,13 +403,40 @@ class BufferedPort(EgressPort):
 
     def _close_interval(self, end: int) -> None:
         iv = self.interval_ps
-        if self.iv_busy or self.iv_max or self.iv_drops or self.iv_paused:
-            self._log_interval(end - iv, self.iv_area2, self.iv_busy, self.iv_drops, self.iv_marks, self.iv_paused)
+        if self.iv_busy or self.iv_max or self.iv_drops or self.iv_paused or self.iv_fault_drops:
+            self._log_interval(end - iv, self.iv_area2, self.iv_busy, self.iv_drops, self.iv_marks, self.iv_paused,
+                               self.iv_fault_drops)
         self.iv_end = end + iv
         self.iv_max = self.b
-        self.iv_area2 = self.iv_busy = self.iv_drops = self.iv_marks = self.iv_paused = 0
+        self.iv_area2 = self.iv_busy = self.iv_drops = self.iv_marks = self.iv_paused = self.iv_fault_drops = 0
 
     def close(self) -> None:
         """Log the intervals up to now (the run has ended: every queue is empty)."""
         self._advance(self.now())
         self._close_interval(self.iv_end)
+
+
+class _Down:
+    """What a :class:`BufferedPort` becomes while its link is down (:meth:`BufferedPort.go_down`
+    swaps its class, so a healthy port pays nothing for this): every packet sent to it is lost,
+    and it starts no transmission (a NIC behind it is never asked for a packet)."""
+
+    __slots__ = ()
+
+    def send(self, pkt: RdmaPacket, t: int) -> None:
+        self._advance(t)
+        self.fault_drop(pkt)
+
+    def _start(self, now: int) -> None:
+        return
+
+
+_DOWN: dict[type, type] = {}
+
+
+def _down_class(cls: type) -> type:
+    """``cls`` (a :class:`BufferedPort` class) with its link down: same layout, so an instance's
+    class can be swapped both ways."""
+    if cls not in _DOWN:
+        _DOWN[cls] = type(f"Down{cls.__name__}", (_Down, cls), {"__slots__": ()})
+    return _DOWN[cls]

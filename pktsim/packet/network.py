@@ -10,6 +10,7 @@ from pktsim.packet.buffered_ports import BufferedPort
 from pktsim.packet.switch_buffer import SwitchBuffer
 from pktsim.packet.nic import Flow, Nic, NicBase
 from pktsim.fabric.fabric import Fabric
+from pktsim.fabric.faults import Fault, NextHops
 from pktsim.fabric.hashing import stable_hash
 from pktsim.fabric.selectors import LoadBalancing, make_selector
 from pktsim.experiment import needs_transport_model
@@ -17,7 +18,8 @@ from pktsim.scenario import Scenario
 from pktsim.packet.ports import Port
 from pktsim.packet.switch import Switch
 from pktsim.traces import PortLog
-from pktsim.packet.transport import RdmaFlow, RdmaNic, dropped
+from pktsim.packet.reps import ENTROPY_SOURCES, bdp_packets
+from pktsim.packet.transport import RdmaFlow, RdmaNic, dropped, fault_dropped
 from pktsim.units import PS_PER_NS, ns_to_ps
 
 
@@ -52,7 +54,7 @@ class Network:
         self.host_index = fabric.host_index
         self.switch_names = fabric.switches
         self.transport_model = needs_transport_model(scenario)
-        seed = scenario.seed
+        self.seed = seed = scenario.seed
         self.switches: dict[str, Switch] = {
             name: Switch(env, i, name, fabric.salts[name], make_selector(self.lb, seed, name))
             for i, name in enumerate(self.switch_names)
@@ -65,13 +67,16 @@ class Network:
         self.port_of: dict[tuple[str, str], Port | BufferedPort] = dict(zip(fabric.links, self.ports))
 
         rtt_ps = base_rtt_ps(scenario)
+        entropy_source = (ENTROPY_SOURCES[self.lb.entropy_source].factory(
+            scenario.lb, bdp_packets(scenario.topology.host_gbps, rtt_ps, scenario.nic.mtu_bytes))
+            if self.lb.entropy_source is not None else None)
         self.nics: list[NicBase] = []
         for i, h in enumerate(self.host_names):
             port = self.port_of[h, fabric.tor_of[h]]
             nic_seed = stable_hash("nic", seed, h)
             if self.transport_model:
                 nic = RdmaNic(env, i, h, port, scenario.nic, self.lb.entropy_per_packet, nic_seed, port.gbps, rtt_ps,
-                              on_flow_done, on_flow_closed)
+                              on_flow_done, on_flow_closed, entropy_source)
             else:
                 nic = Nic(env, i, h, port, scenario.nic.mtu_bytes, scenario.nic.header_bytes,
                           self.lb.entropy_per_packet, nic_seed, on_flow_done)
@@ -83,16 +88,47 @@ class Network:
             else:
                 port.feed_host(self.nics[self.host_index[b]])
 
-        # Forwarding tables: per switch, per destination host, the equal-cost egress ports.
-        tor_of = [fabric.tor_of[h] for h in self.host_names]
+        self.set_next_hops(fabric.next_hops)
+
+    def set_next_hops(self, next_hops: NextHops) -> None:
+        """Forwarding tables: per switch, per destination host, the egress ports of the equal-cost
+        next hops ``next_hops[switch][tor]`` (the fabric's; after a fault, the surviving ones). A
+        switch whose groups change forgets its memoised choices and its selector's state."""
+        tor_of = [self.fabric.tor_of[h] for h in self.host_names]
         for name, sw in self.switches.items():
             groups: dict[str, tuple[Port, ...]] = {
-                tor: tuple(self.port_of[name, n] for n in nbrs) for tor, nbrs in fabric.next_hops[name].items()
+                tor: tuple(self.port_of[name, n] for n in nbrs) for tor, nbrs in next_hops[name].items()
             }
-            sw.fib = [
+            fib = [
                 (self.port_of[name, h],) if tor_of[i] == name else groups[tor_of[i]]
                 for i, h in enumerate(self.host_names)
             ]
+            if fib == sw.fib:  # unchanged (ports compare by identity): keep its state
+                continue
+            sw.fib = fib
+            sw.memo.clear()
+            reset = getattr(sw.select, "reset", None)
+            if reset is not None:
+                reset()
+
+    def apply(self, fault: Fault) -> None:
+        """A link fault takes effect now on the egress ports of its directed links."""
+        for a, b in fault.links:
+            port = self.port_of[a, b]
+            if fault.kind == "link_down":
+                port.go_down()
+            elif fault.kind == "link_up":
+                port.go_up()
+            elif fault.kind == "link_degrade":
+                port.set_rate(fault.value)
+                sw = self.switches.get(a)
+                changed = getattr(sw.select, "rates_changed", None) if sw is not None else None
+                if changed is not None:
+                    changed()
+            elif fault.kind == "link_loss":
+                port.set_loss(fault.value, stable_hash("loss", self.seed, a, b))
+            else:
+                raise ValueError(f"not a link fault: {fault.kind}")
 
     def _ideal_port(self, port_id: int, a: str, b: str, scenario: Scenario) -> Port:
         f = self.fabric
@@ -111,6 +147,7 @@ class Network:
             switch_latency_ns=scenario.switch.latency_ns if f.is_switch(b) else 0,
         )
         port.on_drop = dropped
+        port.on_fault_drop = fault_dropped
         return port
 
     def close(self) -> None:

@@ -82,6 +82,13 @@ class EgressPort(HeapEvent):
         """The largest backlog seen in any closed sampling interval, in bytes."""
         return self.peak * self.ppb_den / self.ppb_num
 
+    def _set_rate_fields(self, gbps: float) -> None:
+        """The link's rate is ``gbps`` from now on (``link_degrade``): what every later
+        serialisation, the occupancy log's ``ps_per_byte`` and the adaptive selector read."""
+        self.gbps = gbps
+        ppb = ps_per_byte(gbps)
+        self.ppb_num, self.ppb_den = ppb.numerator, ppb.denominator
+
     def _log_interval(self, start: int, area2: float, busy: int, drops: int = 0, marks: int = 0,
                       paused: int = 0, fault_drops: int = 0) -> None:
         """Append the row of the interval starting at ``start`` (its maximum is ``iv_max``)."""
@@ -178,6 +185,18 @@ class Port(EgressPort):
             self.iv_max = rem
             self.iv_area2 = rem * rem
             self.iv_busy = rem
+
+    def set_rate(self, gbps: float) -> None:
+        """``link_degrade``: packets enqueued from now on serialise at ``gbps``; those already
+        queued keep the departure computed at their enqueue (a packet's departure is fixed when it
+        joins the FIFO). Arrival order stays FIFO: a later packet departs after ``busy_until``,
+        whatever the rate. The log converts busy time to bytes at the rate when an interval closes,
+        so the rows the change spans (the one open now, those the old backlog drains in) are
+        approximate in bytes; their times are exact."""
+        now = self.now()
+        if now >= self.iv_end:
+            self._roll(now)
+        self._set_rate_fields(gbps)
 
     def close(self) -> None:
         """Log the intervals up to the end of the last transmission."""

@@ -275,7 +275,8 @@ class Rack:
         rtt = now_ps - sent_ps
         if first_ps is not None:
             if self.min_rtt is None or rtt < self.min_rtt:
-                if 2 * rtt < self.min_rtt and first_ps < self.xmit:  # surely the first copy: it was late
+                # surely the first copy: it was late (no minimum RTT yet: no sample, nothing to compare)
+                if self.min_rtt is not None and 2 * rtt < self.min_rtt and first_ps < self.xmit:
                     self.reordered(now_ps - first_ps - self.rtt)
                 return
         else:

@@ -54,7 +54,7 @@ class SwitchBuffer:
         return True
 
     def release(self, pkt: RdmaPacket) -> None:
-        """``pkt`` leaves its egress queue for the link."""
+        """``pkt`` leaves its egress queue: for the link, or lost with it (``link_down``)."""
         self.used -= pkt.size
         if self.pfc:
             ingress = pkt.ingress

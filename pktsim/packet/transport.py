@@ -48,6 +48,7 @@ from pktsim.packet.recovery import LOSS_RECOVERIES
 from pktsim.units import ns_to_ps
 
 if TYPE_CHECKING:
+    from pktsim.packet.reps import EntropySource
     from pktsim.scenario import NicSpec
 
 
@@ -74,9 +75,11 @@ class RdmaFlow(Flow):
 class Responder:
     """The receiving side of one connection: the next PSN expected, the PSNs held beyond it
     (selective repeat), the expected PSN a NACK was last sent for (go-back-N: one per gap), the
-    in-order packets not yet acknowledged, and DCQCN's last CNP."""
+    in-order packets not yet acknowledged, and DCQCN's last CNP; with an entropy policy
+    (:mod:`pktsim.packet.reps`), the entropy of the latest data packet and its ECN mark, for the
+    next ACK to echo (-1: none)."""
 
-    __slots__ = ("expected", "ooo", "nack_for", "unacked", "echo", "last_cnp_ps")
+    __slots__ = ("expected", "ooo", "nack_for", "unacked", "echo", "last_cnp_ps", "ev", "ev_marked")
 
     def __init__(self) -> None:
         self.expected = 0
@@ -85,6 +88,8 @@ class Responder:
         self.unacked = 0
         self.echo = 0           # ECN-marked payload bytes not yet reported
         self.last_cnp_ps = None
+        self.ev = -1
+        self.ev_marked = False
 
 
 class RdmaQueuePair(QueuePair):
@@ -93,7 +98,8 @@ class RdmaQueuePair(QueuePair):
 
     __slots__ = ("nic", "src", "rev_key", "segs", "psn_end", "snd_nxt", "snd_una", "snd_max", "active",
                  "cc", "next_send_ps", "rto_deadline", "reo_deadline", "tlp_deadline", "timer_at", "timer_gen", "lost",
-                 "lost_set", "sacked", "sent_at", "rack_high", "rack_rtt", "rack", "probe", "rx", "timeouts")
+                 "lost_set", "sacked", "sent_at", "rack_high", "rack_rtt", "rack", "probe", "rx", "timeouts",
+                 "ents")
 
     def __init__(self, nic: RdmaNic, key: tuple, dst: int, entropy: int) -> None:
         super().__init__(key, dst, entropy, flow_key(nic.index, dst, entropy))
@@ -123,6 +129,8 @@ class RdmaQueuePair(QueuePair):
         self.probe = False                  # sr: the loss probe may send one new packet past the window
         self.rx = Responder()
         self.timeouts = 0
+        self.ents = nic.entropy_source(nic.rand16) if nic.entropy_source is not None else None
+        """The connection's entropy policy (:mod:`pktsim.packet.reps`); None: ``packet_key``."""
 
     def flow_at(self, psn: int) -> RdmaFlow:
         for f in self.segs:
@@ -141,6 +149,7 @@ class RdmaNic(NicBase):
         self, env: simpy.Environment, index: int, name: str, port: BufferedPort, spec: NicSpec,
         entropy_per_packet: bool, seed: int, line_gbps: float, base_rtt_ps: int,
         on_flow_done: Callable[[Flow, int], None], on_flow_closed: Callable[[RdmaFlow], None],
+        entropy_source: Callable[[Callable[[int], int]], EntropySource] | None = None,
     ) -> None:
         super().__init__(env, index, name, port, spec.mtu_bytes, spec.header_bytes, entropy_per_packet, seed,
                          on_flow_done)
@@ -155,6 +164,8 @@ class RdmaNic(NicBase):
         self.recovery = LOSS_RECOVERIES[spec.transport](self)
         self.on_flow_closed = on_flow_closed
         self.wake_t: int | None = None
+        self.entropy_source = entropy_source
+        """Opens each queue pair's entropy policy from the NIC's generator (None: none)."""
         port.source = self.next_packet
 
     # -- sending ---------------------------------------------------------------------------------
@@ -225,7 +236,14 @@ class RdmaNic(NicBase):
                 qp.snd_max = qp.snd_nxt
         flow.tx_packets += 1
         flow.inflight += 1
-        pkt = RdmaPacket(flow, seq, size, payload, qp.dst, self.packet_key(qp), record, DATA, qp, psn)
+        ents = qp.ents
+        if ents is None:
+            pkt = RdmaPacket(flow, seq, size, payload, qp.dst, self.packet_key(qp), record, DATA, qp, psn)
+        else:
+            ev = ents.next_entropy()
+            pkt = RdmaPacket(flow, seq, size, payload, qp.dst, flow_key(self.index, qp.dst, ev), record, DATA, qp,
+                             psn)
+            pkt.ev = ev
         qp.next_send_ps = qp.cc.on_sent(now, size)
         self.recovery.on_sent(qp, psn, now)
         return pkt
@@ -241,9 +259,11 @@ class RdmaNic(NicBase):
             self.wake_t = None
             self.port.kick()
 
-    def _send_ctrl(self, kind: int, qp: RdmaQueuePair, psn: int) -> RdmaPacket:
-        """An ACK, NACK or CNP for ``qp`` back to its sender, on the control class."""
-        pkt = RdmaPacket(None, 0, self.spec.ack_bytes, 0, qp.src, qp.rev_key, None, kind, qp, psn)
+    def _send_ctrl(self, kind: int, qp: RdmaQueuePair, psn: int, key: int | None = None) -> RdmaPacket:
+        """An ACK, NACK or CNP for ``qp`` back to its sender, on the control class, hashed on the
+        connection's reverse 5-tuple (or on ``key``)."""
+        pkt = RdmaPacket(None, 0, self.spec.ack_bytes, 0, qp.src, qp.rev_key if key is None else key, None, kind, qp,
+                         psn)
         self.port.send(pkt, self.env.now)
         return pkt
 
@@ -319,6 +339,9 @@ class RdmaNic(NicBase):
             if qp.cc.wants_cnp and (rx.last_cnp_ps is None or now - rx.last_cnp_ps >= self.cnp_interval_ps):
                 rx.last_cnp_ps = now
                 self._send_ctrl(CNP, qp, 0)
+        if qp.ents is not None:  # the ACK this packet triggers echoes its entropy
+            rx.ev = pkt.ev
+            rx.ev_marked = pkt.ecn
         self.recovery.on_data(qp, flow, pkt, now)
         self._maybe_close(flow)
 
@@ -327,7 +350,16 @@ class RdmaNic(NicBase):
         (-1: none; below the PSN expected: a duplicate, DSACK), with the ECN-marked bytes received
         since the last one."""
         rx = qp.rx
-        pkt = self._send_ctrl(kind, qp, rx.expected)
+        if qp.ents is None:
+            pkt = self._send_ctrl(kind, qp, rx.expected)
+        else:
+            # an entropy policy: echo the entropy of the data packet that triggered this ACK (each
+            # entropy once) and its mark; the ACK goes back on the reverse 5-tuple with that entropy
+            ev = rx.ev
+            pkt = self._send_ctrl(kind, qp, rx.expected, qp.rev_key if ev < 0 else flow_key(qp.dst, qp.src, ev))
+            pkt.ev = ev
+            pkt.ev_marked = rx.ev_marked
+            rx.ev = -1
         pkt.sack = sack
         pkt.echo = rx.echo
         rx.echo = 0
@@ -338,6 +370,9 @@ class RdmaNic(NicBase):
         qp: RdmaQueuePair = pkt.qp
         recovery = self.recovery
         cum = pkt.psn
+        ents = qp.ents
+        if ents is not None and pkt.ev >= 0:
+            ents.on_ack(pkt.ev, pkt.ev_marked)
         newly = 0
         if cum > qp.snd_una:
             una = qp.snd_una
@@ -375,3 +410,13 @@ def dropped(pkt: RdmaPacket) -> None:
     flow.dropped += 1
     flow.inflight -= 1
     pkt.qp.nic._maybe_close(flow)
+
+
+def fault_dropped(pkt: RdmaPacket) -> None:
+    """A fault (a dead or lossy link) lost ``pkt``: a data copy is gone from its flow; a control
+    packet (ACK, NACK, CNP) is counted by its port only."""
+    if pkt.kind == DATA:
+        flow: RdmaFlow = pkt.flow
+        flow.fault_dropped += 1
+        flow.inflight -= 1
+        pkt.qp.nic._maybe_close(flow)

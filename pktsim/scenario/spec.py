@@ -11,10 +11,11 @@ collectives, topology kinds) are read from the registries where they are impleme
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Annotated, Any, Callable, Literal, Union
+from typing import TYPE_CHECKING, Annotated, Any, Callable, ClassVar, Literal, Union
 
 from pydantic import (
-    AfterValidator, BaseModel, BeforeValidator, ConfigDict, Discriminator, Field, PrivateAttr, Tag, model_validator,
+    AfterValidator, BaseModel, BeforeValidator, ConfigDict, Discriminator, Field, PrivateAttr, Tag, model_serializer,
+    model_validator,
 )
 
 from pktsim.fabric.pfc import pfc_headroom_bytes
@@ -523,6 +524,24 @@ class LbSpec(_Strict):
     """``planned`` and ``split_minimal``: which flows a plan sees together. ``job``: one phase is one
     step of one collective op. ``cluster`` (C4-style whole-cluster planning): one phase is step k of
     iteration i of *every* job, for jobs that run in lockstep (same collective, same size)."""
+    reps_buffer: Count(1, lim.MAX_PARALLEL) | None = None
+    """``reps``: how many entropies acknowledged unmarked each connection keeps for reuse (REPS's
+    circular buffer, :mod:`pktsim.packet.reps`). Default (null): one bandwidth-delay product in
+    packets (host link rate x the fabric's longest base round trip / MTU, as DCTCP's initial
+    window; 29 on ``bench``), so a connection keeps a whole window of good entropies from one
+    message to its next instead of exploring again."""
+
+    REPS_FIELDS: ClassVar[tuple[str, ...]] = ("reps_buffer",)
+    """Fields only ``reps`` reads: the resolved scenario (summaries, Parquet metadata) lists them
+    only when the scheme is ``reps``, so other schemes' outputs do not change with them."""
+
+    @model_serializer(mode="wrap")
+    def _dump(self, handler: Any) -> dict:
+        data = handler(self)
+        if self.scheme != "reps":
+            for name in self.REPS_FIELDS:
+                data.pop(name, None)
+        return data
 
     @model_validator(mode="after")
     def _planner_fields(self) -> LbSpec:
@@ -536,6 +555,10 @@ class LbSpec(_Strict):
         if self.plan_scope != "job" and self.scheme not in ("planned", "split_minimal"):
             raise _FieldError(("lb", "plan_scope"), f"only used with lb.scheme: planned or split_minimal "
                               f"(scheme is {self.scheme})", involves=(("lb", "scheme"),))
+        for name in self.REPS_FIELDS:
+            if self.scheme != "reps" and getattr(self, name) != type(self).model_fields[name].default:
+                raise _FieldError(("lb", name), f"only used with lb.scheme: reps (scheme is {self.scheme})",
+                                  involves=(("lb", "scheme"),))
         return self
 
 
@@ -766,6 +789,10 @@ class Scenario(_Strict):
         except lim.LimitError as e:
             raise _FieldError(e.loc, str(e)) from None
         self._check_transport()
+        if self.nic.transport == "ideal" and SCHEMES[self.lb.scheme](self.lb).entropy_source is not None:
+            raise _FieldError(("lb", "scheme"), f"{self.lb.scheme} reuses the entropies that ACKs echo, and the "
+                              "ideal transport sends none: set nic.transport to gbn or sr",
+                              involves=(("nic", "transport"),))
         if self.lb.scheme == "planned" and self.topology.kind != "leaf_spine":
             raise _FieldError(("lb", "scheme"), f"planned routing supports leaf_spine topologies only "
                               f"(got {self.topology.kind})", involves=(("topology", "kind"),))
