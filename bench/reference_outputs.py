@@ -37,6 +37,10 @@ from pktsim.cli import main
 SMALL = ["--set", "workload.jobs.0.bytes=1MiB"]
 PERM = ["-t", "bench", "-w", "permutation", *SMALL]
 
+FAULTS = ("[{kind: link_down, at_ns: 20us, link: [leaf0, spine1]}, {kind: link_up, at_ns: 400us, link: [leaf0, spine1]}, "
+          "{kind: link_degrade, link: [spine2, leaf3], gbps: 40}, {kind: link_loss, link: [leaf1, spine0], drop_rate: 0.01}]")
+"""Every link fault kind at once (the fault cases add the routing reactions to the healthy ones)."""
+
 CASES: dict[str, list[str]] = {
     "default": ["run"],
     "default-fluid": ["run", "--backend", "fluid"],
@@ -70,6 +74,13 @@ CASES: dict[str, list[str]] = {
     "validate": ["validate", "-w", "ring_allreduce_random", *SMALL],
     "export-workload": ["export-workload", "-w", "alltoall", "--lb", "split", "--set", "lb.subflows=2"],
     "study-quick": ["study", "--quick", "--jobs", "1"],
+    "faults-sr-ecmp": ["run", *PERM, "--set", "nic.transport=sr", "--set", f"faults={FAULTS}"],
+    "faults-sr-reps": ["run", *PERM, "--lb", "reps", "--set", "nic.transport=sr", "--set", f"faults={FAULTS}"],
+    "faults-roce-planned": ["run", "-w", "ring_allreduce_random", "--lb", "planned", "--profile", "roce",
+                            "--set", f"faults={FAULTS}"],
+    "faults-fluid-spray": ["run", *PERM, "--lb", "spray", "--backend", "fluid",
+                           "--set", "faults=[{kind: link_down, at_ns: 20us, link: [leaf0, spine1]}, "
+                           "{kind: link_degrade, link: [spine2, leaf3], gbps: 40}]"],
 }
 
 VOLATILE = {"wall_s", "packet_hops_per_s", "out", "plan_s"}

@@ -120,6 +120,24 @@ def build_parser() -> argparse.ArgumentParser:
     st.add_argument("--quick", action="store_true",
                     help="tiny configuration for smoke tests: fabric bench, 256KiB, 1 seed, a few schemes")
     st.add_argument("--quiet", "-q", action="store_true", help="no progress bar and no summary table")
+
+    dg = sub.add_parser("diagnose", help="name the components most likely at fault from a run's traces "
+                        "(pktsim/analysis/diagnose.py)")
+    dg.add_argument("run_dir", nargs="?", metavar="RUN_DIR", help="a complete run directory (writes diagnosis.json "
+                    "into it)")
+    dg.add_argument("--json", action="store_true", help="print the diagnosis as JSON instead of the table")
+    dg.add_argument("--no-counters", action="store_true",
+                    help="leave out the ports' lost-packet counters (queues.fault_drops): behaviour only")
+    dg.add_argument("--evaluate", action="store_true",
+                    help="instead of RUN_DIR: inject one fault per run into small fabrics, diagnose each and report "
+                         "top-1/top-3 accuracy per fault and workload and the false alarms of fault-free runs")
+    dg.add_argument("--runs", type=int, default=100, metavar="N", help="--evaluate: packet fault runs (100); each "
+                    "group of 5 adds a fault-free twin, a fluid twin group and fault-free runs of other schemes")
+    dg.add_argument("--seed", type=_seed, default=1, help="--evaluate: seed of the draws (1)")
+    dg.add_argument("--jobs", "-j", type=int, default=2, metavar="N", help="--evaluate: parallel runs (2)")
+    dg.add_argument("--out", "-o", help="--evaluate: output directory (default: traces/diagnose-eval-<time>)")
+    dg.add_argument("--keep-runs", action="store_true", help="--evaluate: keep every run directory under OUT/runs/")
+    dg.add_argument("--quiet", "-q", action="store_true", help="no progress bar and no table")
     return parser
 
 
@@ -351,6 +369,56 @@ def cmd_study(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_diagnose(args: argparse.Namespace) -> int:
+    from pktsim.analysis import diagnose
+
+    counters = not args.no_counters
+    if not args.evaluate:
+        if args.run_dir is None:
+            raise InputError("diagnose", "", "give a run directory (RUN_DIR) or --evaluate")
+        report = diagnose.diagnose(Path(args.run_dir), counters)
+        path = diagnose.write_diagnosis(Path(args.run_dir), report)
+        if args.json:
+            print(json.dumps(report, indent=2, sort_keys=True))
+        elif not args.quiet:
+            diagnose.print_diagnosis(report)
+            print(f"diagnosis: {path}")
+        return 0
+    if args.run_dir is not None:
+        raise InputError("diagnose", "", "give either RUN_DIR or --evaluate, not both")
+    if args.runs < 1:
+        raise InputError("--runs", "", f"must be at least 1 (got {args.runs})")
+    if args.jobs < 1:
+        raise InputError("--jobs", "", f"must be at least 1 (got {args.jobs})")
+    if args.out is not None:
+        out = _out_dir(args.out)
+    else:
+        out = fresh_path(Path("traces") / f"diagnose-eval-{datetime.now().strftime('%Y%m%d-%H%M%S')}")
+        _creatable(out, DEFAULT_OUT)
+    command = " ".join(["pktsim diagnose --evaluate", f"--runs {args.runs}", f"--seed {args.seed}",
+                        f"--jobs {args.jobs}", *(["--no-counters"] if not counters else [])])
+    with StopOnSignals():
+        try:
+            create_marked(out, "evaluation")
+            (out / "runs").mkdir()
+            result = diagnose.evaluate(args.runs, args.seed, args.jobs, counters, keep=args.keep_runs,
+                                       progress=not args.quiet, work=str(out / "runs"))
+            result["command"] = command
+            write_atomic(out / "evaluation.json", json.dumps(result, indent=2, sort_keys=True) + "\n")
+            if not args.keep_runs:
+                (out / "runs").rmdir()
+            (out / MARKER).unlink()
+        except BaseException as error:
+            mark_incomplete(out, "evaluation", error, "the runs finished before it stopped were not kept")
+            raise
+    if args.json:
+        print(json.dumps(result["tables"], indent=2, sort_keys=True))
+    elif not args.quiet:
+        diagnose.print_evaluation(result, command)
+        print(f"evaluation: {out}/evaluation.json")
+    return 0
+
+
 class _ProgressBar:
     """A rich progress bar over the packets delivered, shown only when the run lasts over ~2 s."""
 
@@ -387,7 +455,8 @@ class _ProgressBar:
             self.bar.stop()
 
 
-COMMANDS = {"run": cmd_run, "validate": cmd_validate, "export-workload": cmd_export_workload, "study": cmd_study}
+COMMANDS = {"run": cmd_run, "validate": cmd_validate, "export-workload": cmd_export_workload, "study": cmd_study,
+            "diagnose": cmd_diagnose}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

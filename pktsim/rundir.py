@@ -83,6 +83,7 @@ def create_marked(out: Path, what: str) -> None:
                f"and every traces.part_rows rows)",
         "validation": "the runs under it say how far they got",
         "study": "the rows of its finished runs were not kept",
+        "evaluation": "the diagnoses of its finished runs were not kept",
     }[what]
     text = (f"running since {_now()} (pid {os.getpid()})\n"
             f"This {what} has not finished: this file is removed once {LAST_OUTPUT[what]} has been written. "
@@ -103,7 +104,8 @@ def create_marked(out: Path, what: str) -> None:
         raise
 
 
-LAST_OUTPUT = {"run": "summary.json", "validation": "validation.json", "study": "study.parquet"}
+LAST_OUTPUT = {"run": "summary.json", "validation": "validation.json", "study": "study.parquet",
+               "evaluation": "evaluation.json"}
 
 
 def _reason(error: BaseException) -> str:

@@ -26,7 +26,6 @@ from pktsim.fabric.hashing import flow_key
 from pktsim.fabric.selectors import SCHEMES, LoadBalancing
 from pktsim.fluid.backend import FluidBackend
 from pktsim.packet.backend import Simulation
-from pktsim.packet.packet import DATA
 from pktsim.packet.reps import ENTROPY_SOURCES, Reps
 from pktsim.packet.transport import RdmaNic
 from pktsim.scenario import Scenario, load_scenario
