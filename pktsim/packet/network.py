@@ -113,22 +113,28 @@ class Network:
 
     def apply(self, fault: Fault) -> None:
         """A link fault takes effect now on the egress ports of its directed links."""
+        act = self.FAULT_ACTIONS[fault.kind]
         for a, b in fault.links:
-            port = self.port_of[a, b]
-            if fault.kind == "link_down":
-                port.go_down()
-            elif fault.kind == "link_up":
-                port.go_up()
-            elif fault.kind == "link_degrade":
-                port.set_rate(fault.value)
-                sw = self.switches.get(a)
-                changed = getattr(sw.select, "rates_changed", None) if sw is not None else None
-                if changed is not None:
-                    changed()
-            elif fault.kind == "link_loss":
-                port.set_loss(fault.value, stable_hash("loss", self.seed, a, b))
-            else:
-                raise ValueError(f"not a link fault: {fault.kind}")
+            act(self, a, b, fault)
+
+    def _down(self, a: str, b: str, fault: Fault) -> None:
+        self.port_of[a, b].go_down()
+
+    def _up(self, a: str, b: str, fault: Fault) -> None:
+        self.port_of[a, b].go_up()
+
+    def _degrade(self, a: str, b: str, fault: Fault) -> None:
+        self.port_of[a, b].set_rate(fault.value)
+        sw = self.switches.get(a)
+        changed = getattr(sw.select, "rates_changed", None) if sw is not None else None
+        if changed is not None:  # a selector that compares ports by their rates re-learns them
+            changed()
+
+    def _lossy(self, a: str, b: str, fault: Fault) -> None:
+        self.port_of[a, b].set_loss(fault.value, stable_hash("loss", self.seed, a, b))
+
+    FAULT_ACTIONS = {"link_down": _down, "link_up": _up, "link_degrade": _degrade, "link_loss": _lossy}
+    """Link fault kind -> what it does to the egress port of each of its directed links."""
 
     def _ideal_port(self, port_id: int, a: str, b: str, scenario: Scenario) -> Port:
         f = self.fabric
