@@ -1,7 +1,7 @@
 """Evaluation of ``pktsim diagnose`` (issue 12): inject one fault per run, diagnose it from the traces,
 score the diagnosis against the truth.
 
-The logic is :func:`pktsim.analysis.diagnose.evaluate` (also ``pktsim diagnose --evaluate``): small
+The logic is :func:`pktsim.experiments.diagnosis_evaluation.evaluate` (also ``pktsim diagnose --evaluate``): small
 leaf-spine fabrics of 16 hosts (4x4x4, 4x8x2, 8x4x4, 8x8x2, 100 Gb/s), four workloads (ring AllReduce
 packed and randomly placed, all-to-all, three concurrent jobs), two iterations with 20 us compute
 gaps. Per (workload, seed) group one fault-free ECMP run fixes the cables the workload uses and its
@@ -26,7 +26,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from pktsim.analysis.diagnose import evaluate, print_evaluation
+from pktsim.experiments.diagnosis_evaluation import evaluate, print_evaluation
 
 
 def main() -> None:

@@ -371,6 +371,7 @@ def cmd_study(args: argparse.Namespace) -> int:
 
 def cmd_diagnose(args: argparse.Namespace) -> int:
     from pktsim.analysis import diagnose
+    from pktsim.experiments import diagnosis_evaluation
 
     counters = not args.no_counters
     if not args.evaluate:
@@ -401,8 +402,8 @@ def cmd_diagnose(args: argparse.Namespace) -> int:
         try:
             create_marked(out, "evaluation")
             (out / "runs").mkdir()
-            result = diagnose.evaluate(args.runs, args.seed, args.jobs, counters, keep=args.keep_runs,
-                                       progress=not args.quiet, work=str(out / "runs"))
+            result = diagnosis_evaluation.evaluate(args.runs, args.seed, args.jobs, counters, keep=args.keep_runs,
+                                                   progress=not args.quiet, work=str(out / "runs"))
             result["command"] = command
             write_atomic(out / "evaluation.json", json.dumps(result, indent=2, sort_keys=True) + "\n")
             if not args.keep_runs:
@@ -414,7 +415,7 @@ def cmd_diagnose(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(result["tables"], indent=2, sort_keys=True))
     elif not args.quiet:
-        diagnose.print_evaluation(result, command)
+        diagnosis_evaluation.print_evaluation(result, command)
         print(f"evaluation: {out}/evaluation.json")
     return 0
 
