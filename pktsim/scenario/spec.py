@@ -11,11 +11,10 @@ collectives, topology kinds) are read from the registries where they are impleme
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Annotated, Any, Callable, ClassVar, Literal, Union
+from typing import TYPE_CHECKING, Annotated, Any, Callable, Literal, Union
 
 from pydantic import (
-    AfterValidator, BaseModel, BeforeValidator, ConfigDict, Discriminator, Field, PrivateAttr, Tag, model_serializer,
-    model_validator,
+    AfterValidator, BaseModel, BeforeValidator, ConfigDict, Discriminator, Field, PrivateAttr, Tag, model_validator,
 )
 
 from pktsim.fabric.pfc import pfc_headroom_bytes
@@ -531,18 +530,6 @@ class LbSpec(_Strict):
     window; 29 on ``bench``), so a connection keeps a whole window of good entropies from one
     message to its next instead of exploring again."""
 
-    REPS_FIELDS: ClassVar[tuple[str, ...]] = ("reps_buffer",)
-    """Fields only ``reps`` reads: the resolved scenario (summaries, Parquet metadata) lists them
-    only when the scheme is ``reps``, so other schemes' outputs do not change with them."""
-
-    @model_serializer(mode="wrap")
-    def _dump(self, handler: Any) -> dict:
-        data = handler(self)
-        if self.scheme != "reps":
-            for name in self.REPS_FIELDS:
-                data.pop(name, None)
-        return data
-
     @model_validator(mode="after")
     def _planner_fields(self) -> LbSpec:
         if self.scheme != "planned" and self.planner != "edge_coloring":
@@ -555,10 +542,9 @@ class LbSpec(_Strict):
         if self.plan_scope != "job" and self.scheme not in ("planned", "split_minimal"):
             raise _FieldError(("lb", "plan_scope"), f"only used with lb.scheme: planned or split_minimal "
                               f"(scheme is {self.scheme})", involves=(("lb", "scheme"),))
-        for name in self.REPS_FIELDS:
-            if self.scheme != "reps" and getattr(self, name) != type(self).model_fields[name].default:
-                raise _FieldError(("lb", name), f"only used with lb.scheme: reps (scheme is {self.scheme})",
-                                  involves=(("lb", "scheme"),))
+        if self.scheme != "reps" and self.reps_buffer is not None:
+            raise _FieldError(("lb", "reps_buffer"), f"only used with lb.scheme: reps (scheme is {self.scheme})",
+                              involves=(("lb", "scheme"),))
         return self
 
 
