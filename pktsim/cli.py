@@ -205,17 +205,11 @@ class _NoPandas(importlib.abc.MetaPathFinder):
 def _prepared(name: str, scenario: Scenario, fault_free: bool = False) -> tuple[Backend, Experiment]:
     """Backend ``name`` and the prepared experiment of ``scenario`` (the workload exists and the
     flows are planned, so placement and planning errors have surfaced before anything is written)."""
-    from pktsim.experiment import fault_free_ccts, prepare, with_faults_drawn
+    from pktsim.experiment import prepare_on
 
     engine = backend(name)
     try:
-        engine.check(scenario)
-        drawn, healthy = with_faults_drawn(scenario, engine)
-        engine.check(drawn)
-        experiment = prepare(drawn, healthy)
-        if fault_free and healthy is None and experiment.faults:
-            experiment = prepare(drawn, fault_free_ccts(drawn, engine))
-        return engine, experiment
+        return engine, prepare_on(engine, scenario, fault_free)
     except InputError as e:  # name where the user wrote the value (file, preset, --set, flag)
         raise blame(e, scenario) from None
 

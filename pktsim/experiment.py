@@ -65,7 +65,7 @@ class Experiment:
 
 def prepare(scenario: Scenario, fault_free: dict[str, list[int]] | None = None) -> Experiment:
     """Build the fabric, the workload, the ideal times, the flow plan and the fault schedule of
-    ``scenario`` (its faults an explicit list: see :func:`with_faults_drawn`). Placement, planning
+    ``scenario`` (its faults an explicit list: see :func:`prepare_on`). Placement, planning
     and fault problems surface here, before anything is written."""
     graph = build_graph(scenario.topology)
     fabric = Fabric(graph, scenario.seed, scenario.switch.latency_ns)
@@ -82,31 +82,25 @@ def prepare(scenario: Scenario, fault_free: dict[str, list[int]] | None = None) 
     )
 
 
-def with_faults_drawn(scenario: Scenario, engine: Backend) -> tuple[Scenario, dict[str, list[int]] | None]:
-    """``scenario`` with ``faults: {random: ...}`` replaced by the explicit faults it draws (so the
-    run's resolved scenario says exactly what was injected), and the fault-free run's per-job CCT
-    (ns) when the times are fractions of that run (it is run first, on ``engine``, without traces).
-    A scenario with an explicit list comes back unchanged."""
+def prepare_on(engine: Backend, scenario: Scenario, fault_free: bool = False) -> Experiment:
+    """``scenario`` prepared for ``engine``: checked against what the backend can model, with
+    ``faults: {random: ...}`` replaced by the explicit faults it draws (so the run's resolved
+    scenario says exactly what was injected), and the fault-free run's per-job CCTs known when
+    the drawn times are fractions of that run or ``fault_free`` asks for them (that run is made
+    first, on ``engine``, without traces)."""
+    engine.check(scenario)
     spec = getattr(scenario.faults, "random", None)
-    if spec is None:
-        return scenario, None
-    fault_free = None
-    makespan_ns = None
-    healthy = _replace_faults(scenario, [])
-    base = prepare(healthy)
-    if spec.fractional:
-        summary = engine.run(base)
-        fault_free = {job["name"]: job["cct_ns"] for job in summary.jobs}
+    needed = spec is not None or (fault_free and bool(scenario.faults))
+    healthy = prepare(_replace_faults(scenario, [])) if needed else None
+    ccts = makespan_ns = None
+    if healthy is not None and (fault_free or spec.fractional):
+        summary = engine.run(healthy)
+        ccts = {job["name"]: job["cct_ns"] for job in summary.jobs}
         makespan_ns = max(job["end_ns"] for job in summary.jobs)
-    drawn = draw_faults(spec, base.fabric, base.workload, makespan_ns)
-    return _replace_faults(scenario, drawn), fault_free
-
-
-def fault_free_ccts(scenario: Scenario, engine: Backend) -> dict[str, list[int]]:
-    """Per job, its CCT per iteration (ns) when ``scenario`` runs on ``engine`` without its faults
-    (no traces)."""
-    summary = engine.run(prepare(_replace_faults(scenario, [])))
-    return {job["name"]: job["cct_ns"] for job in summary.jobs}
+    if spec is not None:
+        scenario = _replace_faults(scenario, draw_faults(spec, healthy.fabric, healthy.workload, makespan_ns))
+        engine.check(scenario)
+    return prepare(scenario, ccts)
 
 
 def _replace_faults(scenario: Scenario, faults: list[dict]) -> Scenario:

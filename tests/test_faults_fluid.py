@@ -123,9 +123,6 @@ def test_lone_flow_on_degraded_link_is_the_closed_form_at_that_rate(tmp_path: Pa
     p = Simulation(prepare(faulted))
     p.run(Recorder(tmp_path / "packet", faulted.model_dump(mode="json"), faulted.traces.part_rows))
     [pmsg] = pads.dataset(tmp_path / "packet" / "messages").to_table().to_pylist()
-    if pmsg["fct_ns"] == healthy_fct_ns(nbytes):
-        pytest.skip("the packet backend does not model link_degrade yet (its FCT is the healthy one): "
-                    "fluid checked against the closed form only")
     assert pmsg["fct_ns"] == f.rows("messages")[0]["fct_ns"] == expected
 
 

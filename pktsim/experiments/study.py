@@ -48,7 +48,7 @@ import pyarrow.parquet as pq
 
 from pktsim.backends import BACKENDS, backend
 from pktsim.errors import InputError, TooLarge
-from pktsim.experiment import prepare, with_faults_drawn
+from pktsim.experiment import prepare_on
 from pktsim.planning.planners import PLANNERS
 from pktsim.scenario import LB_SCHEMES, Scenario, load_scenario, preset_names
 from pktsim.traces import FILE_SCHEMAS
@@ -247,9 +247,7 @@ def execute(run: RunSpec) -> dict:
     try:
         scenario = load_scenario(topology=run.fabric, seed=run.seed, profile=run.profile, overrides=list(run.overrides))
         engine = backend(run.backend)
-        engine.check(scenario)
-        scenario, fault_free = with_faults_drawn(scenario, engine)
-        summary = engine.run(prepare(scenario, fault_free))
+        summary = engine.run(prepare_on(engine, scenario))
     except TooLarge:
         return _empty_row(run, "too large")
     except InputError as e:

@@ -28,6 +28,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Iterable
 
 from pktsim.errors import InputError
+from pktsim.scenario.loading import closest_name
 from pktsim.traces import FaultRow
 from pktsim.units import ns_to_ps, ps_to_ns
 
@@ -193,10 +194,8 @@ def _straggler(i: int, spec, at_ps: int, fabric: Fabric, scenario: Scenario, wor
 
 
 def _near(name: str, names: Iterable[str]) -> str:
-    import difflib
-
-    close = difflib.get_close_matches(name, list(names), n=1)
-    return f" (did you mean {close[0]!r}?)" if close else ""
+    close = closest_name(name, list(names))
+    return f" (did you mean {close!r}?)" if close else ""
 
 
 def _check_link_states(schedule: FaultSchedule, fabric: Fabric) -> None:

@@ -329,7 +329,8 @@ def _model_at(loc: tuple, data: Any) -> type[BaseModel] | None:
     return model
 
 
-def _suggest(word: str, choices: list[str]) -> str | None:
+def closest_name(word: str, choices: list[str]) -> str | None:
+    """The choice closest to a misspelt ``word`` (for "did you mean"), or None."""
     close = difflib.get_close_matches(word, choices, n=1, cutoff=0.6)
     return close[0] if close else None
 
@@ -353,7 +354,7 @@ def _said(err: dict, loc: tuple, data: dict) -> tuple[tuple, str]:
         return (*loc[:-1], str(err["input"])), "unknown field (field names are strings)"
     if kind == "extra_forbidden":
         model = _model_at(loc[:-1], data)
-        near = _suggest(str(loc[-1]), list(model.model_fields)) if model is not None else None
+        near = closest_name(str(loc[-1]), list(model.model_fields)) if model is not None else None
         return loc, f"unknown field (did you mean `{dotted((*loc[:-1], near))}`?)" if near else "unknown field"
     if kind in ("model_type", "model_attributes_type", "dict_type"):
         what = "a preset name or a mapping of topology fields" if loc == ("topology",) else \
@@ -368,7 +369,7 @@ def _said(err: dict, loc: tuple, data: dict) -> tuple[tuple, str]:
                 scheme, _, planner = value.partition(":")
                 return loc, f"{msg}; {value!r} is the study's notation: use lb.scheme: {scheme} and " \
                             f"lb.planner: {planner} (--lb {scheme} --set lb.planner={planner})"
-            near = _suggest(value, choices)
+            near = closest_name(value, choices)
             if near:
                 msg = f"{msg}; did you mean {near!r}?"
         return loc, msg
