@@ -27,7 +27,8 @@ from typing import TYPE_CHECKING, Sequence
 from pktsim import __version__
 from pktsim.backends import BACKENDS, backend
 from pktsim.errors import InputError
-from pktsim.rundir import MARKER, Stopped, StopOnSignals, create_marked, fresh_path, mark_incomplete, write_atomic
+from pktsim.rundir import (MARKER, Stopped, StopOnSignals, create_marked, fresh_path, mark_incomplete, record_run,
+                           write_atomic)
 from pktsim.scenario import LB_SCHEMES, Scenario, blame, load_scenario
 
 if TYPE_CHECKING:
@@ -65,6 +66,20 @@ def _scenario_options(p: argparse.ArgumentParser) -> None:
                    help="override a scenario field by dotted path, e.g. --set topology.spines=8")
 
 
+def _sweep_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--out", "-o", help="the sweep's directory (default: traces/sweep-<name>-<time>); a directory "
+                   "holding this sweep already resumes it")
+    p.add_argument("--jobs", "-j", type=int, metavar="N", help="local processes (default: the number of CPUs)")
+    p.add_argument("--dask", metavar="local|tcp://HOST:PORT", help="run on Dask: a LocalCluster (local) or a "
+                   "running scheduler whose workers have pktsim installed (pip install 'pktsim[cluster]')")
+    p.add_argument("--workers", type=int, metavar="N", help="--dask local: worker processes (default 2)")
+    p.add_argument("--resume", action="store_true", help="continue the sweep in --out: skip points with an ok row")
+    p.add_argument("--keep-traces", action="store_true", help="keep every point's run directory under DIR/runs/<hash>/")
+    p.add_argument("--skip-invalid", action="store_true", help="write invalid points as rows (status invalid) "
+                   "instead of refusing the sweep")
+    p.add_argument("--quiet", "-q", action="store_true", help="no progress bar and no summary table")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="pktsim", description="Packet-level simulation of ML training traffic.")
     parser.add_argument("--version", action="version", version=f"pktsim {__version__}")
@@ -91,8 +106,17 @@ def build_parser() -> argparse.ArgumentParser:
     _scenario_options(exp)
     exp.add_argument("--out", "-o", required=True, metavar="FILE.parquet", help="the Parquet file to write")
 
-    st = sub.add_parser("study", help="the reproduction study: every scheme x workload x fabric x seed "
-                        "(pktsim/experiments/study.py)")
+    sw = sub.add_parser("sweep", help="run a scenario over a grid of any of its fields (local processes or Dask)")
+    sw.add_argument("sweep", nargs="?", metavar="SWEEP.yaml", help="the sweep file: base, backend, grid, zip "
+                    "(pktsim/experiments/sweep_spec.py)")
+    sw.add_argument("--preset", metavar="NAME", help="a sweep shipped with pktsim instead of a file "
+                    "(reproduction, reproduction-quick, ...)")
+    _sweep_options(sw)
+    sw.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                    help="override a field of every point's base scenario (before the sweep's own axes)")
+
+    st = sub.add_parser("study", help="the reproduction study, a preset sweep: every scheme x workload x "
+                        "fabric x seed (pktsim/experiments/study.py)")
     st.add_argument("--fabric", action="append", metavar="T",
                     help="topology preset or YAML path, repeatable (default: ls16x16x16 and ls32x64x32)")
     st.add_argument("--workload", action="append", metavar="NAME",
@@ -108,18 +132,23 @@ def build_parser() -> argparse.ArgumentParser:
     st.add_argument("--faults", action="append", metavar="CASE",
                     help="none | link_down | link_degrade | link_loss, repeatable: each point healthy or with one "
                          "fault on a fabric link drawn from the seed (default: none)")
-    st.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                    help="override a scenario field of every run, e.g. --set nic.transport=sr")
     st.add_argument("--seeds", type=int, metavar="N", help="seeds 1..N (default 3)")
     st.add_argument("--bytes", metavar="SIZE", help="per-rank buffer (permutation: per sender; default 1MiB)")
     st.add_argument("--backend", choices=("packet", "fluid", "auto"), default="auto",
-                    help="auto (default): packet on fabrics up to 512 hosts, fluid above (switch-local schemes "
-                         "skipped there)")
-    st.add_argument("--jobs", "-j", type=int, metavar="N", help="parallel runs (default: the number of CPUs)")
-    st.add_argument("--out", "-o", help="output directory (default: traces/study-<time>)")
+                    help="auto (default): packet on fabrics up to 512 hosts, fluid above (what it cannot "
+                         "model is left out there)")
     st.add_argument("--quick", action="store_true",
                     help="tiny configuration for smoke tests: fabric bench, 256KiB, 1 seed, a few schemes")
-    st.add_argument("--quiet", "-q", action="store_true", help="no progress bar and no summary table")
+    _sweep_options(st)
+    st.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                    help="override a scenario field of every run, e.g. --set nic.transport=sr")
+
+    pl = sub.add_parser("plot", help="draw a sweep's main metric against its axes (DIR/sweep.png)")
+    pl.add_argument("sweep_dir", metavar="DIR", help="a sweep directory (holding sweep.parquet)")
+    pl.add_argument("--metric", default="slowdown", help="the column drawn (default: slowdown)")
+    pl.add_argument("--x", metavar="AXIS", help="the axis along the x axis (default: the first varied one "
+                    "that is not a seed)")
+    pl.add_argument("--out", "-o", metavar="FILE.png", help="the image to write (default: DIR/sweep.png)")
 
     dg = sub.add_parser("diagnose", help="name the components most likely at fault from a run's traces "
                         "(pktsim/analysis/diagnose.py)")
@@ -215,41 +244,10 @@ def _prepared(name: str, scenario: Scenario, fault_free: bool = False) -> tuple[
 
 
 def _execute(engine: Backend, experiment: Experiment, out: Path, quiet: bool) -> RunSummary:
-    """Run ``experiment`` on ``backend`` into the run directory ``out``: INCOMPLETE from the
-    start, the tables (flushed every few seconds, see :meth:`pktsim.traces.Recorder.tick`), then
-    summary.json, then INCOMPLETE removed. On any exception (:class:`Stopped` included) every
-    table's buffered rows are flushed and the reason is written into INCOMPLETE."""
-    from pktsim.traces import FLUSH_S, Recorder
-
-    scenario = experiment.scenario
-    recorder = None
-    try:
-        create_marked(out, "run")
-        recorder = Recorder(out, scenario.model_dump(mode="json"), scenario.traces.part_rows,
-                            getattr(scenario.traces, "flush_s", FLUSH_S))
-        with _ProgressBar(quiet) as bar:
-            def progress(p: Progress) -> None:
-                recorder.tick()
-                bar(p)
-
-            summary = engine.run(experiment, recorder, progress)
-        summary.out = str(out)
-        # summary.json is written last: a run directory without it is incomplete.
-        write_atomic(out / "summary.json", json.dumps(summary.to_json(), indent=2, sort_keys=True) + "\n")
-        (out / MARKER).unlink()
-    except BaseException as error:
-        mark_incomplete(out, "run", error, "its tables are being flushed")
-        done = ("every table was flushed: messages, flows and collectives hold every one finished before it "
-                "stopped; queues and links end at their last block of traces.part_rows rows; congestion is "
-                "computed at the end")
-        if recorder is not None:
-            try:
-                recorder.close()
-            except Exception as e:  # keep the original error; say what was lost
-                done = f"flushing the tables failed ({type(e).__name__}: {e}): they end at their last flush"
-        mark_incomplete(out, "run", error, done)
-        raise
-    return summary
+    """Run ``experiment`` on ``engine`` into the run directory ``out`` (see
+    :func:`pktsim.rundir.record_run`), with a progress bar unless ``quiet``."""
+    with _ProgressBar(quiet) as bar:
+        return record_run(engine, experiment, out, bar)
 
 
 def cmd_run(args: argparse.Namespace) -> int:
@@ -324,42 +322,122 @@ def cmd_export_workload(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_study(args: argparse.Namespace) -> int:
-    from pktsim.experiments import study
+def _sweep_dir(args: argparse.Namespace, name: str) -> tuple[Path, bool]:
+    """The sweep's directory and whether it holds this sweep's earlier rows (to resume): ``--out``
+    (new, empty, or a sweep directory) or a fresh directory under traces/."""
+    from pktsim.experiments.sweep import TABLE
 
-    fabrics = args.fabric or list(study.QUICK_FABRICS if args.quick else study.FABRICS)
-    workloads = args.workload or list(study.WORKLOADS)
-    schemes = args.scheme or list(study.QUICK_SCHEMES if args.quick else study.DEFAULT_SCHEMES)
-    seeds = args.seeds if args.seeds is not None else (study.QUICK_SEEDS if args.quick else study.DEFAULT_SEEDS)
-    nbytes = study.parse_size(args.bytes) if args.bytes else (study.QUICK_BYTES if args.quick else study.DEFAULT_BYTES)
-    jobs = args.jobs if args.jobs is not None else study.default_jobs()
-    if jobs < 1:
-        raise InputError("--jobs", "", f"must be at least 1 (got {jobs})")
-    runs = study.plan_runs(fabrics, workloads, schemes, seeds, nbytes, args.backend, args.profile, args.ranks,
-                           args.faults or ["none"], args.overrides)
-    if args.out is not None:
-        out = _out_dir(args.out)
-    else:
-        out = fresh_path(Path("traces") / f"study-{datetime.now().strftime('%Y%m%d-%H%M%S')}")
+    if args.out is None:
+        if args.resume:
+            raise InputError("--resume", "", "give the sweep's directory with --out")
+        out = fresh_path(Path("traces") / f"sweep-{name}-{datetime.now().strftime('%Y%m%d-%H%M%S')}")
         _creatable(out, DEFAULT_OUT)
+        return out, False
+    out = Path(args.out)
+    if (out / TABLE).is_dir():
+        return out, True
+    if args.resume:
+        raise InputError("--resume", "", f"{out} holds no sweep ({TABLE} is missing)")
+    return _out_dir(args.out), False
+
+
+def _run_sweep(args: argparse.Namespace, data: object, text: str, source: str, root: Path, name: str,
+               skip_invalid: bool, notes: Sequence[str] = ()) -> int:
+    """Validate every point, then run those without an ok row into the sweep's directory."""
+    from pktsim.experiments import executors
+    from pktsim.experiments import sweep as sweeps
+    from pktsim.experiments.sweep_spec import inline_base_path, read_sweep
+
+    out, resuming = _sweep_dir(args, name)
+    sweep = read_sweep(data, text, source, root, out, args.overrides, skip_invalid)
+    table = sweeps.SweepTable(out, sweep)
+    done = sum(status == "ok" for h, status in table.existing().items() if h in {p.hash for p in sweep.points})
+    jobs = args.jobs if args.jobs is not None else os.cpu_count() or 1
+    executor = executors.open_executor(jobs, args.dask, args.workers)
     if not args.quiet:
-        print(f"study: {study.describe(runs, nbytes)}, {jobs} in parallel -> {out}/")
+        for note in notes:
+            print(f"note: {note}")
+        invalid = len(sweep.points) - len(sweep.valid)
+        print(f"sweep: {len(sweep.points)} points ({', '.join(sweep.axes)})"
+              f"{f', {invalid} invalid' if invalid else ''}{f', {done} done before' if resuming else ''}"
+              f" on {executor.where} -> {out}/")
     t0 = time.perf_counter()
     with StopOnSignals():
         try:
-            create_marked(out, "study")
-            rows = study.run_study(runs, jobs, progress=not args.quiet)
-            note = study.write_outputs(rows, out)
+            create_marked(out, "sweep")  # (again when resuming)
+            write_atomic(out / "sweep.yaml", text)
+            parts = data.get("parts", [data]) if isinstance(data, dict) else []
+            for i, part in enumerate(parts):
+                if isinstance(part.get("base"), dict):
+                    write_atomic(inline_base_path(out, i, len(parts)), yaml_dump(part["base"]))
+            outcome = sweeps.run_sweep(sweep, out, executor, args.keep_traces, progress=not args.quiet)
+            note = _plot_note(out)
             (out / MARKER).unlink()
         except BaseException as error:
-            mark_incomplete(out, "study", error, "the rows of the runs finished before it stopped were not kept")
+            executor.close()
+            mark_incomplete(out, "sweep", error, "its finished points are rows of sweep.parquet; run the sweep "
+                            "again into this directory to resume")
             raise
     if not args.quiet:
-        study.print_summary(rows)
+        sweeps.print_summary(outcome.rows, list(sweep.axes))
+        print(f"sweep: {outcome.ran} points run in {time.perf_counter() - t0:.1f} s"
+              f"{f', {outcome.skipped} already done' if outcome.skipped else ''} -> {out}/sweep.parquet"
+              f"{'' if note else ', sweep.png'}")
         if note:
             print(note)
-        print(f"study: {len(rows)} runs in {time.perf_counter() - t0:.1f} s -> {out}/study.parquet"
-              f"{'' if note else ', study.png'}")
+    return 0
+
+
+def yaml_dump(data: object) -> str:
+    import yaml
+
+    return yaml.safe_dump(data, sort_keys=False)
+
+
+def _plot_note(out: Path) -> str | None:
+    """Draw ``out/sweep.png``; a note instead when matplotlib is missing or nothing can be drawn."""
+    from pktsim.analysis.sweep_plot import plot_sweep
+
+    try:
+        plot_sweep(out)
+    except ImportError:
+        return "sweep.png skipped: matplotlib is not installed (pip install 'pktsim[plots]')"
+    except InputError as e:
+        return f"sweep.png skipped: {e.problem}"
+    return None
+
+
+def cmd_sweep(args: argparse.Namespace) -> int:
+    from pktsim.experiments.sweep_spec import sweep_source
+
+    data, text, source, root = sweep_source(args.sweep, args.preset)
+    name = args.preset or Path(args.sweep).stem
+    return _run_sweep(args, data, text, source, root, name, args.skip_invalid)
+
+
+def cmd_study(args: argparse.Namespace) -> int:
+    """The study's options -> a sweep (the presets reproduction[-quick] when none is given)."""
+    from pktsim.experiments import study
+
+    options = study.study_options(args.quick)
+    given = {
+        "fabrics": args.fabric, "workloads": args.workload, "schemes": args.scheme, "seeds": args.seeds,
+        "nbytes": study.parse_size(args.bytes) if args.bytes else None, "profile": args.profile,
+        "ranks": args.ranks, "faults": args.faults,
+    }
+    options.update({k: v for k, v in given.items() if v is not None})
+    data, notes = study.sweep_data(**options, backend_name=args.backend, overrides=args.overrides)
+    return _run_sweep(args, data, yaml_dump(data), "pktsim study", Path.cwd(), "study", True, notes)
+
+
+def cmd_plot(args: argparse.Namespace) -> int:
+    from pktsim.analysis.sweep_plot import plot_sweep
+
+    try:
+        path = plot_sweep(Path(args.sweep_dir), args.metric, args.x, Path(args.out) if args.out else None)
+    except ImportError:
+        raise InputError("plot", "", "needs matplotlib: pip install 'pktsim[plots]'") from None
+    print(f"plot: {path}")
     return 0
 
 
@@ -450,8 +528,8 @@ class _ProgressBar:
             self.bar.stop()
 
 
-COMMANDS = {"run": cmd_run, "validate": cmd_validate, "export-workload": cmd_export_workload, "study": cmd_study,
-            "diagnose": cmd_diagnose}
+COMMANDS = {"run": cmd_run, "validate": cmd_validate, "export-workload": cmd_export_workload, "sweep": cmd_sweep,
+            "study": cmd_study, "plot": cmd_plot, "diagnose": cmd_diagnose}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -98,7 +98,8 @@ def prepare_on(engine: Backend, scenario: Scenario, fault_free: bool = False) ->
         ccts = {job["name"]: job["cct_ns"] for job in summary.jobs}
         makespan_ns = max(job["end_ns"] for job in summary.jobs)
     if spec is not None:
-        scenario = _replace_faults(scenario, draw_faults(spec, healthy.fabric, healthy.workload, makespan_ns))
+        scenario = _replace_faults(scenario, draw_faults(spec, healthy.fabric, healthy.workload, makespan_ns,
+                                                                 scenario.seed))
         engine.check(scenario)
     return prepare(scenario, ccts)
 

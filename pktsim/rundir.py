@@ -2,16 +2,22 @@
 until its last output is written, files that are never half-written, and SIGTERM/SIGINT turned
 into an orderly stop (flush, say why, exit 128 + the signal).
 
-Used by the command line for ``run``, ``validate`` and ``study`` directories.
+Used by the command line for ``run``, ``validate``, ``sweep`` and diagnosis evaluation directories.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import threading
 from datetime import datetime
 from pathlib import Path
+from typing import TYPE_CHECKING, Callable
+
+if TYPE_CHECKING:
+    from pktsim.experiment import Backend, Experiment, Progress
+    from pktsim.summary import RunSummary
 
 def fresh_path(base: Path) -> Path:
     """``base``, or ``base-2``, ``base-3``, ... when it exists."""
@@ -82,7 +88,8 @@ def create_marked(out: Path, what: str) -> None:
         "run": f"its tables hold the rows written up to their last flush (every {FLUSH_S:g} s of wall time "
                f"and every traces.part_rows rows)",
         "validation": "the runs under it say how far they got",
-        "study": "the rows of its finished runs were not kept",
+        "sweep": "sweep.parquet holds a row for every point that finished; run the sweep again into this "
+                 "directory to resume it",
         "evaluation": "the diagnoses of its finished runs were not kept",
     }[what]
     text = (f"running since {_now()} (pid {os.getpid()})\n"
@@ -104,7 +111,7 @@ def create_marked(out: Path, what: str) -> None:
         raise
 
 
-LAST_OUTPUT = {"run": "summary.json", "validation": "validation.json", "study": "study.parquet",
+LAST_OUTPUT = {"run": "summary.json", "validation": "validation.json", "sweep": "the last point's row",
                "evaluation": "evaluation.json"}
 
 
@@ -129,3 +136,43 @@ def mark_incomplete(out: Path, what: str, error: BaseException, done: str) -> No
         error.out = out  # the outermost directory wins (a validation's, not its packet run's)
     write_atomic(out / MARKER, f"{_reason(error)}\nThis {what} did not finish: {LAST_OUTPUT[what]} is missing "
                                 f"and {done}.\n")
+
+
+def record_run(engine: Backend, experiment: Experiment, out: Path,
+               progress: Callable[[Progress], None] | None = None) -> RunSummary:
+    """Run ``experiment`` on ``engine`` into the run directory ``out``: INCOMPLETE from the
+    start, the tables (flushed every few seconds, see :meth:`pktsim.traces.Recorder.tick`), then
+    summary.json, then INCOMPLETE removed. On any exception (:class:`Stopped` included) every
+    table's buffered rows are flushed and the reason is written into INCOMPLETE."""
+    from pktsim.traces import FLUSH_S, Recorder
+
+    scenario = experiment.scenario
+    recorder = None
+    try:
+        create_marked(out, "run")
+        recorder = Recorder(out, scenario.model_dump(mode="json"), scenario.traces.part_rows,
+                            getattr(scenario.traces, "flush_s", FLUSH_S))
+
+        def tick(p: Progress) -> None:
+            recorder.tick()
+            if progress is not None:
+                progress(p)
+
+        summary = engine.run(experiment, recorder, tick)
+        summary.out = str(out)
+        # summary.json is written last: a run directory without it is incomplete.
+        write_atomic(out / "summary.json", json.dumps(summary.to_json(), indent=2, sort_keys=True) + "\n")
+        (out / MARKER).unlink()
+    except BaseException as error:
+        mark_incomplete(out, "run", error, "its tables are being flushed")
+        done = ("every table was flushed: messages, flows and collectives hold every one finished before it "
+                "stopped; queues and links end at their last block of traces.part_rows rows; congestion is "
+                "computed at the end")
+        if recorder is not None:
+            try:
+                recorder.close()
+            except Exception as e:  # keep the original error; say what was lost
+                done = f"flushing the tables failed ({type(e).__name__}: {e}): they end at their last flush"
+        mark_incomplete(out, "run", error, done)
+        raise
+    return summary

@@ -98,8 +98,22 @@ FILE_SCHEMAS: dict[str, pa.Schema] = {
         ("paused_ns", pa.int64()), ("fault_target", pa.string()), ("fault_at_ns", pa.int64()),
         ("fault_free_ns", pa.float64()), ("plan_s", pa.float64()), ("wall_s", pa.float64()),
     ]),
+    "sweep": pa.schema([
+        ("point", pa.int64()), ("status", pa.string()), ("error", pa.string()), ("backend", pa.string()),
+        ("name", pa.string()), ("hosts", pa.int64()), ("jobs", pa.int64()), ("ranks", pa.int64()),
+        ("bytes", pa.int64()), ("cct_ns", pa.float64()), ("ideal_ns", pa.float64()), ("slowdown", pa.float64()),
+        ("job_names", pa.list_(pa.string())), ("job_cct_ns", pa.list_(pa.float64())),
+        ("job_ideal_ns", pa.list_(pa.float64())), ("job_slowdown", pa.list_(pa.float64())),
+        ("max_congestion", pa.float64()), ("mean_congestion", pa.float64()),
+        ("retransmits", pa.int64()), ("spurious_retransmits", pa.int64()), ("timeouts", pa.int64()),
+        ("drops", pa.int64()), ("fault_drops", pa.int64()), ("paused_ns", pa.int64()),
+        ("fault_target", pa.string()), ("fault_at_ns", pa.int64()), ("fault_free_ns", pa.float64()),
+        ("plan_s", pa.float64()), ("wall_s", pa.float64()), ("sim_time_ns", pa.int64()), ("events", pa.int64()),
+        ("packet_hops", pa.int64()), ("hash", pa.string()), ("command", pa.string()),
+    ]),
 }
-"""Single-file tables: ``export-workload``'s DAG, ``validation.parquet``, ``study.parquet``."""
+"""Single-file tables: ``export-workload``'s DAG, ``validation.parquet``, ``study.parquet``; and
+the columns every ``sweep.parquet`` row has after its axis columns (one part file per point)."""
 
 RUN_UNITS = b"times in ns from the start of the simulation; sizes in bytes"
 

@@ -185,17 +185,19 @@ def test_random_faults_are_reproducible_distinct_and_in_their_window():
     ex = prepare(scenario)
     spec = load_scenario(overrides=["faults={random: {count: 6, kinds: [link_down, link_degrade, link_loss], "
                                     "at: [100us, 300us], seed: 5}}"]).faults.random
-    a = draw_faults(spec, ex.fabric, ex.workload, None)
-    assert a == draw_faults(spec, ex.fabric, ex.workload, None)
+    a = draw_faults(spec, ex.fabric, ex.workload, None, 1)
+    assert a == draw_faults(spec, ex.fabric, ex.workload, None, 1)
     assert len({tuple(f["link"]) for f in a}) == 6
     assert all(100_000 <= f["at_ns"] <= 300_000 for f in a)
     assert all(ex.fabric.is_switch(u) and ex.fabric.is_switch(v) for u, v in (f["link"] for f in a))
     other = spec.model_copy(update={"seed": 6})
-    assert draw_faults(other, ex.fabric, ex.workload, None) != a
+    assert draw_faults(other, ex.fabric, ex.workload, None, 1) != a
+    unseeded = spec.model_copy(update={"seed": None})  # the scenario's seed (5) then draws
+    assert draw_faults(unseeded, ex.fabric, ex.workload, None, 5) == a
     frac = load_scenario(overrides=["faults={random: {kinds: [link_down], at: [0.5, 0.5]}}"]).faults.random
-    assert draw_faults(frac, ex.fabric, ex.workload, 1_000_000)[0]["at_ns"] == 500_000
+    assert draw_faults(frac, ex.fabric, ex.workload, 1_000_000, 1)[0]["at_ns"] == 500_000
     hosts = load_scenario(overrides=["faults={random: {count: 3, kinds: [straggler], tier: host}}"]).faults.random
-    drawn = draw_faults(hosts, ex.fabric, ex.workload, 10)
+    drawn = draw_faults(hosts, ex.fabric, ex.workload, 10, 1)
     assert len({f["host"] for f in drawn}) == 3 and all(f["host"] in ex.fabric.host_index for f in drawn)
 
 

@@ -328,12 +328,12 @@ def _route(schedule: FaultSchedule, fabric: Fabric, routing) -> None:
 # -- the generator ---------------------------------------------------------------------------------
 
 
-def draw_faults(spec, fabric: Fabric, workload: Workload, makespan_ns: int | None) -> list[dict]:
+def draw_faults(spec, fabric: Fabric, workload: Workload, makespan_ns: int | None, seed: int) -> list[dict]:
     """``faults: {random: ...}`` as an explicit list of fault mappings (what a scenario file would
-    say), drawn from ``spec.seed``: distinct links of ``spec.tier`` (or hosts of the workload for
+    say), drawn from ``spec.seed`` (``seed``, the scenario's, when it has none): distinct links of ``spec.tier`` (or hosts of the workload for
     stragglers), times uniform in ``spec.at`` (fractions of ``makespan_ns``, the fault-free run's,
     when given as fractions)."""
-    rng = random.Random(spec.seed)
+    rng = random.Random(spec.seed if spec.seed is not None else seed)
     lo, hi = spec.at
     if spec.fractional:
         if makespan_ns is None:

@@ -117,7 +117,7 @@ def _load_yaml(text: str, where: str) -> Any:
     return data
 
 
-def _read_yaml(path: Any, what: str) -> Any:
+def read_yaml(path: Any, what: str) -> Any:
     """``path``: a :class:`~pathlib.Path` or a preset (:class:`importlib.resources.abc.Traversable`)."""
     try:
         with path.open("rb") as f:
@@ -154,7 +154,7 @@ def _resolve_ref(section: str, ref: str, origin: str) -> tuple[dict, str]:
         except (OSError, ValueError):
             found = False
         if found:
-            data = _read_yaml(path, section)
+            data = read_yaml(path, section)
             if not isinstance(data, dict):
                 raise InputError(str(path), "", f"a {section} file must be a mapping of fields")
             # A full scenario file may be given as a topology/workload: take its section.
@@ -390,8 +390,9 @@ def _clean_loc(loc: tuple) -> tuple:
 
 
 def load_scenario(
-    path: str | None = None,
+    path: str | dict | None = None,
     *,
+    origin: str | None = None,
     topology: str | dict | None = None,
     workload: str | dict | None = None,
     lb: str | None = None,
@@ -404,12 +405,15 @@ def load_scenario(
     ``overrides`` are ``key=value`` strings; the value is read as YAML (``8``, ``true``, ``[h0, h1]``).
     ``lb`` and ``seed`` are the ``--lb`` and ``--seed`` flags (applied after the overrides).
     Where each field was written is kept with the scenario (:func:`pktsim.scenario.provenance`).
+    ``path`` may also be the scenario's mapping itself (a sweep's inline base), ``origin`` then
+    saying where it was written.
     """
-    origin = str(path) if path is not None else "default scenario"
+    origin = origin or (str(path) if isinstance(path, (str, Path)) else "default scenario" if path is None
+                        else "scenario")
     prov = Provenance(origin)
     data: dict[str, Any] = {}
     if path is not None:
-        loaded = _read_yaml(Path(path), "scenario")
+        loaded = path if isinstance(path, dict) else read_yaml(Path(path), "scenario")
         if loaded is None:
             loaded = {}
         if not isinstance(loaded, dict):

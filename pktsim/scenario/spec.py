@@ -684,7 +684,8 @@ class RandomFaultsSpec(_Strict):
                      Field(min_length=1, max_length=8)] = ["link_down"]
     tier: Literal["fabric", "host", "any"] = "fabric"
     at: Annotated[list[Annotated[Any, BeforeValidator(_fault_time)]], Field(min_length=2, max_length=2)] = [0.2, 0.6]
-    seed: Seed = 0
+    seed: Seed | None = None
+    """The draws' seed (default: the scenario's ``seed``, so every seed of a sweep draws anew)."""
     degrade_to: Annotated[float, Field(gt=0, lt=1)] = 0.5
     """``link_degrade``: the new rate as a fraction of the link's."""
     drop_rate: Annotated[float, Field(gt=0, le=1)] = 0.01
