@@ -3,7 +3,7 @@
     python bench/reference_outputs.py record  [--file F]   # write the fingerprints (JSON)
     python bench/reference_outputs.py check   [--file F]   # rerun and compare, file by file
 
-Each case is a command line of ``pktsim`` (run, validate, export-workload, study) covering both
+Each case is a command line of ``pktsim`` (run, validate, export-workload, study, sweep) covering both
 backends, every load-balancing scheme and planner, both plan scopes, the ``roce`` profile with
 go-back-N and selective repeat, and a fat-tree. A Parquet file is fingerprinted by the md5 of its
 content: schema, every row, and the key/values of its metadata; JSON files (summary.json,
@@ -83,8 +83,9 @@ CASES: dict[str, list[str]] = {
                            "{kind: link_degrade, link: [spine2, leaf3], gbps: 40}]"],
 }
 
-VOLATILE = {"wall_s", "packet_hops_per_s", "out", "plan_s"}
-"""Keys (in JSON) and columns (in tables) that measure wall-clock time or name the output directory."""
+VOLATILE = {"wall_s", "packet_hops_per_s", "out", "plan_s", "command"}
+"""Keys (in JSON) and columns (in tables) that measure wall-clock time or name the output directory
+(a sweep row's command names the inline base written into it)."""
 
 
 NOT_FOR_KIND = {

@@ -4,8 +4,8 @@ Exit codes: 0 success, 2 bad input (one line on stderr naming file, field and pr
 stopped by SIGINT (Ctrl-C) / SIGTERM (``timeout``, Slurm, ``docker stop``), i.e. 128 + the signal
 number, 1 anything else. Input is validated completely before the run directory is created.
 
-Crash safety: a run (validation, study) directory holds ``INCOMPLETE`` from the moment it appears
-until its last output (``summary.json``, ``validation.json``, ``study.parquet``) has been written,
+Crash safety: a run (validation, sweep) directory holds ``INCOMPLETE`` from the moment it appears
+until its last output (``summary.json``, ``validation.json``, the sweep's last row) has been written,
 so a directory killed any way at all is marked. SIGTERM and SIGINT raise :class:`Stopped` (see
 :class:`StopOnSignals`): the tables' buffered rows are flushed, the reason is written into
 ``INCOMPLETE`` and the process exits 128 + signum. A second signal abandons that clean-up.

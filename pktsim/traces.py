@@ -7,7 +7,7 @@ from the start, the part being filled is rewritten with the rows so far every :d
 seconds (:meth:`Recorder.tick`), and every file is renamed into place once written (see
 :class:`TableWriter`). Every part carries the resolved scenario in its metadata
 (key ``pktsim.scenario``). The files written beside runs (the exported workload, the validation
-table, the study table) have their schemas here too. All are documented in ``traces/README.md``.
+table, the sweep table) have their schemas here too. All are documented in ``traces/README.md``.
 
 The backends and the DAG execution hand the recorder named rows (:class:`MessageRow`, ...), never
 positional tuples; the packet ports hand it raw occupancy samples in a :class:`PortLog`.
@@ -88,16 +88,6 @@ FILE_SCHEMAS: dict[str, pa.Schema] = {
         ("bytes", pa.int64()), ("ready_packet_ns", pa.int64()), ("fct_packet_ns", pa.int64()),
         ("fct_fluid_ns", pa.int64()), ("ideal_fct_ns", pa.int64()), ("rel_error", pa.float64()),
     ]),
-    "study": pa.schema([
-        ("fabric", pa.string()), ("workload", pa.string()), ("ranks", pa.int64()), ("scheme", pa.string()),
-        ("seed", pa.int64()), ("profile", pa.string()), ("faults", pa.string()), ("backend", pa.string()),
-        ("status", pa.string()),
-        ("cct_ns", pa.float64()), ("ideal_ns", pa.float64()), ("slowdown", pa.float64()),
-        ("max_congestion", pa.float64()), ("mean_congestion", pa.float64()), ("retransmits", pa.int64()),
-        ("spurious_retransmits", pa.int64()), ("drops", pa.int64()), ("fault_drops", pa.int64()),
-        ("paused_ns", pa.int64()), ("fault_target", pa.string()), ("fault_at_ns", pa.int64()),
-        ("fault_free_ns", pa.float64()), ("plan_s", pa.float64()), ("wall_s", pa.float64()),
-    ]),
     "sweep": pa.schema([
         ("point", pa.int64()), ("status", pa.string()), ("error", pa.string()), ("backend", pa.string()),
         ("name", pa.string()), ("hosts", pa.int64()), ("jobs", pa.int64()), ("ranks", pa.int64()),
@@ -112,8 +102,8 @@ FILE_SCHEMAS: dict[str, pa.Schema] = {
         ("packet_hops", pa.int64()), ("hash", pa.string()), ("command", pa.string()),
     ]),
 }
-"""Single-file tables: ``export-workload``'s DAG, ``validation.parquet``, ``study.parquet``; and
-the columns every ``sweep.parquet`` row has after its axis columns (one part file per point)."""
+"""Single-file tables: ``export-workload``'s DAG, ``validation.parquet``; and the columns every
+``sweep.parquet`` row has after its axis columns (one part file per point)."""
 
 RUN_UNITS = b"times in ns from the start of the simulation; sizes in bytes"
 

@@ -180,19 +180,20 @@ def test_normal_run_leaves_no_marker(tmp_path) -> None:
     assert [p.name for p in tmp_path.iterdir()] == ["run"]  # no temporary directory either
 
 
-def test_study_stopped_is_marked(tmp_path) -> None:
+def test_sweep_stopped_is_marked_and_keeps_its_finished_rows(tmp_path) -> None:
     out = tmp_path / "study"
-    proc = _start(["study", "--quick", "--jobs", "1", "-q", "--out", str(out)], tmp_path)
+    proc = _start(["study", "--quick", "--bytes", "2MiB", "--jobs", "1", "-q", "--out", str(out)], tmp_path)
     deadline = time.monotonic() + WAIT_S
-    while not out.exists() and time.monotonic() < deadline and proc.poll() is None:
-        time.sleep(0.05)
+    parts = lambda: list((out / "sweep.parquet").glob("part-*.parquet"))  # noqa: E731
+    while (not out.exists() or len(parts()) < 2) and time.monotonic() < deadline and proc.poll() is None:
+        time.sleep(0.02)
     assert (out / "INCOMPLETE").is_file()
-    time.sleep(1.0)
     proc.send_signal(signal.SIGTERM)
     code, err = _finish(proc)
     assert code == 143, err
     assert (out / "INCOMPLETE").read_text().startswith("stopped by SIGTERM at ")
-    assert not (out / "study.parquet").exists()
+    assert 2 <= len(parts()) < 30
+    assert not [p for p in (out / "sweep.parquet").iterdir() if p.name.startswith(".")]  # no half-written part
 
 
 # ---------------------------------------------------------------------------------------------

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parent.parent
-PRESET_DIRS = {"topology": "topologies", "workload": "workloads", "profile": "profiles"}
+PRESET_DIRS = {"topology": "topologies", "workload": "workloads", "profile": "profiles", "sweep": "sweeps"}
 
 
 @pytest.fixture(scope="module")

@@ -217,3 +217,22 @@ def parse_size(text: str) -> int:
     if n < 1:
         raise InputError("--bytes", "", "must be at least 1 byte")
     return n
+
+
+def preset_text(name: str) -> str:
+    """The sweep preset ``name`` of :data:`PRESETS` as shipped in ``sweeps/<name>.yaml``."""
+    import yaml
+
+    options = PRESETS[name]
+    data, _ = sweep_data(**study_options(**options))
+    command = "pktsim study" + (" --quick" if options.get("quick") else "")
+    return (f"# The reproduction study{' (quick)' if options.get('quick') else ''}: what `{command}` runs.\n"
+            f"# Written by pktsim.experiments.study.write_presets(); tests/test_study.py checks it is current.\n"
+            + yaml.safe_dump(data, sort_keys=False, width=110))
+
+
+def write_presets(directory: Path = Path(__file__).resolve().parents[2] / "sweeps") -> None:
+    """(Re)write the study's sweep presets in a checkout's ``sweeps/``."""
+    directory.mkdir(exist_ok=True)
+    for name in PRESETS:
+        (directory / f"{name}.yaml").write_text(preset_text(name))

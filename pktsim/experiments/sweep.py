@@ -71,14 +71,14 @@ def run_point(task: Task) -> dict:
             if out.exists():  # left by an attempt that was killed: this one replaces it
                 shutil.rmtree(out)
             summary = record_run(engine, experiment, out)
+        row = {"status": "ok", **metrics(summary), "hosts": experiment.scenario.topology.n_hosts}
     except TooLarge as e:
         return {"status": "too large", "error": str(e)}
     except InputError as e:
         return {"status": "error", "error": str(e)}
     except Exception as e:  # one point's crash must not lose the others: its row says what happened
         return {"status": "error", "error": f"{type(e).__name__}: {e}"}
-    return {"status": "ok", **metrics(summary), "hosts": experiment.scenario.topology.n_hosts,
-            "wall_s": time.perf_counter() - t0}
+    return {**row, "wall_s": time.perf_counter() - t0}
 
 
 def metrics(summary: Any) -> dict:
@@ -119,11 +119,7 @@ class SweepTable:
 
     def __init__(self, out: Path, sweep: Sweep) -> None:
         self.dir = out / TABLE
-        axes = [pa.field(name, AXIS_TYPES[kind]) for name, kind in sweep.axes.items()]
-        clash = [f.name for f in axes if f.name in FIXED.names]
-        if clash:
-            raise InputError(sweep.source, clash[0], f"an axis cannot be named like a column of the table "
-                             f"({', '.join(FIXED.names)})")
+        axes = [pa.field(name, AXIS_TYPES[kind]) for name, kind in sweep.axes.items() if name not in FIXED.names]
         meta = parquet_metadata(None, sweep=sweep.text, source=sweep.source,
                                 base=json.dumps(sweep.bases, sort_keys=True), axes=json.dumps(sweep.axes))
         self.schema = pa.schema([*axes, *FIXED]).with_metadata(meta)
@@ -172,7 +168,8 @@ def read_table(out: Path) -> pa.Table:
 
 def _row(point: Point, sweep: Sweep, result: dict) -> dict:
     row = dict.fromkeys(FIXED.names)
-    row.update({name: column_value(point.values.get(name), kind) for name, kind in sweep.axes.items()})
+    row.update({name: column_value(point.values.get(name), kind) for name, kind in sweep.axes.items()
+                if name not in FIXED.names})
     row.update(result)
     row.update(point=point.index, backend=point.backend, hash=point.hash, command=point.command)
     return row

@@ -45,6 +45,7 @@ from pktsim.errors import InputError
 from pktsim.scenario import Scenario, load_scenario
 from pktsim.scenario.loading import read_yaml
 from pktsim.scenario.presets import preset_candidates, preset_names
+from pktsim.traces import FILE_SCHEMAS
 
 AUTO_FLUID_HOSTS = 512
 """``backend: auto``: fabrics with more hosts than this run on the fluid backend."""
@@ -145,7 +146,11 @@ def read_sweep(data: Any, text: str, source: str, root: Path, out: Path, sets: l
     for part in parts:
         for name, values in (*part.zip.items(), *part.grid.items()):
             columns.setdefault(name, []).extend(values if isinstance(values, list) else list(values))
-    sweep.axes = {name: _column_type(name, values) for name, values in columns.items()}
+    sweep.axes = {name: _column_type(values) for name, values in columns.items()}
+    fixed = FILE_SCHEMAS["sweep"].names
+    clash = [name for name in sweep.axes if name in fixed and name != BACKEND_AXIS]  # backend: its column
+    if clash:
+        raise InputError(source, clash[0], f"an axis cannot be named like a column of the table ({', '.join(fixed)})")
     for part_no, part in enumerate(parts):
         where = source if len(parts) == 1 else f"{source} parts.{part_no}"
         base, shown, base_json = _base(part.base, root, inline_base_path(out, part_no, len(parts)), where)
@@ -240,7 +245,7 @@ def _combinations(part: SweepPart, where: str) -> list[list[tuple[str, Any, Any]
     return [[*row, *combo] for row in zipped for combo in itertools.product(*grid)]
 
 
-def _column_type(name: str, values: list[Any]) -> str:
+def _column_type(values: list[Any]) -> str:
     """The Parquet type of an axis column: named and mixed axes are strings (mappings as JSON)."""
     present = [v for v in values if v is not None]
     if present and all(isinstance(v, bool) for v in present):

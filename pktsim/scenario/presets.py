@@ -14,8 +14,8 @@ import importlib.resources
 from importlib.resources.abc import Traversable
 from pathlib import Path
 
-PRESET_DIRS = {"topology": "topologies", "workload": "workloads", "profile": "profiles"}
-"""Section -> the directory of its presets."""
+PRESET_DIRS = {"topology": "topologies", "workload": "workloads", "profile": "profiles", "sweep": "sweeps"}
+"""Section (or ``sweep``: the sweep presets of ``pktsim sweep --preset``) -> the directory of its presets."""
 
 SOURCE_ROOT = Path(__file__).resolve().parents[2]
 """Where a checkout keeps the preset directories (unused once installed from a wheel)."""
