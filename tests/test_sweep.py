@@ -23,7 +23,7 @@ from pktsim import __version__
 from pktsim.cli import main
 from pktsim.errors import InputError
 from pktsim.experiments.sweep import metrics, read_table
-from pktsim.experiments.sweep_spec import read_sweep, set_text
+from pktsim.experiments.sweep_spec import read_sweep, reload, set_text
 from pktsim.scenario import load_scenario
 
 BASE = {"topology": "bench", "workload": {"jobs": [{"name": "job0", "collective": "ring_allreduce", "ranks": 16,
@@ -103,6 +103,7 @@ def test_random_grids_expand_to_every_combination_once(seed: int, tmp_path: Path
                 for combo in itertools.product(*grid.values())]
     assert [tuple(p.values[n] for n in (*zips, *grid)) for p in sweep.points] == expected
     for p in sweep.points:
+        assert reload(p.scenario).model_dump(mode="json") == p.scenario  # what a worker runs is what was hashed
         for name, value in p.values.items():
             want = load_scenario(topology="bench", overrides=[set_text(name, value)])
             assert _at(p.scenario, name) == _at(want.model_dump(mode="json"), name)

@@ -39,7 +39,7 @@ def rows(out: Path) -> list[dict]:
     for row in table:
         for column in WALL_CLOCK:
             row.pop(column)
-        row["command"] = row["command"].replace(str(out), "DIR")
+        row["command"] = row["command"].replace(f"{out}/", "DIR/")
     return table
 
 
@@ -85,8 +85,14 @@ def _stop(process: subprocess.Popen) -> None:
             process.wait(timeout=15)
 
 
-def test_running_scheduler_and_worker_processes(sweep_file: Path, local_rows: list[dict], tmp_path: Path) -> None:
+def test_running_scheduler_and_worker_processes(sweep_file: Path, local_rows: list[dict], tmp_path: Path,
+                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    """Also --keep-traces with a relative --out: the worker (in a working directory of its own)
+    writes each point's run directory under the sweep's directory all the same."""
     scheduler_file = tmp_path / "scheduler.json"
+    worker_dir, submit_dir = tmp_path / "worker", tmp_path / "submit"
+    worker_dir.mkdir()
+    submit_dir.mkdir()
     processes = []
     try:
         scheduler = _dask("scheduler", "--host", "127.0.0.1", "--port", "0", "--scheduler-file", str(scheduler_file),
@@ -104,11 +110,17 @@ def test_running_scheduler_and_worker_processes(sweep_file: Path, local_rows: li
         assert address.startswith("tcp://127.0.0.1:")
         # --death-timeout: the worker also goes if the scheduler is gone before it is stopped
         processes.append(_dask("worker", address, "--nthreads", "1", "--nworkers", "1", "--no-dashboard",
-                               "--death-timeout", "30", log=tmp_path / "worker.log", cwd=tmp_path))
-        out = tmp_path / "dask"
+                               "--death-timeout", "30", log=tmp_path / "worker.log", cwd=worker_dir))
+        monkeypatch.chdir(submit_dir)
+        out = Path("dask")
         # the sweep waits for the scheduler's first worker itself (DASK_WORKERS_S)
-        assert main(["sweep", str(sweep_file), "--out", str(out), "--dask", address, "--quiet"]) == 0
-        assert rows(out) == local_rows
+        assert main(["sweep", str(sweep_file), "--out", str(out), "--dask", address, "--keep-traces",
+                     "--quiet"]) == 0
+        table = rows(out)
+        assert table == local_rows
+        assert sorted(p.name for p in (out / "runs").iterdir()) == sorted(r["hash"] for r in table)
+        assert all((out / "runs" / r["hash"] / "summary.json").is_file() for r in table)
+        assert not (worker_dir / "dask").exists()
     finally:
         for process in reversed(processes):  # the worker first, then its scheduler
             _stop(process)

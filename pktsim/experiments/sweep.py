@@ -137,8 +137,9 @@ class SweepTable:
             table = data.to_table(columns=["hash", "status"])
         except (pa.ArrowInvalid, OSError) as e:
             raise InputError(str(self.dir), "", f"cannot read the sweep's earlier rows: {e}") from None
-        if old.names != self.schema.names:
-            raise InputError(str(self.dir.parent), "", f"holds a sweep with other columns ({', '.join(old.names)}); "
+        if not old.remove_metadata().equals(self.schema.remove_metadata()):
+            theirs = ", ".join(f"{f.name} ({f.type})" for f in old if f.name not in FIXED.names)
+            raise InputError(str(self.dir.parent), "", f"holds a sweep with other columns (axes: {theirs}); "
                              f"give another --out")
         return dict(zip(table["hash"].to_pylist(), table["status"].to_pylist()))
 
@@ -201,7 +202,8 @@ def run_sweep(sweep: Sweep, out: Path, executor: Executor, keep_traces: bool = F
             table.write(_row(point, sweep, {"status": "invalid", "error": point.error}))
         elif done.get(point.hash) != "ok":
             todo.append(point)
-    tasks = [Task(p.scenario, p.backend, str(out / RUNS / p.hash) if keep_traces else None) for p in todo]
+    # (absolute: a worker's working directory is its own)
+    tasks = [Task(p.scenario, p.backend, str((out / RUNS / p.hash).resolve()) if keep_traces else None) for p in todo]
     bar = _Bar(len(sweep.points), len(sweep.points) - len(todo), executor.workers) if progress else None
     try:
         for i, result in executor.results(run_point, tasks):
