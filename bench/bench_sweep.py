@@ -14,17 +14,20 @@ Prints, per run: the wall time of the sweep (the cluster's start-up and shutdown
 apart and left out), the sum of the points' own ``wall_s`` and the overhead per point
 ((wall - sum of wall_s) / points: the cost of the executor, writing the rows, and a worker's first
 imports); then the speed-up of 2 workers over 1 for both executors (the goal: >= 1.8x with points
-of a second or more, on a machine with 2 free cores) and the cluster start-up times. Every run's
-table is checked to be the same as run (a)'s, wall times aside.
+of a second or more, on a machine with 2 free cores) next to the ceiling the machine allows (how much
+slower each point ran two at a time than alone: shared caches and memory bandwidth, other load),
+and the cluster start-up times. Every run's table is checked to be the same as run (a)'s, wall
+times aside.
 
-    python bench/bench_sweep.py                 # the full benchmark (~3 min on 2 cores)
-    python bench/bench_sweep.py --quick         # a smoke run: 4 small points (~15 s, mostly cluster start-up)
+    python bench/bench_sweep.py                 # the full benchmark (~2.5 min on 2 cores)
+    python bench/bench_sweep.py --quick         # a smoke run: 4 small points (~10 s, mostly cluster start-up)
     python bench/bench_sweep.py --bytes 16MiB --seeds 10
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import tempfile
 import time
 from dataclasses import dataclass
@@ -114,6 +117,7 @@ def main() -> None:
     schemes = [s for s in args.schemes.split(",") if s]
     data = sweep_data(args.bytes, schemes, args.seeds)
     text = yaml.safe_dump(data, sort_keys=False)
+    load0 = os.getloadavg()[0]
     with tempfile.TemporaryDirectory(prefix="bench-sweep-") as tmp_name:
         tmp = Path(tmp_name)
         t0 = time.perf_counter()
@@ -144,6 +148,11 @@ def main() -> None:
               f"Dask workers {dask1.wall_s / dask2.wall_s:.2f}x (goal >= 1.8x for points of >= 1 s); "
               f"Dask with start-up and shutdown: "
               f"{(dask1.start_s + dask1.wall_s + dask1.close_s) / (dask2.start_s + dask2.wall_s + dask2.close_s):.2f}x")
+        print(f"ceiling  two at a time each point ran {local2.points_s / local1.points_s:.2f}x (local) and "
+              f"{dask2.points_s / dask1.points_s:.2f}x (Dask) slower than alone (shared caches and memory bandwidth, "
+              f"other load: 1-min load average {load0:.2f} before, {os.getloadavg()[0]:.2f} after), so 2 workers "
+              f"could give at most {2 * local1.points_s / local2.points_s:.2f}x and "
+              f"{2 * dask1.points_s / dask2.points_s:.2f}x")
         print(f"overhead a point, 1 worker: local {(local1.wall_s - local1.points_s) / points * 1e3:.1f} ms, "
               f"Dask {(dask1.wall_s - dask1.points_s) / points * 1e3:.1f} ms (goal < 50 ms); "
               f"LocalCluster start-up {dask1.start_s:.2f} s (1 worker), {dask2.start_s:.2f} s (2 workers)")

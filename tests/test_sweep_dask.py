@@ -16,6 +16,7 @@ import pytest
 pytest.importorskip("distributed")
 
 from pktsim.cli import main  # noqa: E402
+from pktsim.experiments import executors  # noqa: E402
 from pktsim.experiments.sweep import read_table  # noqa: E402
 
 SWEEP = """\
@@ -127,8 +128,9 @@ def test_running_scheduler_and_worker_processes(sweep_file: Path, local_rows: li
 
 
 def test_unreachable_scheduler_is_one_line_and_nothing_written(sweep_file: Path, tmp_path: Path,
-                                                               capsys: pytest.CaptureFixture) -> None:
-    """Nothing listens on port 1: the connection is refused, retried until DASK_CONNECT_S (10 s)."""
+                                                               capsys: pytest.CaptureFixture, monkeypatch) -> None:
+    """Nothing listens on port 1: the connection is refused, retried until DASK_CONNECT_S (here 1 s)."""
+    monkeypatch.setattr(executors, "DASK_CONNECT_S", 1)
     out = tmp_path / "never"
     capsys.readouterr()
     assert main(["sweep", str(sweep_file), "--out", str(out), "--dask", "tcp://127.0.0.1:1", "--quiet"]) == 2

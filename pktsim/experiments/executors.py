@@ -132,9 +132,13 @@ class DaskCluster:
             yield index[future.key], _outcome(future)
 
     def close(self) -> None:
-        self.client.close()
+        """Disconnect (and stop a LocalCluster); again is a no-op."""
+        if self.client is not None:
+            self.client.close()
+            self.client = None
         if self._cluster is not None:
             self._cluster.close()
+            self._cluster = None
 
 
 def open_executor(jobs: int, dask: str | None, workers: int | None) -> Executor:

@@ -310,8 +310,7 @@ def _resolve(index: int, combo: list[tuple[str, Any, Any]], backend: str, base: 
             backend = "fluid" if scenario.topology.n_hosts > AUTO_FLUID_HOSTS else "packet"
         backend_named(backend).check(scenario)
     except InputError as e:
-        said = e.source if e.source.startswith("--set") or e.source == BACKEND_AXIS else f"from {e.source}"
-        error = InputError(described, e.field, f"{e.problem} [{said}]")
+        error = InputError(described, e.field, f"{e.problem} [{_said(e.source, combo)}]")
         if not skip_invalid:
             raise error from None
         return Point(index, values, tuple(own), backend, None, scenario_hash({"sets": [*sets, *own]}, backend),
@@ -319,6 +318,17 @@ def _resolve(index: int, combo: list[tuple[str, Any, Any]], backend: str, base: 
     scenario_json = scenario.model_dump(mode="json")
     return Point(index, values, tuple(own), backend, scenario_json, scenario_hash(scenario_json, backend),
                  _command(base_path, backend, [*sets, *own]))
+
+
+def _said(source: str, combo: list[tuple[str, Any, Any]]) -> str:
+    """Where the field of an error was written: an axis of the sweep, the command's --set, the base."""
+    if source.startswith("--set "):
+        key = source[len("--set "):]
+        for name, value, fields in reversed(combo):  # the last axis setting it wins
+            if key in fields:
+                return f"axis {name}" if name == key else f"axis {name}, value {value}"
+        return source
+    return source if source == BACKEND_AXIS else f"from {source}"
 
 
 def _command(base_path: str | None, backend: str, sets: list[str]) -> str:
