@@ -32,7 +32,7 @@ from pktsim.rundir import (MARKER, Stopped, StopOnSignals, create_marked, fresh_
 from pktsim.scenario import LB_SCHEMES, Scenario, blame, load_scenario
 
 if TYPE_CHECKING:
-    from pktsim.experiment import Backend, Experiment, Progress
+    from pktsim.experiment import Backend, Experiment
     from pktsim.summary import RunSummary
 from pktsim.units import format_ns
 
@@ -346,12 +346,13 @@ def _run_sweep(args: argparse.Namespace, data: object, text: str, source: str, r
     """Validate every point, then run those without an ok row into the sweep's directory."""
     from pktsim.experiments import executors
     from pktsim.experiments import sweep as sweeps
-    from pktsim.experiments.sweep_spec import inline_base_path, read_sweep
+    from pktsim.experiments.sweep_spec import read_sweep
 
     out, resuming = _sweep_dir(args, name)
     sweep = read_sweep(data, text, source, root, out, args.overrides, skip_invalid)
     table = sweeps.SweepTable(out, sweep)
-    done = sum(status == "ok" for h, status in table.existing().items() if h in {p.hash for p in sweep.points})
+    hashes = {p.hash for p in sweep.points}
+    done = sum(status == "ok" and h in hashes for h, status in table.existing().items())
     jobs = args.jobs if args.jobs is not None else os.cpu_count() or 1
     executor = executors.open_executor(jobs, args.dask, args.workers)
     if not args.quiet:
@@ -366,10 +367,8 @@ def _run_sweep(args: argparse.Namespace, data: object, text: str, source: str, r
         try:
             create_marked(out, "sweep")  # (again when resuming)
             write_atomic(out / "sweep.yaml", text)
-            parts = data.get("parts", [data]) if isinstance(data, dict) else []
-            for i, part in enumerate(parts):
-                if isinstance(part.get("base"), dict):
-                    write_atomic(inline_base_path(out, i, len(parts)), yaml_dump(part["base"]))
+            for path, base in sweep.inline_bases.items():
+                write_atomic(path, _yaml_text(base))
             outcome = sweeps.run_sweep(sweep, out, executor, args.keep_traces, progress=not args.quiet)
             note = _plot_note(out)
             (out / MARKER).unlink()
@@ -388,7 +387,7 @@ def _run_sweep(args: argparse.Namespace, data: object, text: str, source: str, r
     return 0
 
 
-def yaml_dump(data: object) -> str:
+def _yaml_text(data: object) -> str:
     import yaml
 
     return yaml.safe_dump(data, sort_keys=False)
@@ -427,7 +426,7 @@ def cmd_study(args: argparse.Namespace) -> int:
     }
     options.update({k: v for k, v in given.items() if v is not None})
     data, notes = study.sweep_data(**options, backend_name=args.backend, overrides=args.overrides)
-    return _run_sweep(args, data, yaml_dump(data), "pktsim study", Path.cwd(), "study", True, notes)
+    return _run_sweep(args, data, _yaml_text(data), "pktsim study", Path.cwd(), "study", True, notes)
 
 
 def cmd_plot(args: argparse.Namespace) -> int:

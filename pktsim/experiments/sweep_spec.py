@@ -105,6 +105,8 @@ class Sweep:
     points: list[Point] = field(default_factory=list)
     bases: list[dict | None] = field(default_factory=list)
     """Each part's base scenario as written (JSON form), for the metadata."""
+    inline_bases: dict[Path, dict] = field(default_factory=dict)
+    """Where each inline base is to be written (the points' commands name these files)."""
 
     @property
     def valid(self) -> list[Point]:
@@ -137,7 +139,7 @@ def read_sweep(data: Any, text: str, source: str, root: Path, out: Path, sets: l
     """Parse, expand and resolve a sweep (see the module docstring). ``sets``: the sweep command's
     ``--set`` values, applied to every point's base before its own; ``root``: where a relative
     ``base`` path starts; ``out``: the sweep's directory, where an inline base is written
-    (:func:`inline_base_path`) for the reproducing commands. Raises InputError naming the first bad
+    (``DIR/base.yaml``) for the reproducing commands. Raises InputError naming the first bad
     point unless ``skip_invalid``, in which case invalid points are kept with their error (they
     become rows with status invalid)."""
     parts = _parts(data, source)
@@ -153,13 +155,14 @@ def read_sweep(data: Any, text: str, source: str, root: Path, out: Path, sets: l
         raise InputError(source, clash[0], f"an axis cannot be named like a column of the table ({', '.join(fixed)})")
     for part_no, part in enumerate(parts):
         where = source if len(parts) == 1 else f"{source} parts.{part_no}"
-        base, shown, base_json = _base(part.base, root, inline_base_path(out, part_no, len(parts)), where)
+        inline = _inline_base_path(out, part_no, len(parts))
+        base, shown, base_json = _base(part.base, root, inline, where)
         sweep.bases.append(base_json)
+        if isinstance(part.base, dict):
+            sweep.inline_bases[inline] = part.base
         for combo in _combinations(part, where):
             point = _resolve(len(sweep.points), combo, part.backend, base, shown, list(sets), where, skip_invalid)
             sweep.points.append(point)
-    if not sweep.points:
-        raise InputError(source, "grid", "the sweep has no points (every axis needs at least one value)")
     return sweep
 
 
@@ -187,11 +190,6 @@ def _parts(data: Any, source: str) -> list[SweepPart]:
                     raise InputError(where, f"{section}.{name}", "an axis needs at least one value")
                 if name in part.grid and name in part.zip:
                     raise InputError(where, f"zip.{name}", "is also a grid axis")
-                if name == BACKEND_AXIS and isinstance(values, list):
-                    bad = [v for v in values if v not in BACKEND_CHOICES]
-                    if bad:
-                        raise InputError(where, f"{section}.{name}", f"unknown backend {bad[0]!r} "
-                                         f"(choices: {', '.join(BACKEND_CHOICES)})")
         lengths = {name: len(values) for name, values in part.zip.items()}
         if len(set(lengths.values())) > 1:
             shown = ", ".join(f"{n}: {k}" for n, k in lengths.items())
@@ -199,7 +197,7 @@ def _parts(data: Any, source: str) -> list[SweepPart]:
     return parts
 
 
-def inline_base_path(out: Path, part: int, parts: int) -> Path:
+def _inline_base_path(out: Path, part: int, parts: int) -> Path:
     """Where a part's inline base is written: ``DIR/base.yaml`` (``DIR/base-<part>.yaml`` with parts)."""
     return out / ("base.yaml" if parts == 1 else f"base-{part}.yaml")
 
