@@ -129,7 +129,8 @@ def test_running_scheduler_and_worker_processes(sweep_file: Path, local_rows: li
 
 def test_unreachable_scheduler_is_one_line_and_nothing_written(sweep_file: Path, tmp_path: Path,
                                                                capsys: pytest.CaptureFixture, monkeypatch) -> None:
-    """Nothing listens on port 1: the connection is refused, retried until DASK_CONNECT_S (here 1 s)."""
+    """Nothing listens on port 1: refused at once (a probe before distributed, which would retry
+    until DASK_CONNECT_S)."""
     monkeypatch.setattr(executors, "DASK_CONNECT_S", 1)
     out = tmp_path / "never"
     capsys.readouterr()

@@ -73,6 +73,22 @@ def _outcome(future: Any) -> Any:
         return e
 
 
+def _probe(address: str) -> None:
+    """Fail at once when nothing listens at a ``tcp://HOST:PORT`` scheduler address (distributed
+    itself retries a refused connection until its timeout)."""
+    import socket
+
+    if not address.startswith("tcp://"):
+        return
+    host, _, port = address[len("tcp://"):].rpartition(":")
+    try:
+        socket.create_connection((host.strip("[]"), int(port)), timeout=DASK_CONNECT_S).close()
+    except ValueError:
+        raise InputError("--dask", "", f"expected tcp://HOST:PORT (got {address!r})") from None
+    except OSError as e:
+        raise InputError("--dask", "", f"cannot reach the scheduler at {address}: {e.strerror or e}") from None
+
+
 def _worker_version() -> str:
     import pktsim
 
@@ -101,6 +117,7 @@ class DaskCluster:
             if not address.startswith(("tcp://", "tls://", "ucx://", "inproc://")):
                 raise InputError("--dask", "", f"expected local or a scheduler address such as "
                                  f"tcp://HOST:8786 (got {address!r})")
+            _probe(address)
             try:
                 self.client = Client(address, timeout=f"{DASK_CONNECT_S}s")
             except (OSError, TimeoutError) as e:
