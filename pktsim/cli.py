@@ -29,7 +29,7 @@ from pktsim.backends import BACKENDS, backend
 from pktsim.errors import InputError
 from pktsim.rundir import (MARKER, Stopped, StopOnSignals, create_marked, fresh_path, mark_incomplete, record_run,
                            write_atomic)
-from pktsim.scenario import LB_SCHEMES, Scenario, blame, load_scenario
+from pktsim.scenario import LB_SCHEMES, Scenario, blame, load_scenario, preset_names
 
 if TYPE_CHECKING:
     from pktsim.experiment import Backend, Experiment
@@ -110,7 +110,7 @@ def build_parser() -> argparse.ArgumentParser:
     sw.add_argument("sweep", nargs="?", metavar="SWEEP.yaml", help="the sweep file: base, backend, grid, zip "
                     "(pktsim/experiments/sweep_spec.py)")
     sw.add_argument("--preset", metavar="NAME", help="a sweep shipped with pktsim instead of a file "
-                    "(reproduction, reproduction-quick, ...)")
+                    f"({', '.join(preset_names('sweep'))})")
     _sweep_options(sw)
     sw.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                     help="override a field of every point's base scenario (before the sweep's own axes)")
