@@ -73,10 +73,12 @@ from dataclasses import dataclass
 from math import lcm
 from typing import NamedTuple
 
+import numpy as np
+
 from pktsim.fabric.fabric import Fabric, Hop
 from pktsim.scenario import Scenario
 from pktsim.units import ns_to_ps, ps_per_byte, serialisation_ps
-from pktsim.workload.collectives import critical_path
+from pktsim.workload.collectives import critical_path_array
 from pktsim.workload.dag import Workload
 
 
@@ -227,37 +229,53 @@ def ideal_times(fabric: Fabric, scenario: Scenario, workload: Workload) -> Ideal
     """Ideal times (ps) on an idle fabric: per message, the lower bound on its FCT and the closed form
     alone on one path; per collective op, a lower bound on its duration: the larger of its critical
     path with every message at its bound and the time every host's NIC needs to serialise the wire
-    bytes it sends (or receives) in the op."""
+    bytes it sends (or receives) in the op.
+
+    Vectorised on purpose: messages are grouped by (ToR pair, same host, bytes) with numpy and each
+    group's times computed once, from its first message (what a scan in msg_id order with caches
+    computes); the per-message lists share the groups' int objects."""
     nic = scenario.nic
-    tor_of = fabric.tor_of
-    routes: dict[tuple, Route] = {}
+    w = workload
+    n = len(w.bytes)
+    tor_names = sorted({fabric.tor_of[h] for h in w.hosts})
+    tor_code = np.array([tor_names.index(fabric.tor_of[h]) for h in w.hosts], dtype=np.int64)
+    n_tors = max(len(tor_names), 1)
+    src, dst = w.src.astype(np.int64), w.dst.astype(np.int64)
+    sizes, size_code = np.unique(w.bytes, return_inverse=True)
+    route_key = (tor_code[src] * n_tors + tor_code[dst]) * 2 + (src == dst)
+    key = route_key * max(len(sizes), 1) + size_code.reshape(-1)
+    _, first, inverse = np.unique(key, return_index=True, return_inverse=True)
+    routes: dict[int, Route] = {}
     bounds: dict[tuple[Route, int], int] = {}
-    times: dict[tuple, tuple[int, int]] = {}  # (ToR pair, same host, bytes) -> (bound, single path)
-    fct, alone = [], []
-    for m in workload.messages:
-        key = (tor_of[m.src], tor_of[m.dst], m.src == m.dst, m.bytes)
-        t = times.get(key)
-        if t is None:
-            r = routes.get(key[:3])
-            if r is None:
-                r = routes[key[:3]] = route(fabric, m.src, m.dst)
-            if (r, m.bytes) not in bounds:  # pairs of ToRs alike share their bounds
-                bounds[r, m.bytes] = message_bound_ps(m.bytes, nic.mtu_bytes, nic.header_bytes, r)
-            hops = fabric.path_hops(m.src, m.dst)
-            t = times[key] = (bounds[r, m.bytes], message_fct_ps(m.bytes, nic.mtu_bytes, nic.header_bytes, hops))
-        fct.append(t[0])
-        alone.append(t[1])
-    chain = critical_path(workload, lambda m: fct[m.msg_id])
+    fct_of, alone_of = [0] * len(first), [0] * len(first)
+    for g in np.argsort(first, kind="stable").tolist():  # groups in order of their first message
+        i = int(first[g])
+        m_src, m_dst, nbytes = w.hosts[src[i]], w.hosts[dst[i]], int(w.bytes[i])
+        rk = int(route_key[i])
+        r = routes.get(rk)
+        if r is None:
+            r = routes[rk] = route(fabric, m_src, m_dst)
+        if (r, nbytes) not in bounds:  # pairs of ToRs alike share their bounds
+            bounds[r, nbytes] = message_bound_ps(nbytes, nic.mtu_bytes, nic.header_bytes, r)
+        hops = fabric.path_hops(m_src, m_dst)
+        fct_of[g], alone_of[g] = bounds[r, nbytes], message_fct_ps(nbytes, nic.mtu_bytes, nic.header_bytes, hops)
+    groups = inverse.reshape(-1).tolist()
+    fct = list(map(fct_of.__getitem__, groups))
+    alone = list(map(alone_of.__getitem__, groups))
+    del groups
+    chain = critical_path_array(workload, np.array(fct_of, dtype=np.float64)[inverse.reshape(-1)] if n else np.zeros(0))
+    payload = nic.mtu_bytes - nic.header_bytes
+    wire = w.bytes + -(-w.bytes // payload) * nic.header_bytes  # wire_bytes(), vectorised
     ops = []
     for op, cp in zip(workload.collectives, chain):
-        nic_bytes: dict[tuple[str, str], int] = {}
-        for i in op.msg_ids:
-            m = workload.messages[i]
-            wire = wire_bytes(m.bytes, nic.mtu_bytes, nic.header_bytes)
-            for end in ((m.src, "tx"), (m.dst, "rx")):
-                nic_bytes[end] = nic_bytes.get(end, 0) + wire
-        nic_bound = max(
-            serialisation_ps(b, fabric.host_link_gbps(host)) for (host, _), b in nic_bytes.items()
-        )
+        a, b = op.msg_ids.start, op.msg_ids.stop
+        nic_bound = 0
+        for codes in (src[a:b], dst[a:b]):  # the op's senders (tx), then its receivers (rx)
+            hosts, local = np.unique(codes, return_inverse=True)
+            # float64 sums of integers below 2**53 (bytes per host per op): exact
+            per_host = np.bincount(local.reshape(-1), weights=wire[a:b], minlength=len(hosts))
+            for h, nbytes in zip(hosts.tolist(), per_host.tolist()):
+                host = w.hosts[h]
+                nic_bound = max(nic_bound, serialisation_ps(int(nbytes), fabric.host_link_gbps(host)))
         ops.append(max(int(cp), nic_bound))
     return IdealTimes(fct, ops, alone)

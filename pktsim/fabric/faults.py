@@ -182,7 +182,10 @@ def _straggler(i: int, spec, at_ps: int, fabric: Fabric, scenario: Scenario, wor
     if spec.host not in fabric.host_index:
         raise InputError("scenario", where, f"no host named {spec.host!r} in the topology "
                          f"(h0 .. h{len(fabric.hosts) - 1})")
-    jobs = {m.job for m in workload.messages if m.src == spec.host}
+    import numpy as np  # imported when used, like the workload's columns it reads
+
+    code = workload.host_codes([spec.host])[0]
+    jobs = {workload.job_names[j] for j in np.unique(workload.job[workload.src == code]).tolist()}
     if not jobs:
         raise InputError("scenario", where, f"{spec.host} runs no rank of the workload: a straggler there "
                          "would change nothing")
@@ -346,7 +349,9 @@ def draw_faults(spec, fabric: Fabric, workload: Workload, makespan_ns: int | Non
     host_edge = [not fabric.is_switch(u) for u, _ in edges]
     pool = [e for e, h in zip(edges, host_edge)
             if spec.tier == "any" or (spec.tier == "host") == h]
-    hosts = sorted({m.src for m in workload.messages}, key=fabric.host_index.__getitem__)
+    import numpy as np  # imported when used, like the workload's columns it reads
+
+    hosts = sorted({workload.hosts[c] for c in np.unique(workload.src).tolist()}, key=fabric.host_index.__getitem__)
     used: set = set()
     out: list[dict] = []
     for _ in range(spec.count):

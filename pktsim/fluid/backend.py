@@ -291,9 +291,10 @@ class _Active:
                 self.on_link[link].discard(slot)
         return flow
 
-    def component(self, links: set[int], limit: int) -> list[int] | None:
+    def component(self, links: set[int], limit: int) -> tuple[list[int], set[int]] | None:
         """The slots connected to ``links`` through shared links (their max-min rates depend on
-        nothing else), sorted; None when there are more than ``limit`` (recompute everything)."""
+        nothing else), sorted, and the links walked (``links`` and every link of those slots);
+        None when there are more than ``limit`` slots (recompute everything)."""
         on_link, flow = self.on_link, self.flow
         seen = set(links)
         stack = list(links)
@@ -308,7 +309,7 @@ class _Active:
                         if link not in seen:
                             seen.add(link)
                             stack.append(link)
-        return sorted(slots)
+        return sorted(slots), seen
 
     def bits_left(self, slot: int, now: float) -> float:
         """Bits ``slot`` has left to send at ``now``."""
@@ -385,6 +386,8 @@ class FluidSimulation:
         self.active = _Active(len(self.fabric.links), track_links=not self.sprayed)
         self.touched: set[int] = set()
         """Links whose set of active flows changed since the last rate computation."""
+        self._local = np.zeros(len(self.fabric.links) + 1, dtype=np.int64)
+        """Scratch: fabric link id -> index among a component's links (see :meth:`_recompute`)."""
         self.heap: list[tuple[float, int, int, object]] = []
         self._seq = 0
         self.now = 0.0
@@ -495,10 +498,10 @@ class FluidSimulation:
         """The compute gap (``gap_ns``, ps) before a message released now: longer when its sender is
         a straggler from then on. (A root's ``gap_ns`` is its job's start time, not compute: it is
         never stretched.)"""
-        m = self.workload.messages[msg_id]
-        gap_ps = ns_to_ps(m.gap_ns)
+        w = self.workload
+        gap_ps = ns_to_ps(int(w.gap_ns[msg_id]))
         if self.stragglers and gap_ps:
-            gap_ps = round(gap_ps * self.faults.compute_factor(m.src, self.now))
+            gap_ps = round(gap_ps * self.faults.compute_factor(w.hosts[w.src[msg_id]], self.now))
         return gap_ps
 
     # -- faults ----------------------------------------------------------------------------------
@@ -533,8 +536,7 @@ class FluidSimulation:
         self.view = self.fabric.with_next_hops(rc.next_hops)
         self._paths = {}
         if rc.replan:
-            unposted = [i for i, t in enumerate(self.dag.ready_ps) if t < 0]
-            self.planner.replan(self.view, unposted, self.scenario, self.workload)
+            self.planner.replan(self.view, self.dag.unposted(), self.scenario, self.workload)
         self._reroute()
 
     def _reroute(self) -> None:
@@ -797,19 +799,25 @@ class FluidSimulation:
         touched link through shared links (all active flows when that is most of them, or when
         ``incremental`` is off). Returns whether any rate was computed."""
         act = self.active
-        slots = None
+        found = None
         if act.on_link is not None and self.incremental:
-            slots = act.component(self.touched, limit=max(64, act.count // 2))
+            found = act.component(self.touched, limit=max(64, act.count // 2))
         self.touched = set()
-        if slots is None:
+        if found is None:
             idx = np.flatnonzero(act.used)
             links, capacity = act.links[idx], self.capacity
-        elif not slots:
+        elif not found[0]:
             return False
         else:
+            slots, seen = found
             idx = np.array(slots, dtype=np.int64)
-            ids, local = np.unique(act.links[idx], return_inverse=True)
-            links, capacity = local.reshape(len(idx), -1), self.capacity[ids]
+            # The component's links renumbered 0..k-1 through a lookup table instead of np.unique
+            # over its rows (on purpose: a sort per event). ``seen`` holds every link of these slots
+            # (and maybe touched links none of them uses: unloaded, they change no rate), plus the
+            # padding link.
+            ids = np.array(sorted(seen) + [act.dummy], dtype=np.int64)
+            self._local[ids] = np.arange(len(ids))
+            links, capacity = self._local[act.links[idx]], self.capacity[ids]
         rate = max_min_rates(links, act.weights[idx], capacity)
         if self.link_faults:  # max-min shares the sending rates; bits drain at the delivered rate
             rate = rate * act.gain[idx]

@@ -30,6 +30,8 @@ import time
 from collections import defaultdict
 from math import gcd
 
+import numpy as np
+
 from pktsim.errors import InputError
 from pktsim.fabric.fabric import Fabric
 from pktsim.fabric.hashing import connection_entropy
@@ -100,8 +102,21 @@ class FlowPlanner:
         return sum(self.phase_seconds.values())
 
     def packets(self, workload: Workload, payload_bytes: int) -> int:
-        """Packets the workload puts on the wire, its messages cut into the planned subflows."""
-        return sum(-(-size // payload_bytes) for m in workload.messages for size, _ in self.subflows(m))
+        """Packets the workload puts on the wire, its messages cut into the planned subflows.
+
+        Vectorised on purpose: a message without a plan is cut by :func:`split_evenly` into
+        k = min(subflows, bytes) parts, ``bytes % k`` of them one byte larger than the rest."""
+        sizes, counts = np.unique(workload.bytes, return_counts=True)  # few distinct sizes
+
+        def unplanned(nbytes: np.ndarray) -> np.ndarray:
+            k = np.minimum(self.lb.subflows, nbytes)
+            base, extra = nbytes // k, nbytes % k
+            return extra * -(-(base + 1) // payload_bytes) + (k - extra) * -(-base // payload_bytes)
+
+        total = int((unplanned(sizes) * counts).sum())
+        for i, pieces in self._plans.items():
+            total += sum(-(-size // payload_bytes) for size, _ in pieces) - int(unplanned(workload.bytes[i:i + 1])[0])
+        return total
 
     def subflows(self, m: Message) -> list[Subflow]:
         """(bytes, entropy) of each subflow of ``m``; the bytes sum to ``m.bytes``."""
@@ -116,12 +131,18 @@ class FlowPlanner:
     def _phases(self, workload: Workload, only: set[int] | None = None) -> dict[tuple[int, int], list[Message]]:
         """The cross-rack messages of each phase, the flows a plan sees together: keyed by (op, step),
         or (iteration, step) across all jobs with the cluster scope (``only``: of these messages)."""
+        tor_of = self._paths.tor_of
+        tor = np.array([tor_of[h] for h in workload.hosts], dtype=object)
+        cross = tor[workload.src] != tor[workload.dst]  # vectorised on purpose: every message
+        if only is not None:
+            keep = np.zeros(len(cross), dtype=bool)
+            keep[sorted(only)] = True
+            cross &= keep
+        msgs = workload.messages
+        group = workload.iteration if self.cluster_scope else workload.op
         phases: dict[tuple[int, int], list[Message]] = defaultdict(list)
-        for m in workload.messages:
-            if only is not None and m.msg_id not in only:
-                continue
-            if self._paths.tor_of[m.src] != self._paths.tor_of[m.dst]:
-                phases[(m.iteration if self.cluster_scope else m.op), m.step].append(m)
+        for i in np.flatnonzero(cross).tolist():
+            phases[int(group[i]), int(workload.step[i])].append(msgs[i])
         return phases
 
     def _plan_minimal(self, workload: Workload, only: set[int] | None = None) -> None:

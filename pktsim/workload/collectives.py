@@ -32,7 +32,7 @@ from typing import TYPE_CHECKING, NamedTuple
 from pktsim.errors import InputError
 from pktsim.registry import Registry
 from pktsim.units import split_evenly
-from pktsim.workload.dag import CollectiveOp, Message, Workload
+from pktsim.workload.dag import COLUMN_DTYPES, COLUMNS, CollectiveOp, IdRange, Message, Workload
 
 if TYPE_CHECKING:  # the scenario's JobSpec takes its list of collectives from COLLECTIVES below
     import numpy as np
@@ -51,6 +51,31 @@ class _Send(NamedTuple):
     bytes: int
     channel: int
     deps: tuple[int, ...]
+
+
+class _Sends(NamedTuple):
+    """The messages of one collective op in columns (numpy arrays, one entry per message, over
+    ranks 0..N-1) with op-local deps as CSR: message i waits for ``dep_ids[dep_start[i]:dep_start[i+1]]``."""
+
+    step: np.ndarray
+    src: np.ndarray
+    dst: np.ndarray
+    bytes: np.ndarray
+    channel: np.ndarray
+    dep_start: np.ndarray
+    dep_ids: np.ndarray
+
+
+def _columns(sends: list[_Send]) -> _Sends:
+    """A list of :class:`_Send` as columns."""
+    import numpy as np  # imported when used: the scenario imports this module for its registry
+
+    counts = np.array([len(s.deps) for s in sends], dtype=np.int64)
+    dep_start = np.zeros(len(sends) + 1, dtype=np.int64)
+    np.cumsum(counts, out=dep_start[1:])
+    dep_ids = np.fromiter((d for s in sends for d in s.deps), dtype=np.int64, count=int(dep_start[-1]))
+    col = [np.array([s[f] for s in sends], dtype=np.int64) for f in range(5)]  # step, src, dst, bytes, channel
+    return _Sends(*col, dep_start, dep_ids)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -146,12 +171,16 @@ def _ring_offsets(collective: str, n: int) -> list[int]:
     return {"ring_allreduce": rs + ag, "reduce_scatter": rs, "allgather": ag}[collective]
 
 
-def _ring(job: JobSpec, index: int) -> list[_Send]:
+def _ring(job: JobSpec, index: int) -> _Sends:
     """Ring collective on ranks in order (r sends to r+1), ``channels`` rings, ``slices`` pieces per step.
 
     Piece p of step k on channel c from rank r depends on piece p of step k-1 on channel c received
-    by r (sent by r-1).
+    by r (sent by r-1). Messages are numbered in (step, channel, rank, piece) order, so message
+    (k, c, r, p) has id ((k * C + c) * N + r) * P + p. Built in columns with numpy (vectorised on
+    purpose: a 2048-rank ring is millions of messages).
     """
+    import numpy as np  # imported when used: the scenario imports this module for its registry
+
     n, total = job.ranks, job.bytes
     if total < n:
         raise InputError(
@@ -160,21 +189,27 @@ def _ring(job: JobSpec, index: int) -> list[_Send]:
         )
     n_channels = max(1, min(job.channels, total // n))
     n_slices = max(1, min(job.slices, (total // n_channels) // n))
-    chunks = [split_evenly(c_bytes, n) for c_bytes in split_evenly(total, n_channels)]
-    pieces = [[split_evenly(chunk, n_slices) for chunk in ch] for ch in chunks]
-    sends: list[_Send] = []
-    received: dict[tuple[int, int, int], int] = {}  # (channel, piece, receiving rank) -> local id, previous step
-    for k, offset in enumerate(_ring_offsets(job.collective, n)):
-        now: dict[tuple[int, int, int], int] = {}
-        for c in range(n_channels):
-            for r in range(n):
-                for p, size in enumerate(pieces[c][(r - offset) % n]):
-                    assert size > 0
-                    deps = (received[c, p, r],) if k > 0 else ()
-                    now[c, p, (r + 1) % n] = len(sends)
-                    sends.append(_Send(k, r, (r + 1) % n, size, c, deps))
-        received = now
-    return sends
+    # sizes[c, chunk, p]: bytes of piece p of chunk ``chunk`` on channel c (every piece >= 1 byte)
+    sizes = np.array([[split_evenly(chunk, n_slices) for chunk in split_evenly(c_bytes, n)]
+                      for c_bytes in split_evenly(total, n_channels)], dtype=np.int64)
+    assert sizes.min() > 0
+    offsets = np.array(_ring_offsets(job.collective, n), dtype=np.int64)
+    n_steps, per_step = len(offsets), n_channels * n * n_slices
+    shape = (n_steps, n_channels, n, n_slices)
+    k = np.arange(n_steps, dtype=np.int64)[:, None, None, None]
+    c = np.arange(n_channels, dtype=np.int64)[None, :, None, None]
+    r = np.arange(n, dtype=np.int64)[None, None, :, None]
+    p = np.arange(n_slices, dtype=np.int64)[None, None, None, :]
+    step = np.broadcast_to(k.astype(np.int32), shape).ravel()
+    src = np.broadcast_to(r.astype(np.int32), shape).ravel()
+    channel = np.broadcast_to(c.astype(np.int32), shape).ravel()
+    nbytes = sizes[c, (r - offsets[k]) % n, p].ravel()
+    # deps: (k-1, c, r-1, p) for every step but the first
+    dep_ids = ((((k[1:] - 1) * n_channels + c) * n + (r - 1) % n) * n_slices + p)
+    dep_ids = np.broadcast_to(dep_ids, (n_steps - 1, *shape[1:])).ravel()
+    dep_start = np.zeros(n_steps * per_step + 1, dtype=np.int64)
+    dep_start[per_step + 1:] = np.arange(1, (n_steps - 1) * per_step + 1)
+    return _Sends(step, src, (src + 1) % n, nbytes, channel, dep_start, dep_ids)
 
 
 def _direct(src: int, dst: int, size: int, step: int, n_channels: int, deps: tuple[int, ...], out: list[_Send]) -> None:
@@ -240,8 +275,9 @@ def _incast(job: JobSpec) -> list[_Send]:
     return sends
 
 
-Generator = Callable[["JobSpec", int, int], list[_Send]]
-"""``generator(job, index, seed)``: one op of ``job`` (the ``index``-th job) as :class:`_Send` s."""
+Generator = Callable[["JobSpec", int, int], "list[_Send] | _Sends"]
+"""``generator(job, index, seed)``: one op of ``job`` (the ``index``-th job) as :class:`_Send` s (or
+already in columns)."""
 
 COLLECTIVES: Registry[Generator] = Registry("collective")
 """``workload.jobs[i].collective`` -> its generator, in the order the scenario lists them."""
@@ -254,13 +290,14 @@ COLLECTIVES.add("permutation", _permutation)
 COLLECTIVES.add("incast", lambda job, index, seed: _incast(job))
 
 
-def _collective_sends(job: JobSpec, index: int, seed: int) -> list[_Send]:
+def _collective_sends(job: JobSpec, index: int, seed: int) -> _Sends:
     """One op of ``job`` (the ``index``-th job) as messages between ranks with op-local deps."""
     if job.bytes < 1:
         raise InputError("workload", _field(index, "bytes"), "must be at least 1 byte")
     if job.collective not in COLLECTIVES:
         raise InputError("workload", _field(index, "collective"), f"unknown collective {job.collective!r}")
-    return COLLECTIVES[job.collective](job, index, seed)
+    sends = COLLECTIVES[job.collective](job, index, seed)
+    return sends if isinstance(sends, _Sends) else _columns(sends)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -271,52 +308,102 @@ def build_workload(jobs: Sequence[JobSpec], hosts: Sequence[str], hosts_per_leaf
     """Place the jobs on ``hosts`` and expand each into ``job.iterations`` collective ops of messages.
 
     ``hosts`` are host names in leaf order (``hosts_per_leaf`` per leaf, the default stride of
-    ``strided`` placement). ``seed`` fixes random placement and random permutations. Times
-    (``gap_ns``) are in ns: the first iteration's root messages are ready at ``job.start_ns``; later
-    iterations wait for the previous one plus ``job.compute_gap_ns``.
+    ``strided`` placement); the workload's host codes index them. ``seed`` fixes random placement
+    and random permutations. Times (``gap_ns``) are in ns: the first iteration's root messages are
+    ready at ``job.start_ns``; later iterations wait for the previous one plus ``job.compute_gap_ns``.
+    Every column is built with numpy, op by op into arrays of the final size (vectorised on purpose).
     """
+    import numpy as np  # imported when used: the scenario imports this module for its registry
+
     placements = place_jobs(jobs, hosts, hosts_per_leaf, seed)
-    wl = Workload()
-    for j, (job, placed) in enumerate(zip(jobs, placements)):
-        sends = _collective_sends(job, j, seed)
+    index_of = {h: i for i, h in enumerate(hosts)}
+    collective_names = list(dict.fromkeys(job.collective for job in jobs))
+    sends = [_collective_sends(job, j, seed) for j, job in enumerate(jobs)]
+    # The columns are allocated once at their final size and filled op by op (no concatenation).
+    n = sum(len(s.bytes) * job.iterations for s, job in zip(sends, jobs))
+    n_deps = sum(len(s.dep_ids) * job.iterations for s, job in zip(sends, jobs))
+    cols = {name: np.empty(n, dtype=COLUMN_DTYPES.get(name, np.int32)) for name in COLUMNS}
+    dep_start = np.zeros(n + 1, dtype=np.int64)
+    dep_ids = np.empty(n_deps, dtype=np.int64)
+    ops: list[CollectiveOp] = []
+    base = n_base = 0
+    for j, (job, placed, s) in enumerate(zip(jobs, placements, sends)):
+        codes = np.array([index_of[h] for h in placed], dtype=np.int64)
+        src, dst = codes[s.src], codes[s.dst]
+        root = s.dep_start[1:] == s.dep_start[:-1]
+        m, d = len(s.bytes), len(s.dep_ids)
         for it in range(job.iterations):
-            base = len(wl.messages)
-            op = len(wl.collectives)
-            for s in sends:
-                after_op = -1
-                if s.deps:
-                    deps, gap = tuple(base + d for d in s.deps), 0
-                elif it == 0:
-                    deps, gap = (), job.start_ns
-                else:
-                    deps, gap, after_op = (), job.compute_gap_ns, op - 1
-                wl.messages.append(Message(
-                    msg_id=len(wl.messages), job=job.name, collective=job.collective, iteration=it,
-                    step=s.step, src=placed[s.src], dst=placed[s.dst], bytes=s.bytes, deps=deps,
-                    gap_ns=gap, channel=s.channel, op=op, after_op=after_op,
-                ))
-            wl.collectives.append(CollectiveOp(
+            op = len(ops)
+            a, b = base, base + m
+            cols["job"][a:b] = j
+            cols["collective"][a:b] = collective_names.index(job.collective)
+            cols["iteration"][a:b] = it
+            cols["step"][a:b] = s.step
+            cols["src"][a:b] = src
+            cols["dst"][a:b] = dst
+            cols["bytes"][a:b] = s.bytes
+            cols["gap_ns"][a:b] = np.where(root, job.start_ns if it == 0 else job.compute_gap_ns, 0)
+            cols["channel"][a:b] = s.channel
+            cols["op"][a:b] = op
+            cols["after_op"][a:b] = np.where(root, op - 1, -1) if it > 0 else -1
+            dep_start[a + 1:b + 1] = s.dep_start[1:] + n_base
+            dep_ids[n_base:n_base + d] = s.dep_ids + a
+            ops.append(CollectiveOp(
                 op=op, job=job.name, collective=job.collective, iteration=it, ranks=job.ranks,
-                bytes=job.bytes, hosts=tuple(placed), msg_ids=tuple(range(base, len(wl.messages))),
+                bytes=job.bytes, hosts=tuple(placed), msg_ids=IdRange(a, b),
             ))
-    return wl
+            base, n_base = b, n_base + d
+        sends[j] = None  # type: ignore[call-overload]  # free each job's op once expanded
+    return Workload(
+        hosts=hosts, job_names=[job.name for job in jobs], collective_names=collective_names,
+        columns=cols, dep_start=dep_start, dep_ids=dep_ids, collectives=ops,
+    )
 
 
 def critical_path(workload: Workload, msg_time: Callable[[Message], float]) -> list[float]:
     """Per collective op, its duration (same unit as ``msg_time``) on an infinitely parallel network:
     the longest dependency chain through it, when every message takes ``msg_time(m)`` and starts as
     soon as its deps are done (plus ``gap_ns``). The op's first messages start at 0, whatever
-    barrier or start time delays them. Messages are in topological order (asserted).
+    barrier or start time delays them. See :func:`critical_path_array` (times as an array)."""
+    import numpy as np  # imported when used: the scenario imports this module for its registry
+
+    times = np.array([msg_time(m) for m in workload.messages], dtype=np.float64)
+    return critical_path_array(workload, times)
+
+
+def critical_path_array(workload: Workload, msg_time) -> list[float]:
+    """:func:`critical_path` with per-message times ``msg_time`` (an array indexed by msg_id).
+
+    Vectorised by phase: a maximal run of messages of the same (op, step) that all depend on
+    earlier messages only is one array step (max over each message's deps with ``reduceat``);
+    a run with a dep inside it falls back to a forward pass (msg_ids are a topological order:
+    asserted). The arithmetic is the scalar version's (float64 max and +), so results are equal.
     """
-    finish = [0.0] * len(workload.messages)
-    out: list[float] = []
-    for op in workload.collectives:
-        end = 0.0
-        for i in op.msg_ids:
-            m = workload.messages[i]
-            assert not m.deps or max(m.deps) < i, f"message {i} depends on a later message"
-            start = max(finish[d] for d in m.deps) + m.gap_ns if m.deps else 0.0
-            finish[i] = start + msg_time(m)
-            end = max(end, finish[i])
-        out.append(end)
-    return out
+    import numpy as np  # imported when used: the scenario imports this module for its registry
+
+    t = np.asarray(msg_time, dtype=np.float64)
+    n = len(t)
+    finish = np.zeros(n)
+    ds, di = workload.dep_start, workload.dep_ids
+    gap = workload.gap_ns.astype(np.float64)
+    if n:
+        key_change = (np.diff(workload.op) != 0) | (np.diff(workload.step) != 0)
+        bounds = np.concatenate([[0], np.flatnonzero(key_change) + 1, [n]]).tolist()
+    else:
+        bounds = [0]
+    for a, b in zip(bounds, bounds[1:]):
+        lo, hi = int(ds[a]), int(ds[b])
+        ids = di[lo:hi]
+        if len(ids) and int(ids.max()) >= a:  # a dep inside the run: one message at a time
+            for i in range(a, b):
+                deps = di[ds[i]:ds[i + 1]]
+                assert not len(deps) or int(deps.max()) < i, f"message {i} depends on a later message"
+                start = finish[deps].max() + gap[i] if len(deps) else 0.0
+                finish[i] = start + t[i]
+            continue
+        start = np.zeros(b - a)
+        has = ds[a + 1:b + 1] > ds[a:b]
+        if has.any():
+            start[has] = np.maximum.reduceat(finish[ids], (ds[a:b] - lo)[has]) + gap[a:b][has]
+        finish[a:b] = start + t[a:b]
+    return [max(0.0, float(finish[op.msg_ids.start:op.msg_ids.stop].max(initial=0.0))) for op in workload.collectives]

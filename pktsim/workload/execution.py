@@ -10,7 +10,10 @@ fluid model).
 
 from __future__ import annotations
 
+from array import array
 from typing import Protocol
+
+import numpy as np
 
 from pktsim.analysis.congestion import CongestionMeter
 from pktsim.workload.dag import CollectiveOp, Message, Workload
@@ -28,7 +31,14 @@ class ExecutionListener(Protocol):
 
 
 class DagExecution:
-    """Readiness, timing and recording of the messages and collective ops of one run."""
+    """Readiness, timing and recording of the messages and collective ops of one run.
+
+    State is per message in flat typed arrays (``array.array``: a plain Python number per scalar
+    read or write, which the backends do once per message, and a zero-copy numpy view for bulk
+    work): ``pending`` (int32: deps and barrier left), ``ready_ps`` / ``start_ps`` / ``end_ps``
+    (float64 ps, -1 until known; exact for the packet backend's integer ps below 2**53) and
+    ``rx_bytes`` (int64). Dependents are CSR, from :meth:`Workload.dependents`.
+    """
 
     def __init__(
         self, workload: Workload, ideal_fct_ps: list[int], ideal_op_ps: list[int], congestion: CongestionMeter,
@@ -41,18 +51,23 @@ class DagExecution:
         self.ideal_op_ps = ideal_op_ps
         self.single_path_fct_ps = single_path_fct_ps
         """Per message: its FCT alone on one path (ps), or None when not known."""
-        msgs = workload.messages
-        n = len(msgs)
-        self.dependents = workload.dependents()
-        self.waiting_on_op: list[list[int]] = [[] for _ in workload.collectives]
-        for m in msgs:
-            if m.after_op >= 0:
-                self.waiting_on_op[m.after_op].append(m.msg_id)
-        self.pending = [len(m.deps) + (m.after_op >= 0) for m in msgs]
-        self.ready_ps: list[float] = [-1] * n
-        self.start_ps: list[float] = [-1] * n
-        self.end_ps: list[float] = [-1] * n
-        self.rx_bytes = [0] * n
+        n = len(workload.bytes)
+        offsets, ids = workload.dependents()
+        self._dep_offsets, self._dependents = memoryview(offsets), memoryview(ids)
+        # Messages waiting on each op's barrier, as CSR over ops (stable sort: in msg_id order).
+        waiting = np.flatnonzero(workload.after_op >= 0)
+        by_op = workload.after_op[waiting]
+        order = np.argsort(by_op, kind="stable")
+        wait_start = np.zeros(len(workload.collectives) + 1, dtype=np.int64)
+        np.cumsum(np.bincount(by_op, minlength=len(workload.collectives)), out=wait_start[1:])
+        self._wait_start, self._waiting = memoryview(wait_start), memoryview(waiting[order].astype(np.int64))
+        pending = workload.dep_counts() + (workload.after_op >= 0)
+        self.pending = array("i", pending.astype(np.int32).tobytes())
+        self.ready_ps = array("d", [-1.0]) * n
+        self.start_ps = array("d", [-1.0]) * n
+        self.end_ps = array("d", [-1.0]) * n
+        self.rx_bytes = array("q", bytes(8 * n))
+        self._bytes, self._op = memoryview(workload.bytes), memoryview(workload.op)
         self.op_left = [len(op.msg_ids) for op in workload.collectives]
         self.op_end_ps: list[float] = [-1] * len(workload.collectives)
         self.messages_done = 0
@@ -62,7 +77,12 @@ class DagExecution:
 
     def roots(self) -> list[Message]:
         """Messages with nothing to wait for: each is ready at its ``gap_ns`` (absolute)."""
-        return [m for m in self.workload.messages if self.pending[m.msg_id] == 0]
+        msgs = self.workload.messages
+        return [msgs[i] for i in np.flatnonzero(np.frombuffer(self.pending, dtype=np.int32) == 0).tolist()]
+
+    def unposted(self) -> list[int]:
+        """The messages not posted yet (ready time unknown), in msg_id order."""
+        return np.flatnonzero(np.frombuffer(self.ready_ps, dtype=np.float64) < 0).tolist()
 
     def posted(self, msg_id: int, t_ps: float) -> None:
         """``msg_id`` became ready and was handed to its sender at ``t_ps``."""
@@ -76,10 +96,11 @@ class DagExecution:
         ``end_ps`` after taking ``path`` (None when its packets spread over ``spine_bytes``, the
         bytes per turning-point switch); returns True when that completes the message."""
         self.congestion.add_flow(msg_id, path, spine_bytes)
-        if self.start_ps[msg_id] < 0 or start_ps < self.start_ps[msg_id]:
+        first = self.start_ps[msg_id]
+        if first < 0 or start_ps < first:
             self.start_ps[msg_id] = start_ps
         self.rx_bytes[msg_id] += nbytes
-        if self.rx_bytes[msg_id] < self.workload.messages[msg_id].bytes:
+        if self.rx_bytes[msg_id] < self._bytes[msg_id]:
             return False
         self.end_ps[msg_id] = end_ps
         return True
@@ -87,26 +108,31 @@ class DagExecution:
     def message_done(self, msg_id: int) -> list[int]:
         """Account for a completed message (at its ``end_ps``, which must be now); returns the
         messages it releases, each to be posted ``gap_ns`` from now."""
-        m = self.workload.messages[msg_id]
         self.messages_done += 1
+        i = msg_id
         if self.listener is not None:
-            i = m.msg_id
             single = self.single_path_fct_ps[i] if self.single_path_fct_ps is not None else None
-            self.listener.message_done(m, self.ready_ps[i], self.start_ps[i], self.end_ps[i], self.ideal_fct_ps[i],
-                                       single)
-        released = [d for d in self.dependents[msg_id] if self._one_less(d)]
-        self.op_left[m.op] -= 1
-        if self.op_left[m.op] == 0:
-            self.op_end_ps[m.op] = self.end_ps[msg_id]
+            self.listener.message_done(self.workload.messages[i], self.ready_ps[i], self.start_ps[i], self.end_ps[i],
+                                       self.ideal_fct_ps[i], single)
+        pending = self.pending
+        released = []
+        offsets = self._dep_offsets
+        for d in self._dependents[offsets[i]:offsets[i + 1]]:  # inlined on purpose: once per message
+            pending[d] -= 1
+            if not pending[d]:
+                released.append(d)
+        op = self._op[i]
+        self.op_left[op] -= 1
+        if self.op_left[op] == 0:
+            self.op_end_ps[op] = self.end_ps[i]
             if self.listener is not None:
-                self.listener.collective_done(self.workload.collectives[m.op], self.op_start_ps(m.op),
-                                              self.op_end_ps[m.op], self.ideal_op_ps[m.op])
-            released += [d for d in self.waiting_on_op[m.op] if self._one_less(d)]
+                self.listener.collective_done(self.workload.collectives[op], self.op_start_ps(op),
+                                              self.op_end_ps[op], self.ideal_op_ps[op])
+            for d in self._waiting[self._wait_start[op]:self._wait_start[op + 1]]:
+                pending[d] -= 1
+                if not pending[d]:
+                    released.append(d)
         return released
-
-    def _one_less(self, msg_id: int) -> bool:
-        self.pending[msg_id] -= 1
-        return self.pending[msg_id] == 0
 
     def finish(self, backend: str) -> None:
         """After the run: check every message completed, compute the phases' congestion and report
@@ -116,13 +142,16 @@ class DagExecution:
                 f"{backend} simulation stalled: {self.messages_done} of {len(self.workload.messages)} messages completed"
             )
         self.phases = self.congestion.phases()
+        ready = np.frombuffer(self.ready_ps, dtype=np.float64)
+        end = np.frombuffer(self.end_ps, dtype=np.float64)
         for p in self.phases:
-            p["start_ps"] = min(self.ready_ps[i] for i in p["msg_ids"])
-            p["end_ps"] = max(self.end_ps[i] for i in p["msg_ids"])
+            p["start_ps"] = float(ready[p["msg_ids"]].min())
+            p["end_ps"] = float(end[p["msg_ids"]].max())
             if self.listener is not None:
                 self.listener.phase_done(p)
 
     # -- times ---------------------------------------------------------------------------------
 
     def op_start_ps(self, op: int) -> float:
-        return min(self.ready_ps[i] for i in self.workload.collectives[op].msg_ids)
+        ids = self.workload.collectives[op].msg_ids
+        return float(np.frombuffer(self.ready_ps, dtype=np.float64)[ids.start:ids.stop].min())
