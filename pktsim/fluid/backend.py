@@ -104,7 +104,7 @@ from pktsim.experiment import Backend, Experiment, Progress, ProgressCallback, U
 from pktsim.fabric.fabric import Fabric, Hop
 from pktsim.fabric.faults import Fault, RouteChange
 from pktsim.fabric.selectors import LoadBalancing
-from pktsim.fluid.maxmin import max_min_rates
+from pktsim.fluid.maxmin import max_min_rates, max_min_rates_small
 from pktsim.scenario import Scenario
 from pktsim.summary import RunSummary, job_results
 from pktsim.traces import FlowRow, Recorder
@@ -113,6 +113,9 @@ from pktsim.units import PS_PER_NS, ns_to_ps, ps_per_byte, ps_to_ns
 DRAIN_TOLERANCE_PS = 1.0
 """Flows whose drain is due within this much of the earliest are drained together (float noise of
 equal flows; at 800 Gb/s it is 0.1 byte)."""
+
+SMALL_COMPONENT = 48
+"""Components of at most this many flows get their rates from :func:`max_min_rates_small`."""
 
 PROGRESS_EVERY = 2000
 """Rate recomputations between progress reports."""
@@ -176,7 +179,7 @@ class _Flow:
 
     __slots__ = ("flow_id", "msg", "subflow", "src", "dst", "bytes", "packets", "entropy", "path",
                  "links", "link_list", "weights", "bits", "latency_ps", "start_ps", "end_ps", "qp",
-                 "gain", "gen", "route_key", "turning", "seg_bits", "used")
+                 "gain", "gen", "route_key", "turning", "seg_bits", "used", "turn")
 
     def __init__(self, flow_id: int, msg: int, subflow: int, src: str, dst: str, nbytes: int, packets: int,
                  entropy: int, path: list[str] | None, qp: tuple) -> None:
@@ -197,6 +200,8 @@ class _Flow:
         self.latency_ps = 0
         self.start_ps = -1.0
         self.end_ps = -1.0
+        self.turn: str | None = None
+        """The turning point of its path (healthy fabric; None: sprayed or not known)."""
         # Only on a fabric with link faults (see FluidSimulation._route):
         self.gain = 1.0
         """The share of what the flow sends that is delivered (0: stalled, every byte would be lost)."""
@@ -410,6 +415,21 @@ class FluidSimulation:
         """Flows at the head of their connection whose every byte would be lost (by flow id)."""
         self._spray: dict[tuple[str, str], tuple] = {}
         self._latency: dict[tuple, int] = {}
+        # Per-message hot path (see _post): the workload's columns as memoryviews (a plain int per
+        # read) and caches of what messages on one connection share.
+        w = self.workload
+        self._src_col, self._dst_col = memoryview(w.src), memoryview(w.dst)
+        self._job_col, self._channel_col, self._bytes_col = memoryview(w.job), memoryview(w.channel), memoryview(w.bytes)
+        self._unplanned = self.planner.lb.flow_plan is None
+        self._subflows: dict[tuple, list[tuple[int, int]]] = {}
+        """Unplanned schemes: subflows per (job, src, dst, channel, bytes)."""
+        self._geo: dict[tuple[int, int, int], tuple] = {}
+        """Healthy fabric: per (src code, dst code, entropy), :meth:`_connection_geometry`."""
+        self._bits: dict[int, int] = {}
+        """Wire bits per payload size."""
+        self._spray_split: dict[tuple[str, str, int], list[tuple[str, int]]] = {}
+        self._cap_list: list[float] = self.capacity.tolist()
+        """``capacity`` as Python floats (for :func:`max_min_rates_small`); kept equal to it."""
 
     # -- the DAG -------------------------------------------------------------------------------
 
@@ -418,35 +438,61 @@ class FluidSimulation:
         self._seq += 1
 
     def _post(self, msg_id: int) -> None:
-        """Cut a ready message into subflows and queue them on their connections."""
-        m = self.workload.messages[msg_id]
+        """Cut a ready message into subflows and queue them on their connections.
+
+        Reads the workload's columns (not a :class:`Message` view) and caches per connection what
+        every message on it shares (subflow sizes and entropies, path, link ids): on purpose, this
+        runs once per message."""
         self.dag.posted(msg_id, self.now)
-        nic = self.scenario.nic
-        for sub, (size, entropy) in enumerate(self.planner.subflows(m)):
-            qp = (m.src, m.job, m.channel, sub, entropy, m.dst)
-            path = None
-            if not self.sprayed and not self.link_faults:  # (with link faults: _route, on the current view)
-                if qp not in self._paths:
-                    self._paths[qp] = self.fabric.path(m.src, m.dst, entropy)
-                path = self._paths[qp]
-            flow = _Flow(self.flows_posted, msg_id, sub, m.src, m.dst, size, -(-size // nic.payload_bytes),
-                         entropy, path, qp)
-            if self.link_faults:
+        src_code, dst_code = self._src_col[msg_id], self._dst_col[msg_id]
+        job, channel, nbytes = self._job_col[msg_id], self._channel_col[msg_id], self._bytes_col[msg_id]
+        hosts = self.workload.hosts
+        src, dst = hosts[src_code], hosts[dst_code]
+        if self._unplanned:  # subflows depend on (job, src, dst, channel, bytes) only
+            key = (job, src_code, dst_code, channel, nbytes)
+            subflows = self._subflows.get(key)
+            if subflows is None:
+                subflows = self._subflows[key] = self.planner.subflows(self.workload.messages[msg_id])
+        else:
+            subflows = self.planner.subflows(self.workload.messages[msg_id])
+        payload = self.scenario.nic.payload_bytes
+        for sub, (size, entropy) in enumerate(subflows):
+            qp = (src_code, job, channel, sub, entropy, dst_code)
+            packets = -(-size // payload)
+            flow = _Flow(self.flows_posted, msg_id, sub, src, dst, size, packets, entropy, None, qp)
+            if self.link_faults:  # routed on the current view of the fabric
                 self._route(flow)
                 path = flow.path
+                hops = len(path) - 1 if path is not None else self.fabric.hop_count(src, dst)
             else:
-                flow.links, flow.weights = self.geometry.usage(path, m.src, m.dst)
-                flow.link_list = flow.links.tolist()
-            flow.bits = 8 * wire_bytes(size, nic.mtu_bytes, nic.header_bytes)
-            flow.latency_ps = self.geometry.latency_ps(m.src, m.dst, size)
+                geo = self._geo.get((src_code, dst_code, entropy))
+                if geo is None:
+                    geo = self._geo[src_code, dst_code, entropy] = self._connection_geometry(src, dst, entropy)
+                flow.path, flow.links, flow.weights, flow.link_list, hops, flow.turn = geo
+            bits = self._bits.get(size)
+            if bits is None:
+                nic = self.scenario.nic
+                bits = self._bits[size] = 8 * wire_bytes(size, nic.mtu_bytes, nic.header_bytes)
+            flow.bits = bits
+            flow.latency_ps = self.geometry.latency_ps(src, dst, size)
             self.flows_posted += 1
-            self.packets_posted += flow.packets
-            hops = len(path) - 1 if path is not None else self.fabric.hop_count(m.src, m.dst)
-            self.packet_hops += flow.packets * hops
-            queue = self.qps.setdefault(qp, deque())
+            self.packets_posted += packets
+            self.packet_hops += packets * hops
+            queue = self.qps.get(qp)
+            if queue is None:
+                queue = self.qps[qp] = deque()
             queue.append(flow)
             if len(queue) == 1:
                 self._activate(flow)
+
+    def _connection_geometry(self, src: str, dst: str, entropy: int) -> tuple:
+        """On the healthy fabric, what every flow of a connection shares: (path or None when
+        sprayed, link ids, traffic fractions, link ids as a list, hop count, turning point or None)."""
+        path = None if self.sprayed else self.fabric.path(src, dst, entropy)
+        links, weights = self.geometry.usage(path, src, dst)
+        if path is None:
+            return None, links, weights, links.tolist(), self.fabric.hop_count(src, dst), None
+        return path, links, weights, links.tolist(), len(path) - 1, self.fabric.turning_point(path)
 
     def _activate(self, flow: _Flow) -> None:
         flow.start_ps = self.now
@@ -514,7 +560,7 @@ class FluidSimulation:
             for link in ids:
                 self.nominal[link] = f.value
                 if link not in self.dead:
-                    self.capacity[link] = f.value
+                    self._set_capacity(link, float(f.value))
                     self.touched.add(link)
                 if f.value == self.geometry.gbps[link]:
                     self.degraded.discard(link)
@@ -525,11 +571,16 @@ class FluidSimulation:
         for link in ids:
             if f.kind == "link_down":
                 self.dead.add(link)
-                self.capacity[link] = 0.0
+                self._set_capacity(link, 0.0)
             else:
                 self.dead.discard(link)
-                self.capacity[link] = self.nominal[link]
+                self._set_capacity(link, float(self.nominal[link]))
         self._reroute()
+
+    def _set_capacity(self, link: int, gbps: float) -> None:
+        """Link ``link`` carries ``gbps`` from now on (both copies of the capacities)."""
+        self.capacity[link] = gbps
+        self._cap_list[link] = gbps
 
     def _route_change(self, rc: RouteChange) -> None:
         """From now on the switches choose among ``rc.next_hops`` (and the planner re-plans)."""
@@ -805,9 +856,16 @@ class FluidSimulation:
         self.touched = set()
         if found is None:
             idx = np.flatnonzero(act.used)
-            links, capacity = act.links[idx], self.capacity
+            rate = max_min_rates(act.links[idx], act.weights[idx], self.capacity)
         elif not found[0]:
             return False
+        elif len(found[0]) <= SMALL_COMPONENT:
+            # A few flows (the usual case: one flow started or drained): plain Python on purpose,
+            # numpy's per-call cost would dominate. Tracked (non-sprayed) flows use weight-1 links.
+            slots = found[0]
+            flows = act.flow
+            idx = np.array(slots, dtype=np.int64)
+            rate = np.array(max_min_rates_small([flows[s].link_list for s in slots], self._cap_list))
         else:
             slots, seen = found
             idx = np.array(slots, dtype=np.int64)
@@ -817,8 +875,7 @@ class FluidSimulation:
             # padding link.
             ids = np.array(sorted(seen) + [act.dummy], dtype=np.int64)
             self._local[ids] = np.arange(len(ids))
-            links, capacity = self._local[act.links[idx]], self.capacity[ids]
-        rate = max_min_rates(links, act.weights[idx], capacity)
+            rate = max_min_rates(self._local[act.links[idx]], act.weights[idx], self.capacity[ids])
         if self.link_faults:  # max-min shares the sending rates; bits drain at the delivered rate
             rate = rate * act.gain[idx]
         act.set_rates(idx, rate, self.now)
@@ -827,11 +884,16 @@ class FluidSimulation:
     # -- recording -----------------------------------------------------------------------------
 
     def _spine_bytes(self, f: _Flow) -> list[tuple[str, int]]:
-        """Payload bytes per turning-point switch: all at the path's top, or the spray's even split."""
+        """Payload bytes per turning-point switch: all at the path's top, or the spray's even split
+        (cached per (src, dst, bytes))."""
         if f.path is not None:
-            return [(self.fabric.turning_point(f.path), f.bytes)]
-        _, turning = self.fabric.spread(f.src, f.dst)
-        return _split_by(f.bytes, turning, self.fabric.node_order.__getitem__)
+            return [(f.turn if f.turn is not None else self.fabric.turning_point(f.path), f.bytes)]
+        key = (f.src, f.dst, f.bytes)
+        split = self._spray_split.get(key)
+        if split is None:
+            _, turning = self.fabric.spread(f.src, f.dst)
+            split = self._spray_split[key] = _split_by(f.bytes, turning, self.fabric.node_order.__getitem__)
+        return split
 
     def _record_flow(self, f: _Flow, spine_bytes: list[tuple[str, int]]) -> None:
         self.recorder.flow_done(FlowRow(

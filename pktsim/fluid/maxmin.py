@@ -37,3 +37,55 @@ def max_min_rates(links: np.ndarray, weights: np.ndarray, capacity: np.ndarray) 
         unfrozen &= ~hit
         if not unfrozen.any():
             return rate
+
+
+def max_min_rates_small(links: list[list[int]], capacity: list[float]) -> list[float]:
+    """Max-min fair rates by progressive filling, in plain Python, for a few single-path flows.
+
+    ``links[f]`` lists the links of flow f (each carrying all its traffic: weight 1) and
+    ``capacity[l]`` is link l's capacity (any rate unit). Returns each flow's rate in that unit.
+
+    The same rounds, tolerance and floating-point operations as :func:`max_min_rates` (so the
+    same rates to the bit), without numpy: on purpose, because for the handful of flows a change
+    usually touches, numpy's per-call cost is most of the time. Loads are integer counts (weights
+    are 1) kept up to date as flows freeze, and every unfrozen flow's rate is the running sum of
+    the steps (``level``), so a round costs its loaded links plus the flows it freezes.
+    """
+    n = len(links)
+    if n == 1 and links[0]:  # one flow (the commonest component): the slowest link, as one round gives
+        return [0.0 + min(capacity[link] for link in links[0])]
+    rate = [0.0] * n
+    users: dict[int, list[int]] = {}
+    for f, row in enumerate(links):
+        for link in row:
+            users.setdefault(link, []).append(f)
+    left = {link: capacity[link] for link in users}
+    count = {link: len(fs) for link, fs in users.items()}
+    frozen = [False] * n
+    unfrozen = n
+    level = 0.0
+    while unfrozen:
+        if not count:  # flows crossing no link: unbounded (the array version is never asked)
+            return [r if frozen[f] else float("inf") for f, r in enumerate(rate)]
+        share = {link: left[link] / c for link, c in count.items()}
+        step = min(share.values())
+        level += step
+        limit = step * (1 + 1e-9)
+        hit = []
+        for link, c in count.items():
+            left[link] -= step * c
+            if share[link] <= limit:
+                hit.append(link)
+        for link in hit:
+            for f in users[link]:
+                if not frozen[f]:
+                    frozen[f] = True
+                    unfrozen -= 1
+                    rate[f] = level
+                    for other in links[f]:
+                        c = count[other] - 1
+                        if c:
+                            count[other] = c
+                        else:
+                            del count[other]
+    return rate
