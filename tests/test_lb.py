@@ -551,3 +551,22 @@ def test_ecmp_path_function_matches_the_packets(tmp_path: Path) -> None:
             assert f["entropy"] == entropy
             key = flow_key(names.index(f["src"]), names.index(f["dst"]), entropy)
             assert ecmp_path(f["src"], f["dst"], key) == f["path"]
+
+
+def test_the_inlined_per_packet_hashes_equal_the_reference_ones() -> None:
+    # The spraying hot path computes keys and next hops with fmix32 inlined (sprayed_key,
+    # HashSelect): the same values as flow_key and salted_hash, over random inputs.
+    import random
+
+    from pktsim.fabric.hashing import flow_key_parts, salted_hash, sprayed_key
+    from pktsim.fabric.selectors import HashSelect
+
+    rng = random.Random(7)
+    group = tuple(range(7))
+    for _ in range(20_000):
+        src, dst, entropy = rng.randrange(1 << 16), rng.randrange(1 << 16), rng.randrange(1 << 16)
+        key = sprayed_key(flow_key_parts(src, dst), entropy)
+        assert key == flow_key(src, dst, entropy)
+        salt = rng.getrandbits(32)
+        pkt = type("P", (), {"key": key})()
+        assert HashSelect(salt)(pkt, group) == group[salted_hash(key, salt) % len(group)]

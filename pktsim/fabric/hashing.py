@@ -32,6 +32,25 @@ def flow_key(src: int, dst: int, entropy: int) -> int:
     return (dst << 32) | h
 
 
+def flow_key_parts(src: int, dst: int) -> tuple[int, int]:
+    """What :func:`flow_key` computes from ``src`` and ``dst`` alone, for :func:`sprayed_key`:
+    ``(dst << 32, the source and destination mixed)``."""
+    return dst << 32, (src * 0x01000193) ^ fmix32(dst ^ (ROCE_DST_PORT << 16))
+
+
+def sprayed_key(parts: tuple[int, int], entropy: int) -> int:
+    """``flow_key(src, dst, entropy)`` from ``flow_key_parts(src, dst)``: the per-packet half of
+    the key when the entropy changes every packet (spraying), with :func:`fmix32` inlined on
+    purpose (once per packet)."""
+    high, mix = parts
+    h = mix ^ (entropy * 0x9E3779B1)
+    h ^= h >> 16
+    h = (h * 0x85EBCA6B) & MASK32
+    h ^= h >> 13
+    h = (h * 0xC2B2AE35) & MASK32
+    return high | (h ^ (h >> 16))
+
+
 def salted_hash(key: int, salt: int) -> int:
     """A switch's ECMP hash of a packet's 5-tuple key: the next hop is
     ``group[salted_hash(key, salt) % len(group)]``."""

@@ -32,7 +32,7 @@ import random
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Callable, Sequence
 
-from pktsim.fabric.hashing import salted_hash, stable_hash, switch_salt
+from pktsim.fabric.hashing import MASK32, salted_hash, stable_hash, switch_salt
 from pktsim.registry import Registry
 from pktsim.units import ns_to_ps
 
@@ -91,7 +91,13 @@ class HashSelect:
         self.salt = salt
 
     def __call__(self, pkt, group: Sequence):
-        return group[salted_hash(pkt.key, self.salt) % len(group)]
+        # salted_hash(pkt.key, self.salt) with fmix32 inlined on purpose (once per packet per hop)
+        h = (pkt.key ^ self.salt) & MASK32
+        h ^= h >> 16
+        h = (h * 0x85EBCA6B) & MASK32
+        h ^= h >> 13
+        h = (h * 0xC2B2AE35) & MASK32
+        return group[(h ^ (h >> 16)) % len(group)]
 
 
 class RandomSelect:

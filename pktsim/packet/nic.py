@@ -24,23 +24,25 @@ from typing import Callable
 
 import simpy
 
-from pktsim.fabric.hashing import flow_key
+from pktsim.fabric.hashing import flow_key, flow_key_parts, sprayed_key
 from pktsim.packet.engine import NORMAL, HeapEvent
 from pktsim.packet.packet import Packet
 from pktsim.packet.ports import EgressPort, Port
 
 
 class QueuePair:
-    """A connection from this NIC to one destination host: its 5-tuple hash ``fkey`` (from the
-    entropy) is the key of every packet it sends unless entropy changes per packet."""
+    """A connection from host ``src`` to host ``dst`` (indices): its 5-tuple hash ``fkey`` (from
+    the entropy) is the key of every packet it sends unless entropy changes per packet, when
+    ``key_parts`` make each packet's key (:func:`~pktsim.fabric.hashing.sprayed_key`)."""
 
-    __slots__ = ("key", "dst", "entropy", "fkey")
+    __slots__ = ("key", "dst", "entropy", "fkey", "key_parts")
 
-    def __init__(self, key: tuple, dst: int, entropy: int, fkey: int) -> None:
+    def __init__(self, key: tuple, src: int, dst: int, entropy: int) -> None:
         self.key = key
         self.dst = dst
         self.entropy = entropy
-        self.fkey = fkey
+        self.fkey = flow_key(src, dst, entropy)
+        self.key_parts = flow_key_parts(src, dst)
 
 
 class LineRateQueuePair(QueuePair):
@@ -48,8 +50,8 @@ class LineRateQueuePair(QueuePair):
 
     __slots__ = ("flows",)
 
-    def __init__(self, key: tuple, dst: int, entropy: int, fkey: int) -> None:
-        super().__init__(key, dst, entropy, fkey)
+    def __init__(self, key: tuple, src: int, dst: int, entropy: int) -> None:
+        super().__init__(key, src, dst, entropy)
         self.flows: deque[Flow] = deque()
         """Flows posted and not yet sent in full."""
 
@@ -143,7 +145,7 @@ class NicBase:
     def packet_key(self, qp: QueuePair) -> int:
         """The 5-tuple hash of the next packet of ``qp``: the connection's, or with a new random
         entropy per packet when the scheme sprays."""
-        return flow_key(self.index, qp.dst, self.rand16(16)) if self.entropy_per_packet else qp.fkey
+        return sprayed_key(qp.key_parts, self.rand16(16)) if self.entropy_per_packet else qp.fkey
 
     # -- receiving -------------------------------------------------------------------------------
 
@@ -184,7 +186,7 @@ class Nic(NicBase, HeapEvent):
         self.wake_callbacks = (self._transmit,)
 
     def _new_queue_pair(self, key: tuple, dst: int, entropy: int) -> LineRateQueuePair:
-        return LineRateQueuePair(key, dst, entropy, flow_key(self.index, dst, entropy))
+        return LineRateQueuePair(key, self.index, dst, entropy)
 
     def post(self, qp: LineRateQueuePair, flow: Flow) -> None:
         """Queue ``flow`` on ``qp`` and start sending if the NIC is idle."""
@@ -224,7 +226,7 @@ class Nic(NicBase, HeapEvent):
         if qp.flows:
             active.append(qp)
         port = self.port
-        key = flow_key(self.index, qp.dst, self.rand16(16)) if self.entropy_per_packet else qp.fkey
+        key = sprayed_key(qp.key_parts, self.rand16(16)) if self.entropy_per_packet else qp.fkey
         port.send(Packet(flow, seq, size, payload, qp.dst, key, record), now)
         self.busy = True
         # HeapEvent.schedule inlined on purpose (once per packet sent)

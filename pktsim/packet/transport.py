@@ -102,7 +102,7 @@ class RdmaQueuePair(QueuePair):
                  "ents")
 
     def __init__(self, nic: RdmaNic, key: tuple, dst: int, entropy: int) -> None:
-        super().__init__(key, dst, entropy, flow_key(nic.index, dst, entropy))
+        super().__init__(key, nic.index, dst, entropy)
         self.nic = nic
         self.src = nic.index
         self.rev_key = flow_key(dst, nic.index, entropy)
