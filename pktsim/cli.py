@@ -350,9 +350,9 @@ def _run_sweep(args: argparse.Namespace, data: object, text: str, source: str, r
 
     out, resuming = _sweep_dir(args, name)
     sweep = read_sweep(data, text, source, root, out, args.overrides, skip_invalid)
-    table = sweeps.SweepTable(out, sweep)
+    existing = sweeps.SweepTable(out, sweep).existing()  # (refuses a directory holding another sweep)
     hashes = {p.hash for p in sweep.points}
-    done = sum(status == "ok" and h in hashes for h, status in table.existing().items())
+    done = sum(status == "ok" and h in hashes for h, status in existing.items())
     jobs = args.jobs if args.jobs is not None else os.cpu_count() or 1
     executor = executors.open_executor(jobs, args.dask, args.workers)
     if not args.quiet:
@@ -369,7 +369,7 @@ def _run_sweep(args: argparse.Namespace, data: object, text: str, source: str, r
             write_atomic(out / "sweep.yaml", text)
             for path, base in sweep.inline_bases.items():
                 write_atomic(path, _yaml_text(base))
-            outcome = sweeps.run_sweep(sweep, out, executor, args.keep_traces, progress=not args.quiet)
+            outcome = sweeps.run_sweep(sweep, out, executor, args.keep_traces, not args.quiet, existing)
             note = _plot_note(out)
             (out / MARKER).unlink()
         except BaseException as error:

@@ -11,8 +11,8 @@ another ``--x``). The layout follows from the sweep's axes alone:
   fixed across the whole sweep (the axes with one value) goes in the figure's title.
 
 Points that did not finish ok are left out (a bar with none says "n/a"). The layout is computed by
-small pure functions (:func:`choose_x`, :func:`panels`, :func:`stats`) that the tests check
-against the table directly; :func:`sweep_figure` draws them, :func:`plot_sweep` writes the file.
+small pure functions (:func:`choose_x`, :func:`panels`, and the sweep's
+:func:`~pktsim.experiments.sweep.stats`) that the tests check against the table directly; :func:`sweep_figure` draws them, :func:`plot_sweep` writes the file.
 matplotlib is imported only when drawing (no pyplot: the caller's backend is left alone), so a
 missing matplotlib is an ImportError the callers turn into a note.
 """
@@ -23,14 +23,13 @@ import json
 import math
 import os
 import textwrap
-from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Sequence
 
 import pyarrow as pa
 
 from pktsim.errors import InputError
-from pktsim.experiments.sweep import MAIN_METRIC, SEED_AXES, TABLE, read_table, varied_axes
+from pktsim.experiments.sweep import MAIN_METRIC, SEED_AXES, TABLE, Stat, read_table, stats, varied_axes
 
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
@@ -39,19 +38,6 @@ if TYPE_CHECKING:
 NUMERIC_TYPES = ("int64", "float64")
 POINT = "point"
 """The x "axis" when nothing varies: one bar per point."""
-
-
-@dataclass(frozen=True)
-class Stat:
-    """One mark of a panel: the ``metric`` over the ok points at one x value (mean, min, max)."""
-
-    value: Any
-    """The x value."""
-    n: int
-    """Ok points with a value of the metric (0: the mark is "n/a")."""
-    mean: float | None
-    lo: float | None
-    hi: float | None
 
 
 # ---------------------------------------------------------------------------------------------
@@ -85,25 +71,6 @@ def panels(rows: Sequence[dict], axes: Sequence[str], x: str) -> list[tuple[str,
     return list(groups.items())
 
 
-def stats(rows: Sequence[dict], x: str, metric: str, numeric: bool = False) -> list[Stat]:
-    """The marks of one panel: per value of ``x`` (ascending when ``numeric``, else in order of
-    first appearance), the mean, min and max of ``metric`` over the ok rows; within a panel only
-    the seeds vary besides ``x``, so this is the average over the seeds."""
-    by_value: dict[Any, list[float]] = {}
-    for r in rows:
-        vals = by_value.setdefault(r[x], [])
-        if r["status"] == "ok" and r[metric] is not None and not _nan(r[metric]):
-            vals.append(float(r[metric]))
-    marks = []
-    for value in sorted(by_value) if numeric else by_value:
-        vals = by_value[value]
-        if vals:
-            marks.append(Stat(value, len(vals), sum(vals) / len(vals), min(vals), max(vals)))
-        else:
-            marks.append(Stat(value, 0, None, None, None))
-    return marks
-
-
 def fixed_axes(rows: Sequence[dict], axes: Sequence[str]) -> list[str]:
     """``axis=value`` for every axis with a single value across the sweep."""
     varied = set(varied_axes(rows, axes))
@@ -114,10 +81,6 @@ def is_numeric(rows: Sequence[dict], axes: dict[str, str], x: str) -> bool:
     """Whether ``x`` is drawn as a line: a numeric axis other than a seed (seeds have no order
     worth a line) with a value in every row."""
     return axes.get(x) in NUMERIC_TYPES and x not in SEED_AXES and all(r[x] is not None for r in rows)
-
-
-def _nan(value: Any) -> bool:
-    return isinstance(value, float) and math.isnan(value)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -145,7 +108,7 @@ def _rows(table: pa.Table, axes: dict[str, str], metric: str, source: str) -> li
     if table.num_rows:
         rows = table.select([*axes, POINT, "status", metric]).to_pylist()
         rows.sort(key=lambda r: r[POINT])
-        if any(r["status"] == "ok" and r[metric] is not None and not _nan(r[metric]) for r in rows):
+        if any(mark.n for mark in stats(rows, POINT, metric)):  # a point that finished with a value
             return rows
     raise InputError(source, "", f"no point has finished with a value of {metric}")
 

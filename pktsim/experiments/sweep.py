@@ -19,6 +19,7 @@ and the ``command`` that reproduces the row with ``pktsim run``.
 from __future__ import annotations
 
 import json
+import math
 import os
 import shutil
 import time
@@ -191,11 +192,13 @@ class Outcome:
 
 
 def run_sweep(sweep: Sweep, out: Path, executor: Executor, keep_traces: bool = False,
-              progress: bool = True) -> Outcome:
+              progress: bool = True, done: dict[str, str] | None = None) -> Outcome:
     """Run the points of ``sweep`` without an ok row in ``out`` on ``executor``, each row written as
-    its point finishes; invalid points (``--skip-invalid``) are written as rows without running."""
+    its point finishes; invalid points (``--skip-invalid``) are written as rows without running.
+    ``done``: :meth:`SweepTable.existing` when the caller has read it already."""
     table = SweepTable(out, sweep)
-    done = table.existing()
+    if done is None:
+        done = table.existing()
     todo = []
     for point in sweep.points:
         if point.error is not None:
@@ -257,22 +260,28 @@ def varied_axes(rows: Sequence[dict], axes: Sequence[str]) -> list[str]:
     return [a for a in axes if len({json.dumps(r[a], sort_keys=True) for r in rows}) > 1]
 
 
-def summary_by_axis(rows: Sequence[dict], axes: Sequence[str], metric: str = MAIN_METRIC) -> list[tuple]:
-    """(axis, value, ok points, mean, min, max of ``metric``) for every value of every varied axis
-    other than the seeds, in order of appearance."""
-    out = []
-    for axis in varied_axes(rows, axes):
-        if axis in SEED_AXES:
-            continue
-        by_value: dict[Any, list[float]] = {}
-        for r in rows:
-            vals = by_value.setdefault(r[axis], [])
-            if r["status"] == "ok" and r[metric] is not None:
-                vals.append(r[metric])
-        for value, vals in by_value.items():
-            out.append((axis, value, len(vals), *((sum(vals) / len(vals), min(vals), max(vals)) if vals
-                                                  else (None, None, None))))
-    return out
+@dataclass(frozen=True)
+class Stat:
+    """``metric`` over the ok points at one value of an axis: how many, mean, min, max (None when none)."""
+
+    value: Any
+    n: int
+    mean: float | None
+    lo: float | None
+    hi: float | None
+
+
+def stats(rows: Sequence[dict], x: str, metric: str, numeric: bool = False) -> list[Stat]:
+    """Per value of ``x`` (ascending when ``numeric``, else in order of first appearance): ``metric``
+    over the ok rows (NaN and null left out). The end-of-sweep table and the plot's marks."""
+    by_value: dict[Any, list[float]] = {}
+    for r in rows:
+        vals = by_value.setdefault(r[x], [])
+        value = r[metric]
+        if r["status"] == "ok" and value is not None and not (isinstance(value, float) and math.isnan(value)):
+            vals.append(float(value))
+    return [Stat(v, len(vals), sum(vals) / len(vals), min(vals), max(vals)) if vals else Stat(v, 0, None, None, None)
+            for v, vals in ((v, by_value[v]) for v in (sorted(by_value) if numeric else by_value))]
 
 
 def print_summary(rows: Sequence[dict], axes: Sequence[str], metric: str = MAIN_METRIC,
@@ -290,11 +299,14 @@ def print_summary(rows: Sequence[dict], axes: Sequence[str], metric: str = MAIN_
                           ("min", "right"), ("max", "right")):
         table.add_column(name, justify=justify, overflow="fold")
     last = None
-    for axis, value, n, mean, lo, hi in summary_by_axis(rows, axes, metric):
-        shown = value if isinstance(value, str) else json.dumps(value)
-        table.add_row(axis if axis != last else "", shown, str(n),
-                      *(f"{v:.3f}" if v is not None else "-" for v in (mean, lo, hi)))
-        last = axis
+    for axis in varied_axes(rows, axes):
+        if axis in SEED_AXES:  # repeats, not a variation
+            continue
+        for mark in stats(rows, axis, metric):
+            shown = mark.value if isinstance(mark.value, str) else json.dumps(mark.value)
+            table.add_row(axis if axis != last else "", shown, str(mark.n),
+                          *(f"{v:.3f}" if v is not None else "-" for v in (mark.mean, mark.lo, mark.hi)))
+            last = axis
     if table.row_count:
         show(table)
     counts: dict[str, int] = {}

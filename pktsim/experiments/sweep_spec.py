@@ -43,7 +43,7 @@ from pktsim.backends import backend as backend_named
 from pktsim.backends import BACKENDS
 from pktsim.errors import InputError
 from pktsim.scenario import Scenario, load_scenario
-from pktsim.scenario.loading import read_yaml
+from pktsim.scenario.loading import read_yaml, shown_path
 from pktsim.scenario.presets import preset_candidates, preset_names
 from pktsim.traces import FILE_SCHEMAS
 
@@ -209,20 +209,12 @@ def _base(base: str | dict | None, root: Path, inline: Path,
     if base is None:
         return None, None, None
     if isinstance(base, dict):
-        return base, _shown(inline), base
+        return base, shown_path(inline), base
     path = Path(base) if Path(base).is_absolute() else root / base
     if not path.is_file():
         raise InputError(where, "base", f"no scenario file {path}")
     data = read_yaml(path, "scenario")
-    return str(path), _shown(path), data if isinstance(data, dict) else None
-
-
-def _shown(path: Path) -> str:
-    """A path as the reproducing command gives it: relative to the working directory when under it."""
-    try:
-        return str(path.resolve().relative_to(Path.cwd().resolve()))
-    except ValueError:
-        return str(path.resolve())
+    return str(path), shown_path(path), data if isinstance(data, dict) else None
 
 
 def _combinations(part: SweepPart, where: str) -> list[list[tuple[str, Any, Any]]]:

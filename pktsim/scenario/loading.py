@@ -134,7 +134,7 @@ def read_yaml(path: Any, what: str) -> Any:
     return _load_yaml(text, str(path))
 
 
-def _shown(path: Any) -> str:
+def shown_path(path: Any) -> str:
     """A path as short as it can be said: relative to the working directory when under it."""
     if not isinstance(path, Path):  # a preset inside an archive
         return str(path)
@@ -160,7 +160,7 @@ def _resolve_ref(section: str, ref: str, origin: str) -> tuple[dict, str]:
             # A full scenario file may be given as a topology/workload: take its section.
             if section in data and isinstance(data[section], dict):
                 data = data[section]
-            return data, str(path) if str(path) == ref else _shown(path)
+            return data, str(path) if str(path) == ref else shown_path(path)
     known = ", ".join(preset_names(section)) or "none"
     raise InputError(origin, section, f"no preset or file named {ref!r} (presets: {known})")
 
