@@ -36,7 +36,7 @@ from pktsim.errors import InputError
 from pktsim.fabric.fabric import Fabric
 from pktsim.fabric.hashing import connection_entropy
 from pktsim.fabric.selectors import LoadBalancing
-from pktsim.planning.planners import plan
+from pktsim.planning.planners import Flow, PlanContext, plan
 from pktsim.scenario import Scenario
 from pktsim.units import split_evenly
 from pktsim.workload.dag import Message, Workload
@@ -128,12 +128,16 @@ class FlowPlanner:
             for sub, size in enumerate(split_evenly(m.bytes, min(self.lb.subflows, m.bytes)))
         ]
 
-    def _phases(self, workload: Workload, only: set[int] | None = None) -> dict[tuple[int, int], list[Message]]:
-        """The cross-rack messages of each phase, the flows a plan sees together: keyed by (op, step),
-        or (iteration, step) across all jobs with the cluster scope (``only``: of these messages)."""
+    def _phases(self, workload: Workload, only: set[int] | None = None,
+                local: bool = False) -> dict[tuple[int, int], list[Message]]:
+        """The cross-rack messages of each phase (``local``: all its messages), the flows a plan sees
+        together: keyed by (op, step), or (iteration, step) across all jobs with the cluster scope
+        (``only``: of these messages)."""
         tor_of = self._paths.tor_of
         tor = np.array([tor_of[h] for h in workload.hosts], dtype=object)
         cross = tor[workload.src] != tor[workload.dst]  # vectorised on purpose: every message
+        if local:
+            cross = np.ones(len(cross), dtype=bool)
         if only is not None:
             keep = np.zeros(len(cross), dtype=bool)
             keep[sorted(only)] = True
@@ -162,16 +166,26 @@ class FlowPlanner:
     def _plan_phases(self, workload: Workload, scenario: Scenario, only: set[int] | None = None) -> None:
         lb = scenario.lb
         seed = lb.planner_seed if lb.planner_seed is not None else scenario.seed
-        for key, msgs in self._phases(workload, only).items():
-            tors = [(self._paths.tor_of[m.src], self._paths.tor_of[m.dst]) for m in msgs]
+        tor_of = self._paths.tor_of
+        fabric = self._paths.fabric
+        for key, every in self._phases(workload, only, local=True).items():
+            msgs = [m for m in every if tor_of[m.src] != tor_of[m.dst]]
+            if not msgs:
+                continue
+            local = tuple(Flow(tor_of[m.src], tor_of[m.dst], m.bytes, m.src, m.dst, m.job)
+                          for m in every if tor_of[m.src] == tor_of[m.dst])
+            tors = [(tor_of[m.src], tor_of[m.dst]) for m in msgs]
             reachable = [self._paths.turning_points(a, b) for a, b in tors]
             spines = sorted(set().union(*reachable), key=lambda n: (len(n), n))
             if only is None and any(r != spines for r in reachable):
                 raise InputError("scenario", "lb.scheme", "planned routing needs every cross-leaf flow of a "
                                  "phase to have the same turning points (a leaf-spine fabric)")
-            flows = [(a, b, m.bytes) for (a, b), m in zip(tors, msgs)]
+            flows = [Flow(a, b, m.bytes, m.src, m.dst, m.job) for (a, b), m in zip(tors, msgs)]
+            context = PlanContext(len(spines), host_gbps=fabric.host_link_gbps(msgs[0].src),
+                                  fabric_gbps=fabric.link_gbps(tors[0][0], spines[0]), local=local, seed=seed,
+                                  steps=lb.annealing_steps)
             t0 = time.perf_counter()
-            choice = plan(lb.planner, flows, len(spines), seed=seed, steps=lb.annealing_steps)
+            choice = plan(lb.planner, flows, context)
             self.phase_seconds[key] = self.phase_seconds.get(key, 0.0) + time.perf_counter() - t0
             load = dict.fromkeys(spines, 0)
             for m, j in zip(msgs, choice):

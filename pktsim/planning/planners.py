@@ -26,7 +26,8 @@ from __future__ import annotations
 import math
 import random
 from collections import defaultdict
-from typing import Callable, Hashable, Sequence
+from dataclasses import dataclass
+from typing import Callable, Hashable, NamedTuple, Sequence
 
 from pktsim.errors import InputError, TooLarge
 from pktsim.registry import Registry
@@ -34,25 +35,60 @@ from pktsim.registry import Registry
 ILP_MAX_BINARIES = 5000
 ILP_TIME_LIMIT_S = 60.0
 
-Flow = tuple[Hashable, Hashable, int]
-"""(source leaf, destination leaf, bytes)."""
+class Flow(NamedTuple):
+    """A cross-leaf flow a planner places. The first three fields are all the load-based planners
+    read; the hosts and the job are for fairness-aware planning (host links and job rates)."""
 
-Planner = Callable[..., list[int]]
-"""``planner(flows, spines, *, seed, steps)``: the spine index of every flow (``seed`` and ``steps``
-are the annealer's; the other planners ignore them)."""
+    src: Hashable
+    """Source leaf."""
+    dst: Hashable
+    """Destination leaf."""
+    bytes: int
+    src_host: Hashable = None
+    dst_host: Hashable = None
+    job: Hashable = None
+
+
+@dataclass(frozen=True)
+class PlanContext:
+    """What a planner knows besides the flows: the fabric's turning points and link rates, the
+    phase's flows that need no spine, and the knobs of the planners that have them."""
+
+    spines: int
+    """Turning points every flow may use, numbered 0..spines-1."""
+    host_gbps: float = 100.0
+    """Rate of every host link, each direction (bits/s / 1e9)."""
+    fabric_gbps: float = 100.0
+    """Rate of every leaf-spine link, each direction."""
+    local: tuple[Flow, ...] = ()
+    """Same-leaf flows of the phase: they take no spine but share host links with the others."""
+    seed: int = 1
+    """``annealing``: the generator's seed."""
+    steps: int = 20_000
+    """``annealing``: moves tried."""
+    time_limit_s: float = 60.0
+    """Exact planners: wall-clock limit of the solver (the best plan found so far is kept)."""
+
+
+Planner = Callable[[Sequence[Flow], PlanContext], list[int]]
+"""``planner(flows, context)``: the spine index (0..context.spines-1) of every flow."""
 
 PLANNERS: Registry[Planner] = Registry("planner")
 """``lb.planner`` -> the planner (registered below each planner, in the order the scenario lists
 them: edge_coloring, greedy, annealing, ilp)."""
 
 
-def plan(planner: str, flows: Sequence[Flow], spines: int, *, seed: int = 1, steps: int = 20_000) -> list[int]:
-    """The spine index (0..spines-1) of every flow, by ``planner``."""
+def plan(planner: str, flows: Sequence[Flow | tuple], spines: int | PlanContext, *, seed: int = 1,
+         steps: int = 20_000) -> list[int]:
+    """The spine index (0..spines-1) of every flow, by ``planner``. ``spines`` is a count (with
+    ``seed`` and ``steps``) or the whole :class:`PlanContext`; plain ``(src, dst, bytes)`` tuples
+    are taken as flows without hosts or job."""
     if not flows:
         return []
     if planner not in PLANNERS:
         raise ValueError(f"unknown planner {planner!r} (known: {', '.join(PLANNERS)})")
-    return PLANNERS[planner](flows, spines, seed=seed, steps=steps)
+    context = spines if isinstance(spines, PlanContext) else PlanContext(spines, seed=seed, steps=steps)
+    return PLANNERS[planner]([Flow(*f) for f in flows], context)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -62,7 +98,7 @@ def plan(planner: str, flows: Sequence[Flow], spines: int, *, seed: int = 1, ste
 def link_loads(flows: Sequence[Flow], assign: Sequence[int]) -> dict[tuple, int]:
     """Bytes per directed link: ``("up", src, j)`` and ``("down", j, dst)``."""
     load: dict[tuple, int] = defaultdict(int)
-    for (a, b, size), j in zip(flows, assign):
+    for (a, b, size, *_), j in zip(flows, assign):
         load["up", a, j] += size
         load["down", j, b] += size
     return dict(load)
@@ -76,11 +112,11 @@ def lower_bound(flows: Sequence[Flow], spines: int) -> int:
     """No plan does better: the largest flow, and every leaf's bytes spread evenly over its links."""
     out: dict = defaultdict(int)
     into: dict = defaultdict(int)
-    for a, b, size in flows:
+    for a, b, size, *_ in flows:
         out[a] += size
         into[b] += size
     spread = max(-(-v // spines) for v in (*out.values(), *into.values()))
-    return max(spread, max(size for _, _, size in flows))
+    return max(spread, max(size for _, _, size, *_ in flows))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -97,7 +133,7 @@ def edge_coloring(flows: Sequence[Flow], spines: int) -> list[int]:
     right: dict[Hashable, dict[int, int]] = defaultdict(dict)  # dst leaf -> colour -> flow
     deg_l: dict = defaultdict(int)
     deg_r: dict = defaultdict(int)
-    for a, b, _ in flows:
+    for a, b, *_ in flows:
         deg_l[a] += 1
         deg_r[b] += 1
     delta = max(max(deg_l.values()), max(deg_r.values()))
@@ -109,7 +145,7 @@ def edge_coloring(flows: Sequence[Flow], spines: int) -> list[int]:
                 return c
         raise AssertionError("no free colour")  # impossible: degree <= delta
 
-    for e, (u, v, _) in enumerate(flows):
+    for e, (u, v, *_) in enumerate(flows):
         lu, rv = left[u], right[v]
         a = free(lu)
         if a in rv:
@@ -120,14 +156,14 @@ def edge_coloring(flows: Sequence[Flow], spines: int) -> list[int]:
             while c in side[node]:
                 f = side[node][c]
                 path.append(f)
-                fu, fv, _ = flows[f]
+                fu, fv, *_ = flows[f]
                 node, side = (fu, left) if side is right else (fv, right)
                 c = b if c == a else a
             for f in path:
-                fu, fv, _ = flows[f]
+                fu, fv, *_ = flows[f]
                 del left[fu][colour[f]], right[fv][colour[f]]
             for f in path:
-                fu, fv, _ = flows[f]
+                fu, fv, *_ = flows[f]
                 colour[f] = b if colour[f] == a else a
                 left[fu][colour[f]] = right[fv][colour[f]] = f
         colour[e] = a
@@ -135,7 +171,7 @@ def edge_coloring(flows: Sequence[Flow], spines: int) -> list[int]:
     return [c % spines for c in colour]
 
 
-PLANNERS.add("edge_coloring", lambda flows, spines, *, seed, steps: edge_coloring(flows, spines))
+PLANNERS.add("edge_coloring", lambda flows, ctx: edge_coloring(flows, ctx.spines))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -147,7 +183,7 @@ def greedy(flows: Sequence[Flow], spines: int) -> list[int]:
     down: dict = defaultdict(lambda: [0] * spines)
     assign = [0] * len(flows)
     for f in sorted(range(len(flows)), key=lambda f: (-flows[f][2], f)):
-        a, b, size = flows[f]
+        a, b, size, *_ = flows[f]
         ua, db = up[a], down[b]
         best, best_load = 0, None
         for j in range(spines):
@@ -160,7 +196,7 @@ def greedy(flows: Sequence[Flow], spines: int) -> list[int]:
     return assign
 
 
-PLANNERS.add("greedy", lambda flows, spines, *, seed, steps: greedy(flows, spines))
+PLANNERS.add("greedy", lambda flows, ctx: greedy(flows, ctx.spines))
 
 
 def annealing(flows: Sequence[Flow], spines: int, *, seed: int = 1, steps: int = 20_000) -> list[int]:
@@ -174,7 +210,7 @@ def annealing(flows: Sequence[Flow], spines: int, *, seed: int = 1, steps: int =
         return assign
     lb = lower_bound(flows, spines)
     rng = random.Random(seed)
-    sizes = [s for _, _, s in flows]
+    sizes = [s for _, _, s, *_ in flows]
     unit2 = max(1.0, sum(sizes) / len(flows)) ** 2
     links: dict[tuple, int] = {}  # link -> index into load[]
     load: list[int] = []
@@ -186,8 +222,8 @@ def annealing(flows: Sequence[Flow], spines: int, *, seed: int = 1, steps: int =
             load.append(0)
         return i
 
-    up = [[link(("up", a, j)) for j in range(spines)] for a, _, _ in flows]
-    down = [[link(("down", j, b)) for j in range(spines)] for _, b, _ in flows]
+    up = [[link(("up", a, j)) for j in range(spines)] for a, *_ in flows]
+    down = [[link(("down", j, b)) for j in range(spines)] for _, b, *_ in flows]
     on_link: list[set[int]] = [set() for _ in load]
     for f, j in enumerate(assign):
         for i in (up[f][j], down[f][j]):
@@ -246,7 +282,7 @@ def annealing(flows: Sequence[Flow], spines: int, *, seed: int = 1, steps: int =
     return best
 
 
-PLANNERS.add("annealing", lambda flows, spines, *, seed, steps: annealing(flows, spines, seed=seed, steps=steps))
+PLANNERS.add("annealing", lambda flows, ctx: annealing(flows, ctx.spines, seed=ctx.seed, steps=ctx.steps))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -272,14 +308,14 @@ def ilp(flows: Sequence[Flow], spines: int, *, time_limit: float = ILP_TIME_LIMI
     lo = lower_bound(flows, spines)
     if hi <= lo:
         return start
-    scale = float(max(s for _, _, s in flows))
-    srcs = sorted({a for a, _, _ in flows}, key=str)
-    dsts = sorted({b for _, b, _ in flows}, key=str)
+    scale = float(max(s for _, _, s, *_ in flows))
+    srcs = sorted({a for a, *_ in flows}, key=str)
+    dsts = sorted({b for _, b, *_ in flows}, key=str)
     si = {a: i for i, a in enumerate(srcs)}
     di = {b: i for i, b in enumerate(dsts)}
     n_links = (len(srcs) + len(dsts)) * spines
     A = lil_array((nf + n_links, nb + 1))
-    for f, (a, b, size) in enumerate(flows):
+    for f, (a, b, size, *_) in enumerate(flows):
         for j in range(spines):
             x = f * spines + j
             A[f, x] = 1
@@ -305,4 +341,4 @@ def ilp(flows: Sequence[Flow], spines: int, *, time_limit: float = ILP_TIME_LIMI
     return assign if max_link_load(flows, assign) <= hi else start
 
 
-PLANNERS.add("ilp", lambda flows, spines, *, seed, steps: ilp(flows, spines))
+PLANNERS.add("ilp", lambda flows, ctx: ilp(flows, ctx.spines, time_limit=ctx.time_limit_s))
