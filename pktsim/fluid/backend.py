@@ -90,7 +90,6 @@ packet backend's. Drains due within :data:`DRAIN_TOLERANCE_PS` of each other are
 
 from __future__ import annotations
 
-import copy
 import heapq
 import time
 from collections import deque
@@ -369,11 +368,7 @@ class FluidSimulation:
         self.incremental = incremental
         self.fabric = experiment.fabric
         self.workload = experiment.workload
-        self.planner = experiment.flow_plan
-        if experiment.faults and any(rc.replan for rc in experiment.faults.route_changes):
-            # re-planning changes the plan: this run's own copy (sharing the fabric), so that the
-            # experiment's stays as prepared for any other run of it
-            self.planner = copy.deepcopy(self.planner, {id(experiment.fabric): experiment.fabric})
+        self.planner = experiment.flow_plan.for_run(experiment.fabric, experiment.faults)
         self.sprayed = experiment.lb.spreads
         self.packets_received = 0
         self.geometry = FlowGeometry(self.fabric, scenario)
@@ -443,6 +438,8 @@ class FluidSimulation:
         Reads the workload's columns (not a :class:`Message` view) and caches per connection what
         every message on it shares (subflow sizes and entropies, path, link ids): on purpose, this
         runs once per message."""
+        if self.now >= self.planner.next_replan_ps:  # periodic re-plans (plan_scope: connection)
+            self.planner.replan_due(self.now, self.dag.ready_ps)
         self.dag.posted(msg_id, self.now)
         src_code, dst_code = self._src_col[msg_id], self._dst_col[msg_id]
         job, channel, nbytes = self._job_col[msg_id], self._channel_col[msg_id], self._bytes_col[msg_id]
@@ -587,7 +584,7 @@ class FluidSimulation:
         self.view = self.fabric.with_next_hops(rc.next_hops)
         self._paths = {}
         if rc.replan:
-            self.planner.replan(self.view, self.dag.unposted(), self.scenario, self.workload)
+            self.planner.on_route_change(self.view, self.dag.ready_ps, self.now, self.scenario, self.workload)
         self._reroute()
 
     def _reroute(self) -> None:

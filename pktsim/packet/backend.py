@@ -12,7 +12,6 @@ of them and its per-packet path is the same code.
 
 from __future__ import annotations
 
-import copy
 import gc
 import time
 
@@ -82,11 +81,7 @@ class Simulation:
         self.env = simpy.Environment()
         self.net = Network(self.env, experiment.fabric, scenario, self._flow_done, self._flow_closed)
         self.workload = experiment.workload
-        self.planner = experiment.flow_plan
-        if any(rc.replan for rc in self.faults.route_changes):
-            # re-planning changes the plan: this run's own copy (the fabric shared), so the
-            # experiment's stays as prepared for any other run of it
-            self.planner = copy.deepcopy(experiment.flow_plan, {id(experiment.fabric): experiment.fabric})
+        self.planner = experiment.flow_plan.for_run(experiment.fabric, self.faults)
         self.flows_started = 0
         self.transport_counts = dict.fromkeys(TRANSPORT_COUNTS, 0)
         self.dag = experiment.execution()
@@ -97,6 +92,8 @@ class Simulation:
     def _post(self, msg_id: int) -> None:
         """Hand a ready message to its source NIC, split into the scheme's subflows."""
         m = self.workload.messages[msg_id]
+        if self.env.now >= self.planner.next_replan_ps:  # periodic re-plans (plan_scope: connection)
+            self.planner.replan_due(self.env.now, self.dag.ready_ps)
         self.dag.posted(msg_id, self.env.now)
         src = self.net.host_index[m.src]
         dst = self.net.host_index[m.dst]
@@ -173,9 +170,8 @@ class Simulation:
         rc = event.value
         self.net.set_next_hops(rc.next_hops)
         if rc.replan:
-            later = [i for i, t in enumerate(self.dag.ready_ps) if t < 0]
-            self.planner.replan(self.experiment.fabric.with_next_hops(rc.next_hops), later, self.scenario,
-                                self.workload)
+            self.planner.on_route_change(self.experiment.fabric.with_next_hops(rc.next_hops), self.dag.ready_ps,
+                                         self.env.now, self.scenario, self.workload)
 
     def _record_flow(self, f: Flow, path: list[str] | None, spine_bytes: list[tuple[str, int]]) -> None:
         hosts = self.experiment.fabric.hosts

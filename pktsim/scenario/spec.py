@@ -519,10 +519,19 @@ class LbSpec(_Strict):
     """``planned`` with ``annealing``: the annealer's seed (default: the scenario seed)."""
     annealing_steps: Count(1, lim.MAX_ANNEALING_STEPS) = 20_000
     """``planned`` with ``annealing``: moves tried per phase (fewer if it reaches the lower bound)."""
-    plan_scope: Literal["job", "cluster"] = "job"
+    plan_scope: Literal["job", "cluster", "connection"] = "job"
     """``planned`` and ``split_minimal``: which flows a plan sees together. ``job``: one phase is one
     step of one collective op. ``cluster`` (C4-style whole-cluster planning): one phase is step k of
-    iteration i of *every* job, for jobs that run in lockstep (same collective, same size)."""
+    iteration i of every job in lockstep with each other (same collective, bytes, ranks, iterations,
+    channels, slices, start; a job with no such partner is planned alone). ``connection``
+    (``planned`` only): persistent connections, all jobs together, planned at time 0 from each job's
+    first phase and re-planned every ``replan_ns`` from the bytes posted on them in the last window
+    (:mod:`pktsim.planning.flow_plan`)."""
+    replan_ns: Time(1) = 1_000_000
+    """``plan_scope: connection``: the period of the re-plans. 1 ms: a window holds several steps of
+    the preset collectives (a 16 MiB ring step at 100 Gbit/s takes about 85 us), so a re-plan sees
+    steady traffic rather than one step, and it is short against a training iteration (tens of ms),
+    so the routes follow a job's change of collective within an iteration."""
     reps_buffer: Count(1, lim.MAX_PARALLEL) | None = None
     """``reps``: how many entropies acknowledged unmarked each connection keeps for reuse (REPS's
     circular buffer, :mod:`pktsim.packet.reps`). Default (null): one bandwidth-delay product in
@@ -539,9 +548,16 @@ class LbSpec(_Strict):
             if getattr(self, name) != default and (self.scheme != "planned" or self.planner != "annealing"):
                 raise _FieldError(("lb", name), "only used with lb.scheme: planned and lb.planner: annealing",
                                   involves=(("lb", "scheme"), ("lb", "planner")))
+        if self.plan_scope == "connection" and self.scheme != "planned":
+            raise _FieldError(("lb", "plan_scope"), "connection is only for lb.scheme: planned (split_minimal cuts "
+                              "each phase's flows by how many share a leaf pair, which no window of connections "
+                              "fixes)", involves=(("lb", "scheme"),))
         if self.plan_scope != "job" and self.scheme not in ("planned", "split_minimal"):
             raise _FieldError(("lb", "plan_scope"), f"only used with lb.scheme: planned or split_minimal "
                               f"(scheme is {self.scheme})", involves=(("lb", "scheme"),))
+        if self.replan_ns != 1_000_000 and self.plan_scope != "connection":
+            raise _FieldError(("lb", "replan_ns"), f"only used with lb.plan_scope: connection (plan_scope is "
+                              f"{self.plan_scope})", involves=(("lb", "plan_scope"),))
         if self.scheme != "reps" and self.reps_buffer is not None:
             raise _FieldError(("lb", "reps_buffer"), f"only used with lb.scheme: reps (scheme is {self.scheme})",
                               involves=(("lb", "scheme"),))
