@@ -343,7 +343,8 @@ class ConnectionPlan:
         self.entropy: dict[tuple[int, int], int] = {}
         """(connection, subflow) -> the entropy of its planned spine."""
         self.known: dict[tuple[int, int], int] = {}
-        """(connection, subflow) -> the bytes it was last planned with."""
+        """(connection, subflow) -> the bytes it was last planned with (same-leaf ones too: the
+        planner's context)."""
         self._hashed: dict[tuple[int, int], int] = {}
 
     def subflows(self, m: Message, sizes: list[int]) -> list[Subflow]:
@@ -423,7 +424,7 @@ class ConnectionPlan:
         if flows:
             for key, e in zip(keys, place(("connections", self.plans), flows, tuple(local), check)):
                 self.entropy[key] = e
-                self.known[key] = weights[key]
+        self.known.update(weights)
         self.plans += 1
 
 

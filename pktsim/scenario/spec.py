@@ -555,7 +555,7 @@ class LbSpec(_Strict):
         if self.plan_scope != "job" and self.scheme not in ("planned", "split_minimal"):
             raise _FieldError(("lb", "plan_scope"), f"only used with lb.scheme: planned or split_minimal "
                               f"(scheme is {self.scheme})", involves=(("lb", "scheme"),))
-        if self.replan_ns != 1_000_000 and self.plan_scope != "connection":
+        if self.replan_ns != type(self).model_fields["replan_ns"].default and self.plan_scope != "connection":
             raise _FieldError(("lb", "replan_ns"), f"only used with lb.plan_scope: connection (plan_scope is "
                               f"{self.plan_scope})", involves=(("lb", "plan_scope"),))
         if self.scheme != "reps" and self.reps_buffer is not None:
