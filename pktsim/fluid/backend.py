@@ -21,6 +21,10 @@ What the model includes
   ``spray_switch``) spread over every equal-cost path, each switch splitting evenly among its next
   hops: the flow puts a fraction ``w_l`` of its traffic on link ``l`` and its rate ``r`` uses
   ``w_l * r`` of that link's capacity.
+- **Planning per connection** (``lb.plan_scope: connection``): the periodic re-plans are made,
+  as in the packet backend, at the first post at or after each due time, from the same post
+  times; a message on a re-planned connection goes on a new connection (queue pair) with the new
+  entropy.
 - **Latency.** A flow's last byte is received a constant ``L`` after it leaves the sender, where
   ``L`` = (closed-form FCT of the flow alone on an idle fabric, :func:`pktsim.analysis.ideal.message_fct_ps`)
   - (its wire bytes at the path's slowest rate). When every link of the path has the same rate this

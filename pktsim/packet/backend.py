@@ -8,6 +8,10 @@ run starts: each link fault acts on the ports of its links (:meth:`Network.apply
 change rebuilds the switches' forwarding tables (and, for the planned schemes, re-plans the
 messages not yet posted), and a straggler's compute gaps last longer. A healthy run schedules none
 of them and its per-packet path is the same code.
+
+With ``lb.plan_scope: connection`` the plan changes during the run too: the periodic re-plans due
+by the time a message is posted are made first (:meth:`FlowPlanner.replan_due`), so a message
+takes its connection's latest entropy (a new one opens a new queue pair).
 """
 
 from __future__ import annotations
