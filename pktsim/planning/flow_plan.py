@@ -14,8 +14,9 @@ Every backend asks :class:`FlowPlanner` for a message's subflows, so the packet 
   help from the switches), found by trying entropies in a seeded order.
 - ``planned`` (after arXiv 2503.05324 and C4, arXiv 2406.04594): in each phase (all messages of one
   step of one collective op), a planner (:mod:`pktsim.planners`, ``lb.planner``) sees the phase's
-  cross-leaf flows as (src leaf, dst leaf, bytes) and picks each one's spine; the message stays one
-  flow, pinned to that spine by an entropy found the same way as for ``split_minimal``. The NIC
+  cross-leaf flows as (src leaf, dst leaf, bytes, hosts, job) and picks each one's spine; the
+  message stays one flow (``lb.subflows`` equal ones if more than 1), pinned to that spine by an
+  entropy found the same way as for ``split_minimal``. The NIC
   enforces the plan with the entropy rather than a source route because that is what a RoCE NIC can
   do on a fabric of unmodified ECMP switches. Planner runtime per phase is in ``phase_seconds``.
 
