@@ -14,7 +14,7 @@ import pytest
 
 from conftest import run
 from pktsim.errors import InputError
-from pktsim.planning.planners import annealing, edge_coloring, greedy, ilp, plan
+from pktsim.planning.planners import ILP_MAX_BINARIES, annealing, edge_coloring, greedy, ilp, plan
 from pktsim.scenario import load_scenario
 from pktsim.experiment import prepare
 from pktsim.packet.backend import Simulation
@@ -149,8 +149,9 @@ def test_greedy_follows_its_rule() -> None:
 
 
 def test_ilp_too_large_is_one_line() -> None:
-    flows = [(f"l{i % 64}", f"l{(i + 1) % 64}", 1) for i in range(2048)]
-    with pytest.raises(InputError, match=r"instance too large for ilp \(2048 flows x 32 spines\); use edge_coloring"):
+    flows = [(f"l{i % 64}", f"l{(i + 1) % 64}", 1) for i in range(ILP_MAX_BINARIES // 32 + 1)]
+    with pytest.raises(InputError, match=r"instance too large for ilp \(4097 flows x 32 spines, more than 131072\); "
+                                         r"use mmf or edge_coloring"):
         plan("ilp", flows, 32)
 
 
@@ -165,7 +166,7 @@ def test_planner_fields_are_checked() -> None:
         load_scenario(lb="planned", overrides=["lb.planner=magic"])
 
 
-@pytest.mark.parametrize("planner", ["edge_coloring", "greedy", "annealing", "ilp"])
+@pytest.mark.parametrize("planner", ["edge_coloring", "greedy", "annealing", "ilp", "mmf"])
 def test_planned_permutation_runs_at_the_ideal(planner: str, tmp_path: Path) -> None:
     """The bench permutation (4 flows per leaf pair over 4 spines): every planner puts one flow per
     uplink, so the collective runs at the ideal while ECMP collides."""
