@@ -73,6 +73,7 @@ def test_edge_coloring_one_flow_per_link_when_degree_at_most_s() -> None:
         if not flows:
             continue
         assert max_load(flows, edge_coloring(flows, s), s) == 1, (s, flows)
+        assert max_load(flows, edge_coloring(flows, s, common_first=True), s) == 1, (s, flows)
 
 
 def test_edge_coloring_ceil_delta_over_s_when_degree_exceeds_s() -> None:
@@ -87,6 +88,7 @@ def test_edge_coloring_ceil_delta_over_s_when_degree_exceeds_s() -> None:
         delta = max(Counter(a for a, _, _ in flows).most_common(1)[0][1],
                     Counter(b for _, b, _ in flows).most_common(1)[0][1])
         assert max_load(flows, edge_coloring(flows, s), s) <= ceil(delta / s)
+        assert max_load(flows, edge_coloring(flows, s, common_first=True), s) <= ceil(delta / s)
 
 
 def brute_force_optimum(flows, s) -> int:

@@ -16,7 +16,8 @@ The planner, in two steps:
     order) are cut into chunks of s consecutive flows, the leaf's *source slots*; the same at each
     destination leaf over its incoming flows (*destination slots*). A flow is an edge from its
     source slot to its destination slot; every slot has at most s edges, so this bipartite
-    multigraph has a proper s-edge-colouring (König), found by :func:`edge_coloring` (Kempe chains).
+    multigraph has a proper s-edge-colouring (König), found by :func:`edge_coloring` (Kempe chains,
+    a colour free at both ends first).
     Colour = spine.
 
 Lemma 1 (relaxed model). Every routing's allocation r^R is feasible on the relaxed fabric (a
@@ -98,7 +99,7 @@ def mmf(flows: Sequence[Flow], context: PlanContext) -> list[int]:
     """Spines for max-min fairness within a factor 2 (module docstring): relaxed-fabric demands,
     then an s-edge-colouring of the sorted-slot multigraph."""
     demand = relaxed_demands_gbps(flows, context)[:len(flows)]
-    return edge_coloring(sorted_slots(flows, demand.tolist(), context.spines), context.spines)
+    return edge_coloring(sorted_slots(flows, demand.tolist(), context.spines), context.spines, common_first=True)
 
 
 PLANNERS.add("mmf", mmf)

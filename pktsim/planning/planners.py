@@ -134,33 +134,36 @@ def lower_bound(flows: Sequence[Flow], spines: int) -> int:
 # Edge colouring
 
 
-def edge_coloring(flows: Sequence[Flow], spines: int) -> list[int]:
+def edge_coloring(flows: Sequence[Flow] | Sequence[tuple], spines: int, *, common_first: bool = False) -> list[int]:
     """A proper Delta-edge-colouring of the bipartite multigraph of flows, colours folded mod s.
 
     Kempe-chain algorithm: for edge (u, v), take a colour a free at u and b free at v; if a is not
     free at v, swap a and b along the a/b alternating path from v (in a bipartite graph it cannot
-    reach u), after which a is free at both ends. O(E * (Delta + V))."""
+    reach u), after which a is free at both ends. O(E * (Delta + V)). ``a`` is the lowest colour
+    free at u, or with ``common_first`` the lowest free at both ends when there is one (fewer swaps:
+    the same guarantee, a different colouring). Only the first two fields of a flow are read."""
     left: dict[Hashable, dict[int, int]] = defaultdict(dict)  # src leaf -> colour -> flow
     right: dict[Hashable, dict[int, int]] = defaultdict(dict)  # dst leaf -> colour -> flow
+    used_l: dict[Hashable, int] = defaultdict(int)  # src leaf -> bit c set when colour c is used there
+    used_r: dict[Hashable, int] = defaultdict(int)
     deg_l: dict = defaultdict(int)
     deg_r: dict = defaultdict(int)
     for a, b, *_ in flows:
         deg_l[a] += 1
         deg_r[b] += 1
     delta = max(max(deg_l.values()), max(deg_r.values()))
+    every = (1 << delta) - 1
     colour = [-1] * len(flows)
 
-    def free(at: dict[int, int]) -> int:
-        for c in range(delta):
-            if c not in at:
-                return c
-        raise AssertionError("no free colour")  # impossible: degree <= delta
+    def lowest_free(used: int) -> int:  # < delta: a node has fewer than delta coloured edges here
+        return ((used + 1) & ~used).bit_length() - 1
 
     for e, (u, v, *_) in enumerate(flows):
         lu, rv = left[u], right[v]
-        a = free(lu)
-        if a in rv:
-            b = free(rv)
+        common = every & ~(used_l[u] | used_r[v]) if common_first else 0
+        a = (common & -common).bit_length() - 1 if common else lowest_free(used_l[u])
+        if used_r[v] >> a & 1:
+            b = lowest_free(used_r[v])
             # the path from v: edge coloured a at v, then b at its left end, then a, ...
             path = []
             node, side, c = v, right, a
@@ -177,8 +180,15 @@ def edge_coloring(flows: Sequence[Flow], spines: int) -> list[int]:
                 fu, fv, *_ = flows[f]
                 colour[f] = b if colour[f] == a else a
                 left[fu][colour[f]] = right[fv][colour[f]] = f
+            # the path's inner nodes keep both colours; its two ends (v, and the node it stopped at)
+            # trade one for the other
+            flip = 1 << a | 1 << b
+            used_r[v] ^= flip
+            (used_l if side is left else used_r)[node] ^= flip
         colour[e] = a
         lu[a] = rv[a] = e
+        used_l[u] |= 1 << a
+        used_r[v] |= 1 << a
     return [c % spines for c in colour]
 
 
