@@ -60,7 +60,7 @@ from typing import Sequence
 
 import numpy as np
 
-from pktsim.planning.fairness import host_links, max_min_gbps
+from pktsim.planning.fairness import host_links, max_degree, max_min_gbps
 from pktsim.planning.planners import PLANNERS, Flow, PlanContext, edge_coloring
 
 
@@ -97,7 +97,10 @@ def sorted_slots(flows: Sequence[Flow], demand: Sequence[float], spines: int) ->
 
 def mmf(flows: Sequence[Flow], context: PlanContext) -> list[int]:
     """Spines for max-min fairness within a factor 2 (module docstring): relaxed-fabric demands,
-    then an s-edge-colouring of the sorted-slot multigraph."""
+    then an s-edge-colouring of the sorted-slot multigraph. With at most s flows out of and into
+    every leaf each leaf is one slot, so the demands are not computed (the same plan)."""
+    if max_degree(flows) <= context.spines:  # one slot per leaf whatever the demands: skip them
+        return edge_coloring(flows, context.spines, common_first=True)
     demand = relaxed_demands_gbps(flows, context)[:len(flows)]
     return edge_coloring(sorted_slots(flows, demand.tolist(), context.spines), context.spines, common_first=True)
 
