@@ -14,7 +14,7 @@ import pytest
 
 from conftest import run
 from pktsim.errors import InputError
-from pktsim.planning.planners import annealing, edge_coloring, greedy, ilp, plan
+from pktsim.planning.planners import ILP_MAX_BINARIES, annealing, edge_coloring, greedy, ilp, plan
 from pktsim.scenario import load_scenario
 from pktsim.experiment import prepare
 from pktsim.packet.backend import Simulation
@@ -73,6 +73,7 @@ def test_edge_coloring_one_flow_per_link_when_degree_at_most_s() -> None:
         if not flows:
             continue
         assert max_load(flows, edge_coloring(flows, s), s) == 1, (s, flows)
+        assert max_load(flows, edge_coloring(flows, s, common_first=True), s) == 1, (s, flows)
 
 
 def test_edge_coloring_ceil_delta_over_s_when_degree_exceeds_s() -> None:
@@ -87,6 +88,7 @@ def test_edge_coloring_ceil_delta_over_s_when_degree_exceeds_s() -> None:
         delta = max(Counter(a for a, _, _ in flows).most_common(1)[0][1],
                     Counter(b for _, b, _ in flows).most_common(1)[0][1])
         assert max_load(flows, edge_coloring(flows, s), s) <= ceil(delta / s)
+        assert max_load(flows, edge_coloring(flows, s, common_first=True), s) <= ceil(delta / s)
 
 
 def brute_force_optimum(flows, s) -> int:
@@ -149,8 +151,9 @@ def test_greedy_follows_its_rule() -> None:
 
 
 def test_ilp_too_large_is_one_line() -> None:
-    flows = [(f"l{i % 64}", f"l{(i + 1) % 64}", 1) for i in range(2048)]
-    with pytest.raises(InputError, match=r"instance too large for ilp \(2048 flows x 32 spines\); use edge_coloring"):
+    flows = [(f"l{i % 64}", f"l{(i + 1) % 64}", 1) for i in range(ILP_MAX_BINARIES // 32 + 1)]
+    with pytest.raises(InputError, match=r"instance too large for ilp \(4097 flows x 32 spines, more than 131072\); "
+                                         r"use mmf or edge_coloring"):
         plan("ilp", flows, 32)
 
 
@@ -165,7 +168,7 @@ def test_planner_fields_are_checked() -> None:
         load_scenario(lb="planned", overrides=["lb.planner=magic"])
 
 
-@pytest.mark.parametrize("planner", ["edge_coloring", "greedy", "annealing", "ilp"])
+@pytest.mark.parametrize("planner", ["edge_coloring", "greedy", "annealing", "ilp", "mmf"])
 def test_planned_permutation_runs_at_the_ideal(planner: str, tmp_path: Path) -> None:
     """The bench permutation (4 flows per leaf pair over 4 spines): every planner puts one flow per
     uplink, so the collective runs at the ideal while ECMP collides."""

@@ -164,7 +164,7 @@ def test_every_topology_preset_loads() -> None:
 def test_registries_are_the_scenarios_choices() -> None:
     assert get_args(LbSpec.model_fields["scheme"].annotation) == SCHEMES.names() == LB_SCHEMES
     assert get_args(LbSpec.model_fields["planner"].annotation) == PLANNERS.names()
-    assert PLANNERS.names() == ("edge_coloring", "greedy", "annealing", "ilp")
+    assert PLANNERS.names() == ("edge_coloring", "greedy", "annealing", "ilp", "mmf")
     assert get_args(JobSpec.model_fields["collective"].annotation) == COLLECTIVES.names()
     assert set(COLLECTIVES.names()) == {"ring_allreduce", "alltoall_allreduce", "alltoall", "allgather",
                                         "reduce_scatter", "permutation", "incast"}

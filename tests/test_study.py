@@ -86,9 +86,9 @@ def test_deterministic(rows: list[dict], tmp_path: Path) -> None:
 
 
 def test_ilp_refusal_is_a_row(tmp_path: Path) -> None:
-    # The ls32x64x32 permutation: 2,048 flows x 32 spines = 65,536 binaries, above the ILP's limit.
-    rows = _rows(tmp_path, fabrics=["ls32x64x32"], workloads=["permutation"], schemes=["planned:ilp"], seeds=1,
-                 nbytes=4096)
+    # A 128-rank all-to-all on ls32x64x32: one phase of ~16,000 flows x 32 spines, above the ILP's limit.
+    rows = _rows(tmp_path, fabrics=["ls32x64x32"], workloads=["alltoall"], schemes=["planned:ilp"], seeds=1,
+                 nbytes=4096, ranks=128)
     assert [(r["status"], r["backend"]) for r in rows] == [("too large", "fluid")]
 
 

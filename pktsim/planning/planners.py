@@ -16,9 +16,14 @@ the downlink (j, dst_f).
   max(load(src -> spine), load(spine -> dst)) after adding it, ties by spine index.
 - ``annealing``: simulated annealing from the greedy plan, minimising the max link load then the sum
   of squared link loads; a fixed number of steps from a seeded generator, so deterministic.
-- ``ilp``: exact min-max link load with ``scipy.optimize.milp`` (HiGHS): binary x[f, j], one spine
-  per flow, load(link) <= z for every uplink and downlink, minimise z. Refuses instances of more
-  than :data:`ILP_MAX_BINARIES` binaries.
+- ``ilp``: exact min-max link load with ``scipy.optimize.milp`` (HiGHS), aggregated: the flows with
+  the same (source leaf, destination leaf, bytes) are one class, y[class, j] the integer number of
+  them on spine j (summing to the class size), load(link) <= z for every uplink and downlink,
+  minimise z; then each class's flows are dealt to the spines by the counts, in input order. It
+  fills ``context.stats`` (status, MIP gap) and refuses instances of more than
+  :data:`ILP_MAX_BINARIES` flows x spines.
+- ``mmf`` (:mod:`pktsim.planning.mmf`): max-min fairness with host links, within a factor 2 of the
+  optimum (registered by :mod:`pktsim.planning`).
 """
 
 from __future__ import annotations
@@ -26,13 +31,15 @@ from __future__ import annotations
 import math
 import random
 from collections import defaultdict
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Callable, Hashable, NamedTuple, Sequence
 
 from pktsim.errors import InputError, TooLarge
 from pktsim.registry import Registry
 
-ILP_MAX_BINARIES = 5000
+ILP_MAX_BINARIES = 131_072
+"""``ilp``: the most flows x spines it accepts (the binaries of a per-flow program, and a bound on the
+aggregated program's integer variables, classes x spines); above, :class:`TooLarge`."""
 ILP_TIME_LIMIT_S = 60.0
 
 class Flow(NamedTuple):
@@ -68,6 +75,10 @@ class PlanContext:
     """``annealing``: moves tried."""
     time_limit_s: float = 60.0
     """Exact planners: wall-clock limit of the solver (the best plan found so far is kept)."""
+    stats: dict = field(default_factory=dict, compare=False, repr=False)
+    """Filled by the exact planners for the caller: ``status`` (``optimal``, ``heuristic at bound``,
+    ``time limit``, ...), ``mip_gap`` (relative, 0 when proven optimal), ``objective`` and
+    ``bound`` (bytes on the busiest link: the plan's and the solver's lower bound)."""
 
 
 Planner = Callable[[Sequence[Flow], PlanContext], list[int]]
@@ -75,7 +86,7 @@ Planner = Callable[[Sequence[Flow], PlanContext], list[int]]
 
 PLANNERS: Registry[Planner] = Registry("planner")
 """``lb.planner`` -> the planner (registered below each planner, in the order the scenario lists
-them: edge_coloring, greedy, annealing, ilp)."""
+them: edge_coloring, greedy, annealing, ilp; then mmf, from its own module)."""
 
 
 def plan(planner: str, flows: Sequence[Flow | tuple], spines: int | PlanContext, *, seed: int = 1,
@@ -123,33 +134,36 @@ def lower_bound(flows: Sequence[Flow], spines: int) -> int:
 # Edge colouring
 
 
-def edge_coloring(flows: Sequence[Flow], spines: int) -> list[int]:
+def edge_coloring(flows: Sequence[Flow] | Sequence[tuple], spines: int, *, common_first: bool = False) -> list[int]:
     """A proper Delta-edge-colouring of the bipartite multigraph of flows, colours folded mod s.
 
     Kempe-chain algorithm: for edge (u, v), take a colour a free at u and b free at v; if a is not
     free at v, swap a and b along the a/b alternating path from v (in a bipartite graph it cannot
-    reach u), after which a is free at both ends. O(E * (Delta + V))."""
+    reach u), after which a is free at both ends. O(E * (Delta + V)). ``a`` is the lowest colour
+    free at u, or with ``common_first`` the lowest free at both ends when there is one (fewer swaps:
+    the same guarantee, a different colouring). Only the first two fields of a flow are read."""
     left: dict[Hashable, dict[int, int]] = defaultdict(dict)  # src leaf -> colour -> flow
     right: dict[Hashable, dict[int, int]] = defaultdict(dict)  # dst leaf -> colour -> flow
+    used_l: dict[Hashable, int] = defaultdict(int)  # src leaf -> bit c set when colour c is used there
+    used_r: dict[Hashable, int] = defaultdict(int)
     deg_l: dict = defaultdict(int)
     deg_r: dict = defaultdict(int)
     for a, b, *_ in flows:
         deg_l[a] += 1
         deg_r[b] += 1
     delta = max(max(deg_l.values()), max(deg_r.values()))
+    every = (1 << delta) - 1
     colour = [-1] * len(flows)
 
-    def free(at: dict[int, int]) -> int:
-        for c in range(delta):
-            if c not in at:
-                return c
-        raise AssertionError("no free colour")  # impossible: degree <= delta
+    def lowest_free(used: int) -> int:  # < delta: a node has fewer than delta coloured edges here
+        return ((used + 1) & ~used).bit_length() - 1
 
     for e, (u, v, *_) in enumerate(flows):
         lu, rv = left[u], right[v]
-        a = free(lu)
-        if a in rv:
-            b = free(rv)
+        common = every & ~(used_l[u] | used_r[v]) if common_first else 0
+        a = (common & -common).bit_length() - 1 if common else lowest_free(used_l[u])
+        if used_r[v] >> a & 1:
+            b = lowest_free(used_r[v])
             # the path from v: edge coloured a at v, then b at its left end, then a, ...
             path = []
             node, side, c = v, right, a
@@ -166,8 +180,15 @@ def edge_coloring(flows: Sequence[Flow], spines: int) -> list[int]:
                 fu, fv, *_ = flows[f]
                 colour[f] = b if colour[f] == a else a
                 left[fu][colour[f]] = right[fv][colour[f]] = f
+            # the path's inner nodes keep both colours; its two ends (v, and the node it stopped at)
+            # trade one for the other
+            flip = 1 << a | 1 << b
+            used_r[v] ^= flip
+            (used_l if side is left else used_r)[node] ^= flip
         colour[e] = a
         lu[a] = rv[a] = e
+        used_l[u] |= 1 << a
+        used_r[v] |= 1 << a
     return [c % spines for c in colour]
 
 
@@ -289,56 +310,135 @@ PLANNERS.add("annealing", lambda flows, ctx: annealing(flows, ctx.spines, seed=c
 # ILP
 
 
-def ilp(flows: Sequence[Flow], spines: int, *, time_limit: float = ILP_TIME_LIMIT_S) -> list[int]:
-    """Exact min-max link load (scipy.optimize.milp). The greedy plan bounds z from above and
-    :func:`lower_bound` from below; flow 0 is fixed to spine 0 (the spines are interchangeable)."""
-    nf = len(flows)
-    nb = nf * spines
-    if nb > ILP_MAX_BINARIES:
-        raise TooLarge("lb.planner", "ilp",
-                       f"instance too large for ilp ({nf} flows x {spines} spines); use edge_coloring")
+
+
+class Solution(NamedTuple):
+    """What :func:`min_max_counts` found: per class, how many of its flows go to each spine."""
+
+    counts: list[list[int]]
+    """counts[c][j]: flows of class c on spine j."""
+    status: str
+    """``optimal``, ``time limit`` (stopped early: the best plan found), or the solver's word."""
+    objective: float
+    """The busiest link's load of ``counts`` (bytes)."""
+    bound: float
+    """No plan has a busier link below this (bytes): the solver's dual bound."""
+
+    @property
+    def mip_gap(self) -> float:
+        """Relative gap (objective - bound) / objective; 0 when proven optimal."""
+        return (self.objective - self.bound) / self.objective if self.objective > 0 else 0.0
+
+
+def flow_classes(flows: Sequence[Flow]) -> dict[tuple, list[int]]:
+    """The flows with the same (source leaf, destination leaf, bytes), in order of first appearance:
+    class key -> indices of its flows (input order)."""
+    classes: dict[tuple, list[int]] = defaultdict(list)
+    for f, (a, b, size, *_) in enumerate(flows):
+        classes[a, b, size].append(f)
+    return dict(classes)
+
+
+def min_max_counts(classes: Sequence[tuple[Hashable, Hashable, int, int]], spines: int, lo: float, hi: float,
+                   time_limit: float) -> Solution | None:
+    """The aggregated min-max link load program, solved by HiGHS (``scipy.optimize.milp``).
+
+    ``classes``: (source leaf, destination leaf, bytes per flow, flows). Integer y[c, j] >= 0 with
+    sum_j y[c, j] = flows of c; for every uplink (a, j) sum over classes out of a of bytes * y[c, j]
+    <= z, the same for every downlink (j, b); minimise z in [lo, hi] (bytes). The spines are
+    interchangeable, so y[0, j] >= y[0, j + 1] (any plan can be relabelled so). None when the
+    solver found no plan within ``time_limit`` seconds."""
     try:
         import numpy as np
         from scipy.optimize import Bounds, LinearConstraint, milp
-        from scipy.sparse import lil_array
+        from scipy.sparse import coo_array
     except ImportError:
         raise InputError("lb.planner", "ilp", "needs scipy (pip install 'pktsim[planning]')") from None
-    start = greedy(flows, spines)
-    hi = max_link_load(flows, start)
-    lo = lower_bound(flows, spines)
-    if hi <= lo:
-        return start
-    scale = float(max(s for _, _, s, *_ in flows))
-    srcs = sorted({a for a, *_ in flows}, key=str)
-    dsts = sorted({b for _, b, *_ in flows}, key=str)
-    si = {a: i for i, a in enumerate(srcs)}
-    di = {b: i for i, b in enumerate(dsts)}
+    nc = len(classes)
+    nv = nc * spines
+    scale = float(max(size for _, _, size, _ in classes))
+    srcs = {a: i for i, a in enumerate(dict.fromkeys(a for a, *_ in classes))}
+    dsts = {b: i for i, b in enumerate(dict.fromkeys(b for _, b, *_ in classes))}
     n_links = (len(srcs) + len(dsts)) * spines
-    A = lil_array((nf + n_links, nb + 1))
-    for f, (a, b, size, *_) in enumerate(flows):
+    rows, cols, vals = [], [], []
+    for c, (a, b, size, _) in enumerate(classes):
         for j in range(spines):
-            x = f * spines + j
-            A[f, x] = 1
-            A[nf + si[a] * spines + j, x] = size / scale
-            A[nf + (len(srcs) + di[b]) * spines + j, x] = size / scale
-    A[nf:, nb] = -1
-    lower = np.concatenate([np.ones(nf), np.full(n_links, -np.inf)])
-    upper = np.concatenate([np.ones(nf), np.zeros(n_links)])
-    c = np.zeros(nb + 1)
-    c[nb] = 1
-    lb_x = np.zeros(nb + 1)
-    ub_x = np.ones(nb + 1)
-    lb_x[0] = 1  # flow 0 on spine 0: breaks the spines' symmetry
-    lb_x[nb], ub_x[nb] = lo / scale, hi / scale
-    integrality = np.ones(nb + 1)
-    integrality[nb] = 0
-    res = milp(c, constraints=LinearConstraint(A.tocsr(), lower, upper), integrality=integrality,
+            x = c * spines + j
+            rows += [c, nc + srcs[a] * spines + j, nc + (len(srcs) + dsts[b]) * spines + j]
+            cols += [x, x, x]
+            vals += [1.0, size / scale, size / scale]
+    first = nc + n_links  # symmetry: y[0, j] - y[0, j + 1] >= 0
+    for j in range(spines - 1):
+        rows += [first + j, first + j]
+        cols += [j, j + 1]
+        vals += [1.0, -1.0]
+    rows += list(range(nc, nc + n_links))
+    cols += [nv] * n_links
+    vals += [-1.0] * n_links
+    A = coo_array((vals, (rows, cols)), shape=(first + spines - 1, nv + 1)).tocsr()
+    sizes = np.array([n for *_, n in classes], dtype=float)
+    lower = np.concatenate([sizes, np.full(n_links, -np.inf), np.zeros(spines - 1)])
+    upper = np.concatenate([sizes, np.zeros(n_links), np.full(spines - 1, np.inf)])
+    c = np.zeros(nv + 1)
+    c[nv] = 1
+    ub_x = np.append(np.repeat(sizes, spines), hi / scale)
+    lb_x = np.zeros(nv + 1)
+    lb_x[nv] = lo / scale
+    integrality = np.ones(nv + 1)
+    integrality[nv] = 0
+    res = milp(c, constraints=LinearConstraint(A, lower, upper), integrality=integrality,
                bounds=Bounds(lb_x, ub_x), options={"time_limit": time_limit})
     if res.x is None:
+        return None
+    y = np.rint(res.x[:nv]).astype(int).reshape(nc, spines)
+    load: dict[tuple, float] = defaultdict(float)
+    for (a, b, size, _), row in zip(classes, y.tolist()):
+        for j, k in enumerate(row):
+            load["up", a, j] += size * k
+            load["down", j, b] += size * k
+    status = {0: "optimal", 1: "time limit"}.get(res.status, res.message)
+    bound = getattr(res, "mip_dual_bound", None)
+    bound = lo if bound is None or not np.isfinite(bound) else max(lo, bound * scale)
+    objective = max(load.values())
+    return Solution(y.tolist(), status, objective, objective if status == "optimal" else min(bound, objective))
+
+
+def ilp(flows: Sequence[Flow], spines: int, *, time_limit: float = ILP_TIME_LIMIT_S,
+        stats: dict | None = None) -> list[int]:
+    """Exact min-max link load, aggregated (:func:`min_max_counts`): the greedy plan, or the edge
+    colouring where it is better, bounds z from above (and is kept when it meets
+    :func:`lower_bound`, or when the solver finds nothing better in ``time_limit`` seconds); each class's flows are dealt to spines 0, 1, ... by its counts, in
+    input order. ``stats`` (e.g. ``context.stats``) gets ``status``, ``mip_gap``, ``objective`` and
+    ``bound`` (bytes)."""
+    if len(flows) * spines > ILP_MAX_BINARIES:
+        raise TooLarge("lb.planner", "ilp", f"instance too large for ilp ({len(flows)} flows x {spines} spines, "
+                       f"more than {ILP_MAX_BINARIES}); use mmf or edge_coloring")
+    stats = {} if stats is None else stats
+    lo = lower_bound(flows, spines)
+    start = greedy(flows, spines)
+    hi = max_link_load(flows, start)
+    if hi > lo:  # edge colouring meets the bound on equal flows (no solver finds that quickly)
+        coloured = edge_coloring(flows, spines)
+        if max_link_load(flows, coloured) < hi:
+            start, hi = coloured, max_link_load(flows, coloured)
+    stats.update(status="heuristic at bound", mip_gap=0.0, objective=hi, bound=lo)
+    if hi <= lo:
         return start
-    x = res.x[:nb].reshape(nf, spines)
-    assign = [int(j) for j in x.argmax(axis=1)]
-    return assign if max_link_load(flows, assign) <= hi else start
+    classes = flow_classes(flows)
+    keys = list(classes)
+    found = min_max_counts([(*k, len(classes[k])) for k in keys], spines, lo, hi, time_limit)
+    if found is None or found.objective > hi:
+        stats.update(status="no better plan found" if found is None else found.status,
+                     mip_gap=(hi - lo) / hi, objective=hi, bound=lo if found is None else found.bound)
+        return start
+    stats.update(status=found.status, mip_gap=found.mip_gap, objective=found.objective, bound=found.bound)
+    assign = [0] * len(flows)
+    for key, row in zip(keys, found.counts):
+        members = iter(classes[key])
+        for j, k in enumerate(row):
+            for _ in range(k):
+                assign[next(members)] = j
+    return assign
 
 
-PLANNERS.add("ilp", lambda flows, ctx: ilp(flows, ctx.spines, time_limit=ctx.time_limit_s))
+PLANNERS.add("ilp", lambda flows, ctx: ilp(flows, ctx.spines, time_limit=ctx.time_limit_s, stats=ctx.stats))
