@@ -296,6 +296,8 @@ def test_connection_scope_is_deterministic(tmp_path: Path) -> None:
     (["--lb", "planned", "--set", "lb.replan_ns=100us"], "lb.replan_ns"),
     (["--lb", "planned", "--set", "lb.plan_scope=cluster", "--set", "lb.replan_ns=100us"], "lb.replan_ns"),
     (["--lb", "planned", "--set", "lb.plan_scope=connection", "--set", "lb.replan_ns=0"], "lb.replan_ns"),
+    (["--lb", "planned", "--set", "lb.time_limit_s=5"], "lb.time_limit_s"),
+    (["--lb", "planned", "--set", "lb.planner=ilp", "--set", "lb.time_limit_s=0"], "lb.time_limit_s"),
 ])
 def test_bad_combinations_are_one_line_errors(sets: list[str], field: str, tmp_path: Path) -> None:
     p = subprocess.run([sys.executable, "-m", "pktsim", "run", *sets, "--quiet", "--out", str(tmp_path / "x")],
@@ -303,3 +305,15 @@ def test_bad_combinations_are_one_line_errors(sets: list[str], field: str, tmp_p
     assert p.returncode == 2, p.stderr
     lines = p.stderr.strip().splitlines()
     assert len(lines) == 1 and field in lines[0], p.stderr
+
+
+def test_an_unproven_ilp_plan_is_reported_with_its_gap() -> None:
+    """A solver stopped by lb.time_limit_s: the plan is used and the run's warnings say how far from
+    proven it is; with time to prove it, no warning."""
+    rushed = prepare(scenario([], "workload.jobs.0.placement=random", "lb.planner=ilp", "lb.time_limit_s=0.001",
+                              workload="alltoall"))
+    gaps = rushed.flow_plan.solver_gaps
+    assert gaps and all(0 < g < 1 for g in gaps.values())
+    assert any("not proven optimal" in w and "MIP gap" in w for w in rushed.flow_plan.warnings)
+    proven = prepare(scenario([], "lb.planner=ilp", workload="permutation"))
+    assert not proven.flow_plan.solver_gaps and not proven.flow_plan.warnings

@@ -45,7 +45,8 @@ FABRICS = ("ls16x16x16", "ls32x64x32")
 WORKLOADS = ("ring_packed", "ring_random", "alltoall", "permutation", "multi_job")
 SCHEMES = (
     "ecmp", "spray", "split2", "split4", "split8", "split16", "split_minimal",
-    *(f"planned:{p}" for p in PLANNERS), "planned:edge_coloring/cluster", "adaptive", "flowlet",
+    *(f"planned:{p}" for p in PLANNERS), "planned:edge_coloring/cluster", "planned:mmf/connection", "adaptive",
+    "flowlet",
 )
 DEFAULT_SCHEMES = tuple(s for s in SCHEMES if s != "planned:ilp")
 """The default comparison: the ILP solves one program per phase (510 per 256-rank ring) and is
@@ -81,14 +82,16 @@ def fault_fields(case: str) -> dict[str, Any]:
 
 def scheme_fields(name: str) -> dict[str, Any]:
     """A study scheme name (``ecmp``, ``split4``, ``planned:ilp``, ...) -> the fields it sets.
-    ``/cluster`` after ``planned:PLANNER`` or ``split_minimal`` plans all jobs together
-    (``lb.plan_scope=cluster``)."""
+    ``/cluster`` after ``planned:PLANNER`` or ``split_minimal`` plans the jobs in lockstep together
+    (``lb.plan_scope=cluster``); ``/connection`` after ``planned:PLANNER`` plans persistent
+    connections, re-planned periodically (``lb.plan_scope=connection``)."""
     base, sep, scope = name.partition("/")
     if sep:
-        if scope != "cluster" or not (base == "split_minimal" or base.startswith("planned:")):
+        planned = base.startswith("planned:")
+        if not ((scope == "cluster" and (planned or base == "split_minimal")) or (scope == "connection" and planned)):
             raise InputError("--scheme", "", f"unknown scheme {name!r} (/cluster follows planned:PLANNER "
-                             f"or split_minimal)")
-        return {**scheme_fields(base), "lb.plan_scope": "cluster"}
+                             f"or split_minimal, /connection follows planned:PLANNER)")
+        return {**scheme_fields(base), "lb.plan_scope": scope}
     if name.startswith("planned:"):
         planner = name.split(":", 1)[1]
         if planner not in PLANNERS:

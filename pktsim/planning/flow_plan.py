@@ -88,8 +88,10 @@ class FlowPlanner:
         self.phase_seconds: dict[tuple, float] = {}
         """``planned``: wall seconds the planner took per phase (see :meth:`_phases`), or per plan
         of the connection scope (``("connections", k)``: its k-th plan, 0 the first)."""
-        self.warnings: list[str] = []
-        """What a user should know about the plan (one line each)."""
+        self._warnings: list[str] = []
+        self.solver_gaps: dict[tuple, float] = {}
+        """Exact planners (``ilp``): the relative MIP gap of each plan the solver left unproven
+        (stopped at ``lb.time_limit_s``), keyed as :attr:`phase_seconds`."""
         self._groups = self._plan_groups(scenario)
         self.connections: ConnectionPlan | None = None
         """``plan_scope: connection``: the connections' plan."""
@@ -176,12 +178,22 @@ class FlowPlanner:
             groups.append(first.setdefault(shape, i))
         alone = [jobs[i].name for i, g in enumerate(groups) if groups.count(g) == 1]
         if alone and len(jobs) > 1:
-            self.warnings.append(
+            self._warnings.append(
                 f"lb.plan_scope: cluster plans step k of jobs in lockstep together; {', '.join(alone)} "
                 f"{'runs' if len(alone) == 1 else 'run'} in lockstep with no other job (collective, size, ranks, "
                 "iterations, channels, slices, start or compute gap differ) and "
                 f"{'is' if len(alone) == 1 else 'are'} planned alone")
         return groups
+
+    @property
+    def warnings(self) -> list[str]:
+        """What a user should know about the plan (one line each)."""
+        if not self.solver_gaps:
+            return list(self._warnings)
+        gap = max(self.solver_gaps.values())
+        return [*self._warnings, f"lb.planner {self._spec.planner}: {len(self.solver_gaps)} of "
+                f"{len(self.phase_seconds)} plans not proven optimal within lb.time_limit_s={self._spec.time_limit_s:g} s "
+                f"(largest MIP gap {gap:.1%}); the best plans found were used"]
 
     @property
     def plan_seconds(self) -> float:
@@ -290,10 +302,12 @@ class FlowPlanner:
         seed = lb.planner_seed if lb.planner_seed is not None else self.seed
         context = PlanContext(len(spines), host_gbps=fabric.host_link_gbps(flows[0].src_host),
                               fabric_gbps=fabric.link_gbps(flows[0].src, spines[0]), local=local, seed=seed,
-                              steps=lb.annealing_steps)
+                              steps=lb.annealing_steps, time_limit_s=lb.time_limit_s)
         t0 = time.perf_counter()
         choice = plan(lb.planner, flows, context)
         self.phase_seconds[key] = self.phase_seconds.get(key, 0.0) + time.perf_counter() - t0
+        if context.stats.get("mip_gap"):
+            self.solver_gaps[key] = context.stats["mip_gap"]
         load = dict.fromkeys(spines, 0)
         for f, j in zip(flows, choice):
             load[spines[j]] += f.bytes

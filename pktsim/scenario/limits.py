@@ -153,7 +153,7 @@ class Work:
 def _pieces(scenario: Scenario) -> int:
     """Subflows per message (an upper estimate)."""
     lb = scenario.lb
-    if lb.scheme == "split":
+    if lb.scheme in ("split", "planned"):
         return lb.subflows
     if lb.scheme == "split_minimal":
         topo = scenario.topology  # pieces over the turning points: spines, or a fat-tree's cores

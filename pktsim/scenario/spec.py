@@ -519,6 +519,9 @@ class LbSpec(_Strict):
     """``planned`` with ``annealing``: the annealer's seed (default: the scenario seed)."""
     annealing_steps: Count(1, lim.MAX_ANNEALING_STEPS) = 20_000
     """``planned`` with ``annealing``: moves tried per phase (fewer if it reaches the lower bound)."""
+    time_limit_s: Annotated[float, Field(gt=0, le=86_400)] = 60.0
+    """``planned`` with ``ilp``: the solver's wall-clock limit per plan (s); the best plan found by
+    then is kept and its MIP gap reported in the run's warnings."""
     plan_scope: Literal["job", "cluster", "connection"] = "job"
     """``planned`` and ``split_minimal``: which flows a plan sees together. ``job``: one phase is one
     step of one collective op. ``cluster`` (C4-style whole-cluster planning): one phase is step k of
@@ -544,9 +547,11 @@ class LbSpec(_Strict):
         if self.scheme != "planned" and self.planner != "edge_coloring":
             raise _FieldError(("lb", "planner"), f"only used with lb.scheme: planned (scheme is {self.scheme})",
                               involves=(("lb", "scheme"),))
-        for name, default in (("planner_seed", None), ("annealing_steps", 20_000)):
-            if getattr(self, name) != default and (self.scheme != "planned" or self.planner != "annealing"):
-                raise _FieldError(("lb", name), "only used with lb.scheme: planned and lb.planner: annealing",
+        for name, planner in (("planner_seed", "annealing"), ("annealing_steps", "annealing"),
+                              ("time_limit_s", "ilp")):
+            if getattr(self, name) != type(self).model_fields[name].default and (
+                    self.scheme != "planned" or self.planner != planner):
+                raise _FieldError(("lb", name), f"only used with lb.scheme: planned and lb.planner: {planner}",
                                   involves=(("lb", "scheme"), ("lb", "planner")))
         if self.plan_scope == "connection" and self.scheme != "planned":
             raise _FieldError(("lb", "plan_scope"), "connection is only for lb.scheme: planned (split_minimal cuts "
