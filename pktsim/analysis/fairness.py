@@ -23,7 +23,8 @@ The analytic view of how fair routing left the fabric, beside the rates the simu
   the phase's bytes * 8 / its duration (achieved in the simulation). Zero-byte messages have no rate
   and are left out.
 
-The max-min computation is cached per distinct competing set: each phase is reduced to its
+The max-min computation is cached per distinct competing set (the most recent few hundred, the
+phases taken in time order): each phase is reduced to its
 *signature* (the multiset of its flows' routes, interned: ring steps repeat the same connections)
 and a competing set is keyed by the multiset of its phases' signatures. Overlapping phases are
 found by a sweep over the intervals sorted by start (a phase starting after ``end`` or ending
@@ -32,11 +33,16 @@ before ``start`` cannot overlap; none lasts longer than the longest).
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from collections.abc import Sequence
 
 import numpy as np
 
 from pktsim.fluid.maxmin import max_min_rates_by_bottlenecks
+
+
+CACHED = 256
+"""Allocations kept (the most recently used): each holds a rate per route of its competing set."""
 
 
 class Routes:
@@ -133,16 +139,20 @@ def phase_fairness(
     sorted_start = start_ps[by_start]
     longest = float((end_ps - start_ps).max()) if n_phases else 0.0
     phase_bytes = np.bincount(phase_of_msg, weights=msg_bytes, minlength=n_phases)
-    cache: dict[bytes, tuple[np.ndarray, np.ndarray]] = {}
+    cache: OrderedDict[bytes, tuple[np.ndarray, np.ndarray]] = OrderedDict()  # the most recent CACHED
     out = {}
-    for p in wanted:
+    for p in sorted(wanted, key=lambda p: (start_ps[p], p)):  # in time order: sets repeat nearby
         lo = int(np.searchsorted(sorted_start, start_ps[p] - longest, side="left"))
         hi = int(np.searchsorted(sorted_start, end_ps[p], side="right"))
         near = by_start[lo:hi]
         sigs, times = np.unique(signature[near[end_ps[near] >= start_ps[p]]], return_counts=True)
         key = sigs.tobytes() + b"|" + times.tobytes()
-        if key not in cache:
+        if key in cache:
+            cache.move_to_end(key)
+        else:
             cache[key] = _allocation(sigs, times, members, table_links, table_weights, capacity)
+            if len(cache) > CACHED:
+                cache.popitem(last=False)
         ids, rates = cache[key]
         a, b = flow_bounds[p], flow_bounds[p + 1]
         flows = order[a:b]
@@ -159,7 +169,7 @@ def phase_fairness(
             "fair_jain": jain_index(x) if len(x) else None,
             "throughput_gbps": float(phase_bytes[p] * 8 * 1000 / duration_ps) if duration_ps > 0 else None,
         }
-    return out
+    return {p: out[p] for p in wanted}
 
 
 def _allocation(sigs: np.ndarray, times: np.ndarray, members: list[tuple[np.ndarray, np.ndarray]],
