@@ -11,8 +11,8 @@ WIDTH = 80
 
 
 def print_summary(summary: Mapping) -> None:
-    """Per job: CCT against the ideal; then the largest queue, the transport's counts, the makespan
-    and the speed. ``summary``: a :class:`~pktsim.summary.RunSummary` or a loaded summary.json."""
+    """Per job: CCT against the ideal, the fair rate given the paths taken, its Jain index and the
+    99th-percentile FCT; then the largest queue, the transport's counts, the makespan and the speed. ``summary``: a :class:`~pktsim.summary.RunSummary` or a loaded summary.json."""
     from rich import box
     from rich.console import Console
     from rich.table import Table
@@ -33,6 +33,10 @@ def print_summary(summary: Mapping) -> None:
             format_ns(j["mean_ideal_cct_ns"]), f"{j['slowdown']:.3f}x" if j["slowdown"] else "-",
         )
     console.print(table)
+    if all("fct_p99_ns" in j for j in summary["jobs"]):  # summaries written before these keys lack them
+        console.print(_fairness_table(summary["jobs"]))
+        console.print("fair rate: the slowest message's max-min fair rate given the paths taken, mean over "
+                      "phases; Jain: of the messages' fair rates; throughput: achieved")
     if any(j["iterations"] > 1 for j in summary["jobs"]):
         console.print("CCT and ideal: the mean over each job's iterations (all of them in summary.json)")
     makespan = max(j["end_ns"] for j in summary["jobs"])
@@ -76,6 +80,27 @@ def print_summary(summary: Mapping) -> None:
     for warning in summary.get("warnings") or ():
         console.print(f"[yellow]warning:[/yellow] {warning}")
     console.print(f"traces: {summary['out']}/")
+
+
+def _fairness_table(jobs: list[Mapping]):
+    """Per job: its fair rate, Jain index, achieved throughput and FCT percentiles."""
+    from rich import box
+    from rich.table import Table
+
+    table = Table(box=box.SIMPLE_HEAD, pad_edge=False, collapse_padding=True)
+    table.add_column("job", overflow="fold")
+    for col in ("fair rate", "Jain", "throughput", "FCT p50", "FCT p99"):
+        table.add_column(col, justify="right", no_wrap=True)
+    for j in jobs:
+        table.add_row(
+            j["name"], _gbps(j["fair_rate_gbps"]), "-" if j["fair_jain"] is None else f"{j['fair_jain']:.3f}",
+            _gbps(j["throughput_gbps"]), format_ns(j["fct_p50_ns"]), format_ns(j["fct_p99_ns"]),
+        )
+    return table
+
+
+def _gbps(rate: float | None) -> str:
+    return "-" if rate is None else f"{rate:,.1f} Gb/s"
 
 
 def _fault_line(f: Mapping) -> str:

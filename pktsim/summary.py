@@ -10,9 +10,11 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Iterator
 
+import numpy as np
+
 from pktsim import __version__
 from pktsim.scenario import Scenario
-from pktsim.units import ps_to_ns
+from pktsim.units import PS_PER_NS, ps_to_ns
 from pktsim.workload.execution import DagExecution
 
 
@@ -85,16 +87,20 @@ class RunSummary(Mapping):
 
 def job_results(scenario: Scenario, execution: DagExecution,
                 fault_free: dict[str, list[int]] | None = None) -> list[dict]:
-    """Per job: the completion time of every iteration, the ideal, the slowdown, the congestion;
-    with ``fault_free`` (per job, the CCTs of the same run without its faults) also those."""
+    """Per job: the completion time of every iteration, the ideal, the slowdown, the congestion,
+    the fair shares and FCT percentiles; with ``fault_free`` (per job, the CCTs of the same run
+    without its faults) also those."""
     jobs = []
     workload = execution.workload
+    fct_ns = message_fct_ns(execution)
     for job in scenario.workload.jobs:
         ops = [op.op for op in workload.collectives if op.job == job.name]
         cct = [ps_to_ns(execution.op_end_ps[op] - execution.op_start_ps(op)) for op in ops]
         ideal = [ps_to_ns(execution.ideal_op_ps[op]) for op in ops]
         mean, ideal_mean = sum(cct) / len(cct), sum(ideal) / len(ideal)
-        congestion = [p["congestion"] for p in execution.phases if p["job"] == job.name]
+        phases = [p for p in execution.phases if p["job"] == job.name]
+        congestion = [p["congestion"] for p in phases]
+        fct = np.concatenate([fct_ns[r.start:r.stop] for r in (workload.collectives[op].msg_ids for op in ops)])
         jobs.append({
             "name": job.name, "collective": job.collective, "ranks": job.ranks, "bytes": job.bytes,
             "iterations": job.iterations, "cct_ns": cct, "ideal_cct_ns": ideal, "mean_cct_ns": mean,
@@ -102,9 +108,32 @@ def job_results(scenario: Scenario, execution: DagExecution,
             "start_ns": ps_to_ns(execution.op_start_ps(ops[0])), "end_ns": ps_to_ns(execution.op_end_ps[ops[-1]]),
             "max_congestion": max(congestion, default=None),
             "mean_congestion": sum(congestion) / len(congestion) if congestion else None,
+            **fair_shares(phases),
+            "fct_p50_ns": float(np.percentile(fct, 50)), "fct_p99_ns": float(np.percentile(fct, 99)),
         })
         if fault_free is not None and job.name in fault_free:
             healthy = fault_free[job.name]
             jobs[-1]["fault_free_cct_ns"] = healthy
             jobs[-1]["fault_slowdown"] = mean / (sum(healthy) / len(healthy)) if sum(healthy) else None
     return jobs
+
+
+def message_fct_ns(execution: DagExecution) -> np.ndarray:
+    """Per message: its FCT (end - ready) in ns as the ``messages`` table rounds it (int64)."""
+    ready = np.frombuffer(execution.ready_ps, dtype=np.float64)
+    end = np.frombuffer(execution.end_ps, dtype=np.float64)
+    return (np.rint(end - ready).astype(np.int64) + PS_PER_NS // 2) // PS_PER_NS
+
+
+def fair_shares(phases: list[dict]) -> dict[str, float | None]:
+    """A job's fair-share keys from its phases (``congestion`` rows): the mean of their
+    ``fair_min_gbps`` and ``fair_jain``, and bytes * 8 over the sum of their durations (null when
+    the job has no phase with cross-ToR traffic)."""
+    rates = [p["fair_min_gbps"] for p in phases if p["fair_min_gbps"] is not None]
+    jains = [p["fair_jain"] for p in phases if p["fair_jain"] is not None]
+    duration_ps = sum(p["end_ps"] - p["start_ps"] for p in phases)
+    return {
+        "fair_rate_gbps": sum(rates) / len(rates) if rates else None,
+        "fair_jain": sum(jains) / len(jains) if jains else None,
+        "throughput_gbps": sum(p["bytes"] for p in phases) * 8 * 1000 / duration_ps if duration_ps > 0 else None,
+    }

@@ -55,7 +55,8 @@ SCHEMAS: dict[str, pa.Schema] = {
         ("job", pa.string()), ("collective", pa.string()), ("iteration", pa.int32()), ("step", pa.int32()),
         ("messages", pa.int64()), ("bytes", pa.int64()), ("max_link_bytes", pa.int64()),
         ("busiest_link", pa.string()), ("congestion", pa.float64()), ("start_ns", pa.int64()),
-        ("end_ns", pa.int64()), ("duration_ns", pa.int64()),
+        ("end_ns", pa.int64()), ("duration_ns", pa.int64()), ("fair_min_gbps", pa.float64()),
+        ("fair_median_gbps", pa.float64()), ("fair_jain", pa.float64()), ("throughput_gbps", pa.float64()),
     ]),
     "queues": pa.schema([
         ("time_ns", pa.int64()), ("node", pa.string()), ("port", pa.string()), ("max_bytes", pa.int64()),
@@ -95,6 +96,10 @@ FILE_SCHEMAS: dict[str, pa.Schema] = {
         ("job_names", pa.list_(pa.string())), ("job_cct_ns", pa.list_(pa.float64())),
         ("job_ideal_ns", pa.list_(pa.float64())), ("job_slowdown", pa.list_(pa.float64())),
         ("max_congestion", pa.float64()), ("mean_congestion", pa.float64()),
+        ("fair_rate_gbps", pa.float64()), ("fair_jain", pa.float64()), ("throughput_gbps", pa.float64()),
+        ("fct_p50_ns", pa.float64()), ("fct_p99_ns", pa.float64()),
+        ("job_fair_rate_gbps", pa.list_(pa.float64())), ("job_throughput_gbps", pa.list_(pa.float64())),
+        ("job_fct_p50_ns", pa.list_(pa.float64())), ("job_fct_p99_ns", pa.list_(pa.float64())),
         ("retransmits", pa.int64()), ("spurious_retransmits", pa.int64()), ("timeouts", pa.int64()),
         ("drops", pa.int64()), ("fault_drops", pa.int64()), ("paused_ns", pa.int64()),
         ("fault_target", pa.string()), ("fault_at_ns", pa.int64()), ("fault_free_ns", pa.float64()),
@@ -210,6 +215,13 @@ class CongestionRow(NamedTuple):
     start_ns: int
     end_ns: int
     duration_ns: int
+    fair_min_gbps: float | None
+    """The phase's slowest message at its max-min fair rate (:mod:`pktsim.analysis.fairness`)."""
+    fair_median_gbps: float | None
+    fair_jain: float | None
+    """Jain's index of the phase's messages' fair rates."""
+    throughput_gbps: float | None
+    """Achieved: the phase's bytes * 8 / its duration."""
 
 
 ROWS: dict[str, type[tuple]] = {
@@ -416,6 +428,8 @@ class Recorder:
             messages=p["messages"], bytes=p["bytes"], max_link_bytes=p["max_link_bytes"],
             busiest_link=p["busiest_link"], congestion=p["congestion"], start_ns=ps_to_ns(p["start_ps"]),
             end_ns=ps_to_ns(p["end_ps"]), duration_ns=ps_to_ns(p["end_ps"] - p["start_ps"]),
+            fair_min_gbps=p["fair_min_gbps"], fair_median_gbps=p["fair_median_gbps"], fair_jain=p["fair_jain"],
+            throughput_gbps=p["throughput_gbps"],
         ))
 
     def flow_done(self, row: FlowRow) -> None:

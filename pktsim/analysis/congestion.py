@@ -7,16 +7,52 @@ split; in these fabrics a turning point fixes the path). The phase's *congestion
 link's load divided by the phase's largest message: the number of flows on the busiest link when
 flows are equal (1 is the best a routing can do when no link must carry two), fractional under
 splitting and spraying. Host links are left out: routing cannot change their load.
+
+The meter also keeps, per (sub)flow, what the fair-share metrics need
+(:mod:`pktsim.analysis.fairness`): its message, its bytes and its *route* (the directed links it
+loads, host links included, with the fraction of its traffic on each), compactly: three typed
+arrays of small ints, the routes interned (a connection's route repeats every step).
 """
 
 from __future__ import annotations
 
+from array import array
 from collections import defaultdict
+from typing import NamedTuple
 
 import numpy as np
 
+from pktsim.analysis.fairness import Routes, phase_fairness
 from pktsim.fabric.fabric import Fabric
 from pktsim.workload.dag import Workload
+
+
+class PhaseGroups(NamedTuple):
+    """Every phase (op, step) of a workload, with or without cross-ToR traffic, in (op, step) order."""
+
+    ops: list[int]
+    steps: list[int]
+    order: np.ndarray
+    """The message ids grouped by phase (int64; stable: in msg_id order within a phase)."""
+    bounds: np.ndarray
+    """Phase k's messages are ``order[bounds[k]:bounds[k + 1]]`` (int64, one more than phases)."""
+
+    def phase_of_message(self) -> np.ndarray:
+        """Per message: the index of its phase (int64)."""
+        phase = np.empty(len(self.order), dtype=np.int64)
+        phase[self.order] = np.repeat(np.arange(len(self.ops)), np.diff(self.bounds))
+        return phase
+
+
+def phase_groups(workload: Workload) -> PhaseGroups:
+    """Group the messages by phase with one stable sort (vectorised on purpose: every message)."""
+    w = workload
+    key = w.op.astype(np.int64) * (int(w.step.max()) + 1) + w.step
+    order = np.argsort(key, kind="stable")
+    keys = key[order]
+    starts = np.flatnonzero(np.concatenate([[True], keys[1:] != keys[:-1]]))
+    return PhaseGroups(w.op[order[starts]].tolist(), w.step[order[starts]].tolist(), order,
+                       np.append(starts, len(keys)))
 
 
 class CongestionMeter:
@@ -28,10 +64,22 @@ class CongestionMeter:
         self.loads: dict[tuple[int, int], dict[tuple[str, str], int]] = defaultdict(lambda: defaultdict(int))
         self._op, self._step = memoryview(workload.op), memoryview(workload.step)
         self._src, self._dst = memoryview(workload.src), memoryview(workload.dst)
+        self.routes = Routes()
+        self._route_of: dict[tuple, int] = {}  # a path, or (src, dst, spine_bytes) of a spread flow
+        self.flow_msg = array("i")
+        self.flow_route = array("i")
+        self.flow_bytes = array("q")
 
-    def add_flow(self, msg_id: int, path: list[str] | None, spine_bytes: list[tuple[str, int]]) -> None:
-        """A flow of ``msg_id`` took ``path`` (nodes, or None when its packets spread) and carried
-        ``spine_bytes`` (payload bytes per turning-point switch)."""
+    def add_flow(self, msg_id: int, nbytes: int, path: list[str] | None, spine_bytes: list[tuple[str, int]]) -> None:
+        """A flow of ``msg_id`` (``nbytes``) took ``path`` (nodes, or None when its packets spread)
+        and carried ``spine_bytes`` (payload bytes per turning-point switch)."""
+        self.flow_msg.append(msg_id)
+        self.flow_bytes.append(nbytes)
+        key = tuple(path) if path is not None else (self._src[msg_id], self._dst[msg_id], *spine_bytes)
+        route = self._route_of.get(key)
+        if route is None:
+            route = self._route_of[key] = self.routes.add(self._route_links(msg_id, path, spine_bytes))
+        self.flow_route.append(route)
         load = self.loads[self._op[msg_id], self._step[msg_id]]
         if path is not None:
             nbytes = sum(b for _, b in spine_bytes)
@@ -45,23 +93,53 @@ class CongestionMeter:
             for u, v in zip(switches, switches[1:]):
                 load[u, v] += nbytes
 
-    def phases(self) -> list[dict]:
-        """One record per phase with cross-ToR traffic, in (op, step) order: the busiest link, its
-        bytes and the congestion. ``msg_ids``: the phase's messages (int64 array, in msg_id order)."""
+    def _route_links(self, msg_id: int, path: list[str] | None,
+                     spine_bytes: list[tuple[str, int]]) -> dict[int, float]:
+        """A flow's directed links (fabric link ids, host links included) -> the fraction of its
+        traffic on each: 1 along a path; a spread flow's per-turning-point share of its bytes on
+        that turning point's path (shares add up where the paths meet), 1 on its host links."""
+        index = self.fabric.link_index
+        if path is not None:
+            return {index[uv]: 1.0 for uv in zip(path, path[1:])}
+        hosts, tor_of = self.workload.hosts, self.fabric.tor_of
+        src, dst = hosts[self._src[msg_id]], hosts[self._dst[msg_id]]
+        a, b = tor_of[src], tor_of[dst]
+        weights = {index[src, a]: 1.0, index[b, dst]: 1.0}
+        total = sum(nbytes for _, nbytes in spine_bytes)
+        for turn, nbytes in spine_bytes:
+            switches = self.fabric.via(a, b, turn)
+            for uv in zip(switches, switches[1:]):
+                weights[index[uv]] = weights.get(index[uv], 0.0) + nbytes / total
+        return weights
+
+    def capacity_gbps(self) -> np.ndarray:
+        """Every directed link's rate on the healthy fabric (Gbit/s, by fabric link id)."""
+        return np.array([self.fabric.link_gbps(u, v) for u, v in self.fabric.links], dtype=np.float64)
+
+    def fairness(self, groups: PhaseGroups, start_ps: np.ndarray, end_ps: np.ndarray,
+                 wanted: list[int]) -> dict[int, dict]:
+        """The fair-share columns of the phases ``wanted`` (indices into ``groups``; every phase's
+        interval in ``start_ps`` / ``end_ps``, ps) from the flows added so far: see
+        :func:`pktsim.analysis.fairness.phase_fairness`."""
+        return phase_fairness(
+            groups.phase_of_message(), start_ps, end_ps, np.frombuffer(self.flow_msg, dtype=np.int32),
+            np.frombuffer(self.flow_route, dtype=np.int32), np.frombuffer(self.flow_bytes, dtype=np.int64),
+            self.workload.bytes, self.routes, self.capacity_gbps(), wanted,
+        )
+
+    def phases(self, groups: PhaseGroups) -> list[dict]:
+        """One record per phase of ``groups`` with cross-ToR traffic, in (op, step) order: the
+        busiest link, its bytes and the congestion. ``msg_ids``: the phase's messages (int64 array,
+        in msg_id order); ``group``: its index in ``groups``."""
         w = self.workload
         if not len(w.bytes):
             return []
-        # Group the messages by phase with one stable sort (vectorised on purpose: every message).
-        key = w.op.astype(np.int64) * (int(w.step.max()) + 1) + w.step
-        order = np.argsort(key, kind="stable")
-        keys = key[order]
-        starts = np.flatnonzero(np.concatenate([[True], keys[1:] != keys[:-1]]))
+        order, starts = groups.order, groups.bounds[:-1]
         sizes = w.bytes[order]
         largest = np.maximum.reduceat(sizes, starts).tolist()
         total = np.add.reduceat(sizes, starts).tolist()
-        bounds = np.append(starts, len(keys)).tolist()
-        ops, steps = w.op[order[starts]].tolist(), w.step[order[starts]].tolist()
-        where = {(o, s): k for k, (o, s) in enumerate(zip(ops, steps))}
+        bounds = groups.bounds.tolist()
+        where = {(o, s): k for k, (o, s) in enumerate(zip(groups.ops, groups.steps))}
         out = []
         for key in sorted(self.loads):
             load = self.loads[key]
@@ -74,6 +152,6 @@ class CongestionMeter:
                 "op": key[0], "job": op.job, "collective": op.collective, "iteration": op.iteration,
                 "step": key[1], "messages": bounds[k + 1] - bounds[k], "bytes": total[k], "max_link_bytes": busiest,
                 "busiest_link": f"{link[0]}->{link[1]}", "congestion": busiest / largest[k],
-                "msg_ids": order[bounds[k]:bounds[k + 1]],
+                "msg_ids": order[bounds[k]:bounds[k + 1]], "group": k,
             })
         return out

@@ -98,6 +98,12 @@ def metrics(summary: Any) -> dict:
         "job_ideal_ns": [float(j["mean_ideal_cct_ns"]) for j in jobs], "job_slowdown": [j["slowdown"] for j in jobs],
         "max_congestion": max(maxes) if maxes else None,
         "mean_congestion": sum(means) / len(means) if means else None,
+        "fair_rate_gbps": _extreme(min, jobs, "fair_rate_gbps"), "fair_jain": _extreme(min, jobs, "fair_jain"),
+        "throughput_gbps": _extreme(min, jobs, "throughput_gbps"),
+        "fct_p50_ns": _extreme(max, jobs, "fct_p50_ns"), "fct_p99_ns": _extreme(max, jobs, "fct_p99_ns"),
+        "job_fair_rate_gbps": [j["fair_rate_gbps"] for j in jobs],
+        "job_throughput_gbps": [j["throughput_gbps"] for j in jobs],
+        "job_fct_p50_ns": [j["fct_p50_ns"] for j in jobs], "job_fct_p99_ns": [j["fct_p99_ns"] for j in jobs],
         "fault_target": ", ".join(f["target"] for f in faults) or None,
         "fault_at_ns": min((f["at_ns"] for f in faults), default=None),
         "fault_free_ns": float(sum(healthy) / len(healthy)) if healthy else None,
@@ -109,6 +115,12 @@ def metrics(summary: Any) -> dict:
         row.update({key: transport.get(key) for key in
                     ("retransmits", "spurious_retransmits", "timeouts", "drops", "fault_drops", "paused_ns")})
     return row
+
+
+def _extreme(pick: Callable, jobs: list[dict], key: str) -> float | None:
+    """``pick`` (min or max) of the jobs' non-null ``key``, or None."""
+    values = [j[key] for j in jobs if j.get(key) is not None]
+    return pick(values) if values else None
 
 
 # ---------------------------------------------------------------------------------------------

@@ -15,7 +15,7 @@ from typing import Protocol
 
 import numpy as np
 
-from pktsim.analysis.congestion import CongestionMeter
+from pktsim.analysis.congestion import CongestionMeter, phase_groups
 from pktsim.workload.dag import CollectiveOp, Message, Workload
 
 
@@ -95,7 +95,7 @@ class DagExecution:
         """A flow of ``msg_id`` (``nbytes``, first byte sent at ``start_ps``) was received at
         ``end_ps`` after taking ``path`` (None when its packets spread over ``spine_bytes``, the
         bytes per turning-point switch); returns True when that completes the message."""
-        self.congestion.add_flow(msg_id, path, spine_bytes)
+        self.congestion.add_flow(msg_id, nbytes, path, spine_bytes)
         first = self.start_ps[msg_id]
         if first < 0 or start_ps < first:
             self.start_ps[msg_id] = start_ps
@@ -135,18 +135,24 @@ class DagExecution:
         return released
 
     def finish(self, backend: str) -> None:
-        """After the run: check every message completed, compute the phases' congestion and report
-        each phase."""
+        """After the run: check every message completed, compute the phases' congestion and fair
+        shares and report each phase."""
         if self.messages_done != len(self.workload.messages):
             raise RuntimeError(
                 f"{backend} simulation stalled: {self.messages_done} of {len(self.workload.messages)} messages completed"
             )
-        self.phases = self.congestion.phases()
-        ready = np.frombuffer(self.ready_ps, dtype=np.float64)
-        end = np.frombuffer(self.end_ps, dtype=np.float64)
+        if not len(self.workload.bytes):
+            return
+        groups = phase_groups(self.workload)
+        self.phases = self.congestion.phases(groups)
+        starts = groups.bounds[:-1]
+        start = np.minimum.reduceat(np.frombuffer(self.ready_ps, dtype=np.float64)[groups.order], starts)
+        end = np.maximum.reduceat(np.frombuffer(self.end_ps, dtype=np.float64)[groups.order], starts)
+        fair = self.congestion.fairness(groups, start, end, [p["group"] for p in self.phases])
         for p in self.phases:
-            p["start_ps"] = float(ready[p["msg_ids"]].min())
-            p["end_ps"] = float(end[p["msg_ids"]].max())
+            p["start_ps"] = float(start[p["group"]])
+            p["end_ps"] = float(end[p["group"]])
+            p.update(fair[p["group"]])
             if self.listener is not None:
                 self.listener.phase_done(p)
 
