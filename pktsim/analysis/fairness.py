@@ -11,8 +11,10 @@ The analytic view of how fair routing left the fabric, beside the rates the simu
   traffic (weight 1); a flow whose packets spread puts on each turning point's path the fraction
   ``spine_bytes / sum(spine_bytes)`` of its traffic (shares add up where those paths meet; its host
   links weight 1). Capacities: the *healthy* fabric's link rates (Gbit/s): faults are ignored.
-- **Fair rates**: max-min fair over those links, every competing flow one flow (a connection's
-  flow in three overlapping phases counts three times), by
+- **Fair rates**: max-min fair over those links. A route carries as many flows as the most any
+  one competing phase puts on it: flows on one route in different phases are one connection's
+  consecutive messages (a route runs host to host, and a queue pair serves its messages in order),
+  so a ring's next step, overlapping this one on the same connections, adds no flow. Computed by
   :func:`pktsim.fluid.maxmin.max_min_rates_by_bottlenecks`: progressive filling's allocation
   (the fluid backend's :func:`~pktsim.fluid.maxmin.max_min_rates`) in a few rounds instead of one
   per distinct rate (64 rings on ls32x64x32: ~5 rounds instead of ~450).
@@ -26,7 +28,7 @@ The analytic view of how fair routing left the fabric, beside the rates the simu
 The max-min computation is cached per distinct competing set (the most recent few hundred, the
 phases taken in time order): each phase is reduced to its
 *signature* (the multiset of its flows' routes, interned: ring steps repeat the same connections)
-and a competing set is keyed by the multiset of its phases' signatures. Overlapping phases are
+and a competing set is keyed by the set of its phases' signatures. Overlapping phases are
 found by a sweep over the intervals sorted by start (a phase starting after ``end`` or ending
 before ``start`` cannot overlap; none lasts longer than the longest).
 """
@@ -145,12 +147,12 @@ def phase_fairness(
         lo = int(np.searchsorted(sorted_start, start_ps[p] - longest, side="left"))
         hi = int(np.searchsorted(sorted_start, end_ps[p], side="right"))
         near = by_start[lo:hi]
-        sigs, times = np.unique(signature[near[end_ps[near] >= start_ps[p]]], return_counts=True)
-        key = sigs.tobytes() + b"|" + times.tobytes()
+        sigs = np.unique(signature[near[end_ps[near] >= start_ps[p]]])
+        key = sigs.tobytes()
         if key in cache:
             cache.move_to_end(key)
         else:
-            cache[key] = _allocation(sigs, times, members, table_links, table_weights, capacity)
+            cache[key] = _allocation(sigs, members, table_links, table_weights, capacity)
             if len(cache) > CACHED:
                 cache.popitem(last=False)
         ids, rates = cache[key]
@@ -172,14 +174,15 @@ def phase_fairness(
     return {p: out[p] for p in wanted}
 
 
-def _allocation(sigs: np.ndarray, times: np.ndarray, members: list[tuple[np.ndarray, np.ndarray]],
+def _allocation(sigs: np.ndarray, members: list[tuple[np.ndarray, np.ndarray]],
                 table_links: np.ndarray, table_weights: np.ndarray,
                 capacity: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """The competing set of phases with signatures ``sigs`` (``times`` phases each) -> its routes
-    (sorted ids) and each route's max-min fair rate (Gbit/s)."""
+    """The competing set of phases with signatures ``sigs`` -> its routes (sorted ids) and each
+    route's max-min fair rate (Gbit/s); a route carries the most flows any one phase puts on it."""
     ids = np.concatenate([members[s][0] for s in sigs.tolist()])
-    counts = np.concatenate([members[s][1] * t for s, t in zip(sigs.tolist(), times.tolist())])
-    flows = np.bincount(ids, weights=counts, minlength=len(table_links))
+    counts = np.concatenate([members[s][1] for s in sigs.tolist()]).astype(np.float64)
+    flows = np.zeros(len(table_links))
+    np.maximum.at(flows, ids, counts)
     unique = np.flatnonzero(flows)
     return unique, max_min_rates_by_bottlenecks(table_links[unique], table_weights[unique] * flows[unique, None],
                                                 capacity)
