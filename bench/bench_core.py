@@ -35,6 +35,7 @@ each round's value listed.
     python bench/bench_core.py                            # the full benchmark (all cases, ns.py)
     python bench/bench_core.py --mib 8 --cases ecmp,roce_dcqcn
     python bench/bench_core.py --htsim /tmp/htsim/htsim/sim/build --no-nspy --repeat 3
+    python bench/bench_core.py --callgrind --cases ecmp,spray   # Ir per packet-hop (64 KiB and 2 MiB flows)
 """
 
 from __future__ import annotations
@@ -85,6 +86,42 @@ def run_pktsim(mib: int, extra: list[str], tree: Path = HERE.parent) -> dict:
     summary["data_hops_per_s"] = summary["data_hops"] / summary["wall_s"]
     summary["cct_ns"] = summary["jobs"][0]["mean_cct_ns"]
     return summary
+
+
+CALLGRIND_SIZES = ("64KiB", "2MiB")
+"""Flow sizes of the callgrind cost per packet-hop: the difference between them cancels what a run
+costs whatever its size (start-up, the scenario, writing the traces' schemas)."""
+
+
+def callgrind_ir(flow_bytes: str, extra: list[str], tree: Path = HERE.parent) -> tuple[int, int]:
+    """Instructions (Ir) of one run under ``valgrind --tool=callgrind`` and its packet-hops. The
+    run's hash seed is fixed and numpy's BLAS threads are one (their spinning and the dicts' layout
+    otherwise move a run's count by ~0.2%); a run without valgrind first writes the ``.pyc`` files."""
+    env = os.environ | {"PYTHONHASHSEED": "0", "OPENBLAS_NUM_THREADS": "1"}
+    with tempfile.TemporaryDirectory() as tmp:
+        lb = [] if "--lb" in extra else ["--lb", "ecmp"]
+        cmd = [sys.executable, "-m", "pktsim", "run", "--topology", "bench", "--workload", "permutation", *lb,
+               "--set", f"workload.jobs.0.bytes={flow_bytes}", "--quiet", *extra]
+        subprocess.run(cmd + ["--out", str(Path(tmp) / "warm")], cwd=tree, env=env, check=True)
+        cg = ["valgrind", "--tool=callgrind", f"--callgrind-out-file={tmp}/callgrind.out"]
+        log = subprocess.run(cg + cmd + ["--out", str(Path(tmp) / "run")], cwd=tree, env=env, check=True,
+                             capture_output=True, text=True).stderr
+        hops = json.loads((Path(tmp) / "run" / "summary.json").read_text())["packet_hops"]
+    ir = next(int(line.split()[-1].replace(",", "")) for line in log.splitlines() if "Collected :" in line)
+    return ir, hops
+
+
+def callgrind_per_hop(names: list[str]) -> None:
+    """Print each case's instructions per packet-hop, (Ir(2MiB) - Ir(64KiB)) / (hops(2MiB) -
+    hops(64KiB)), and its ratio to the first case's: a figure the machine's load does not move."""
+    first = None
+    for c in names:
+        (ir1, h1), (ir2, h2) = (callgrind_ir(size, CASES[c]) for size in CALLGRIND_SIZES)
+        per_hop = (ir2 - ir1) / (h2 - h1)
+        if first is None:
+            first = per_hop
+        print(f"{c:10s} {per_hop:>8,.0f} Ir per packet-hop ({ir1:,} Ir / {h1:,} hops at {CALLGRIND_SIZES[0]}, "
+              f"{ir2:,} / {h2:,} at {CALLGRIND_SIZES[1]}); {per_hop / first:.3f}x {names[0]}", flush=True)
 
 
 def simpy_event_rate(n: int = 1_000_000) -> float:
@@ -163,6 +200,9 @@ def main() -> None:
                         help="another checkout (e.g. a git worktree of an older commit): alternate its runs with "
                              "this tree's and print the speed ratio round by round, then stop (cases: ideal ECMP "
                              "and roce, or those of --cases)")
+    parser.add_argument("--callgrind", action="store_true",
+                        help="instead: instructions per packet-hop of each case under valgrind's callgrind "
+                             f"(flows of {' and '.join(CALLGRIND_SIZES)}; minutes per case), e.g. --cases ecmp,spray")
     args = parser.parse_args()
     names = [c.strip() for c in args.cases.split(",") if c.strip()]
     unknown = [c for c in names if c not in CASES]
@@ -170,6 +210,9 @@ def main() -> None:
         parser.error(f"unknown case(s) {', '.join(unknown)}: choose from {', '.join(CASES)}")
     if args.no_roce:
         names = [c for c in names if not c.startswith("roce")]
+    if args.callgrind:
+        callgrind_per_hop(names)
+        return
     if args.baseline is not None:
         if "--cases" in sys.argv[1:] or any(a.startswith("--cases=") for a in sys.argv[1:]):
             variants = {c: CASES[c] for c in names}

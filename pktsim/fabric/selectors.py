@@ -32,7 +32,7 @@ import random
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Callable, Sequence
 
-from pktsim.fabric.hashing import MASK32, salted_hash, stable_hash, switch_salt
+from pktsim.fabric.hashing import salted_hash, stable_hash, switch_salt
 from pktsim.registry import Registry
 from pktsim.units import ns_to_ps
 
@@ -83,7 +83,9 @@ SCHEMES: Registry[Callable[[LbSpec], LoadBalancing]] = Registry("load-balancing 
 
 
 class HashSelect:
-    """The salted hash, computed for every packet (for keys that change per packet: spraying)."""
+    """The salted hash, computed for every packet (for keys that change per packet: spraying).
+    The packet switch computes it inlined (:meth:`pktsim.packet.switch.Switch.on_arrival`, with
+    this ``salt``); this call is the reference it is tested against."""
 
     __slots__ = ("salt",)
 
@@ -91,13 +93,7 @@ class HashSelect:
         self.salt = salt
 
     def __call__(self, pkt, group: Sequence):
-        # salted_hash(pkt.key, self.salt) with fmix32 inlined on purpose (once per packet per hop)
-        h = (pkt.key ^ self.salt) & MASK32
-        h ^= h >> 16
-        h = (h * 0x85EBCA6B) & MASK32
-        h ^= h >> 13
-        h = (h * 0xC2B2AE35) & MASK32
-        return group[(h ^ (h >> 16)) % len(group)]
+        return group[salted_hash(pkt.key, self.salt) % len(group)]
 
 
 class RandomSelect:

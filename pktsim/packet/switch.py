@@ -6,7 +6,8 @@ from heapq import heappush
 
 import simpy
 
-from pktsim.fabric.hashing import salted_hash
+from pktsim.fabric.hashing import MASK32, salted_hash
+from pktsim.fabric.selectors import HashSelect
 from pktsim.packet.engine import NORMAL
 from pktsim.packet.ports import Port
 
@@ -16,12 +17,14 @@ class Switch:
     toward its destination (``fib[dst_host]``): by default the salted hash of the packet's 5-tuple
     key (:func:`pktsim.fabric.hashing.salted_hash`), memoised per key since a connection's key is fixed;
     or a ``select(pkt, group)`` policy (the hash per packet for sprayed keys, random choice, ...).
+    The hash per packet (:class:`~pktsim.fabric.selectors.HashSelect`) is computed here, inlined,
+    with the selector's salt (``hash_salt``); other policies are called.
 
     Its forwarding latency (``switch.latency_ns``) is not applied here but on the links into it
     (:class:`~pktsim.packet.ports.EgressPort`), for both port models: a packet arrives once it
     has been forwarded, and goes straight into its egress queue."""
 
-    __slots__ = ("env", "index", "name", "fib", "salt", "select", "memo")
+    __slots__ = ("env", "index", "name", "fib", "salt", "select", "hash_salt", "memo")
 
     MEMO_SIZE = 65_536
     """Keys remembered per switch before the memo starts afresh (bounds memory on huge all-to-alls)."""
@@ -33,6 +36,8 @@ class Switch:
         self.fib: list[tuple[Port, ...]] = []
         self.salt = salt
         self.select = select
+        self.hash_salt: int | None = select.salt if isinstance(select, HashSelect) else None
+        """The salt of a :class:`HashSelect` policy, which :meth:`on_arrival` inlines; else None."""
         self.memo: dict[int, Port] = {}
 
     def on_arrival(self, link: Port) -> None:
@@ -49,6 +54,15 @@ class Switch:
             port = self.memo.get(pkt.key)
             if port is None:
                 port = self._hash_choice(pkt.key, group)
+        elif self.hash_salt is not None:
+            # HashSelect (salted_hash) inlined on purpose: spraying hashes every packet at every
+            # multi-path hop, and calling the selector object costs a quarter of the hash itself.
+            h = (pkt.key ^ self.hash_salt) & MASK32
+            h ^= h >> 16
+            h = (h * 0x85EBCA6B) & MASK32
+            h ^= h >> 13
+            h = (h * 0xC2B2AE35) & MASK32
+            port = group[(h ^ (h >> 16)) % len(group)]
         else:
             port = self.select(pkt, group)
         if port.down and pkt.via < 0:
