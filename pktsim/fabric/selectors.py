@@ -246,7 +246,7 @@ SCHEMES.add("spray", lambda lb: LoadBalancing(entropy_per_packet=True, selector=
 SCHEMES.add("spray_switch", lambda lb: LoadBalancing(selector=_random, spreads=True))
 SCHEMES.add("split", lambda lb: LoadBalancing(subflows=lb.subflows))
 SCHEMES.add("split_minimal", lambda lb: LoadBalancing(flow_plan="split_minimal", reroute="planner"))
-SCHEMES.add("planned", lambda lb: LoadBalancing(flow_plan="planned", reroute="planner"))
+SCHEMES.add("planned", lambda lb: LoadBalancing(subflows=lb.subflows, flow_plan="planned", reroute="planner"))
 SCHEMES.add("adaptive", lambda lb: LoadBalancing(selector=_adaptive(lb.adaptive_choices), queue_aware=True,
                                                  reroute="local"))
 SCHEMES.add("flowlet", lambda lb: LoadBalancing(selector=_flowlet(ns_to_ps(lb.flowlet_gap_ns)), queue_aware=True,

@@ -82,8 +82,8 @@ class FlowPlanner:
         self.seed = scenario.seed
         self.lb = LoadBalancing.from_spec(scenario.lb)
         self._spec = scenario.lb
-        self.pieces = scenario.lb.subflows if self.lb.flow_plan == "planned" else self.lb.subflows
-        """Subflows per message (``planned`` honours ``lb.subflows`` as ``split`` does)."""
+        self.pieces = self.lb.subflows
+        """Subflows per message (``split`` and ``planned``: ``lb.subflows``; 1 otherwise)."""
         self._plans: dict[int, list[Subflow]] = {}
         self.phase_seconds: dict[tuple, float] = {}
         """``planned``: wall seconds the planner took per phase (see :meth:`_phases`), or per plan
