@@ -271,3 +271,17 @@ def test_bad_options_are_one_line(tmp_path: Path, capsys) -> None:
         read_sweep([1, 2], "", "s.yaml", tmp_path, tmp_path)
     assert not any(p.name.startswith("out") for p in tmp_path.iterdir())
     assert os.listdir(tmp_path) == ["s.yaml"]
+
+
+@pytest.mark.parametrize("preset", ["permutation-schemes", "fair-routing", "fair-routing-packet"])
+def test_shipped_sweep_presets_resolve(preset: str, tmp_path: Path) -> None:
+    """Every point of a shipped sweep validates as `pktsim run` would (the study's presets are
+    checked in tests/test_study.py)."""
+    from pktsim.experiments.sweep_spec import sweep_source
+    from pktsim.scenario.presets import preset_names
+
+    assert preset in preset_names("sweep")
+    data, text, source, root = sweep_source(None, preset)
+    sweep = read_sweep(data, text, source, root, tmp_path)
+    assert sweep.points and all(p.error is None for p in sweep.points)
+    assert len({p.hash for p in sweep.points}) == len(sweep.points)
