@@ -210,8 +210,11 @@ def _fair_phases(exp, dag, directory: Path) -> dict[tuple, dict]:
     for w_id, op, step in zip(range(len(exp.workload.bytes)), exp.workload.op.tolist(), exp.workload.step.tolist()):
         phase_of[w_id] = (op, step)
     flows_of: dict[tuple, list[dict]] = defaultdict(list)
+    first_route: dict[tuple, dict[int, float]] = {}  # links -> the first recorded route over them
     for f in _table(directory, "flows"):
         flows_of[phase_of[f["msg_id"]]].append(f)
+        route = _route(fabric, f)
+        first_route.setdefault(tuple(sorted(route)), route)
     span: dict[tuple, list[float]] = {}  # first ready, last end of the phase's messages (ps)
     for i, key in phase_of.items():
         lo, hi = span.get(key, (float("inf"), -1))
@@ -224,21 +227,25 @@ def _fair_phases(exp, dag, directory: Path) -> dict[tuple, dict]:
         competing = sorted(k for k, (s, e) in span.items() if s <= end and e >= start)
         # a route carries the most flows any one competing phase puts on it (one connection's
         # consecutive messages in overlapping phases are one flow)
+        # routes over the same links are one class, the first recorded one's shares standing for
+        # all; a class carries the most flows any one competing phase puts on it (one connection's
+        # consecutive messages in overlapping phases are one flow)
         flows_on: dict[tuple, int] = {}
         for k in competing:
             here: dict[tuple, int] = defaultdict(int)
             for f in flows_of[k]:
-                here[tuple(sorted(_route(fabric, f).items()))] += 1
-            for r, n in here.items():
-                flows_on[r] = max(flows_on.get(r, 0), n)
-        routes = [r for r, n in flows_on.items() for _ in range(n)]  # one entry per flow
-        rates = max_min_fair_gbps([[link for link, _ in r] for r in routes], [[w for _, w in r] for r in routes],
-                                  [1] * len(routes), capacity)
-        _check_certificate([dict(r) for r in routes], rates, capacity)
-        rate_of = dict(zip(routes, rates))
+                here[tuple(sorted(_route(fabric, f)))] += 1
+            for c, n in here.items():
+                flows_on[c] = max(flows_on.get(c, 0), n)
+        classes = [c for c, n in flows_on.items() for _ in range(n)]  # one entry per flow
+        shares = [first_route[c] for c in classes]
+        rates = max_min_fair_gbps([list(r) for r in shares], [list(r.values()) for r in shares], [1] * len(classes),
+                                  capacity)
+        _check_certificate(shares, rates, capacity)
+        rate_of = dict(zip(classes, rates))
         need: dict[int, float] = defaultdict(float)
         for f in flows_of[key]:
-            r = rate_of[tuple(sorted(_route(fabric, f).items()))]
+            r = rate_of[tuple(sorted(_route(fabric, f)))]
             need[f["msg_id"]] = max(need[f["msg_id"]], f["bytes"] * 8 / r)
         x = np.array([messages[m]["bytes"] * 8 / t for m, t in need.items() if messages[m]["bytes"]])
         out[key] = {"row": row, "rates": x, "competing": competing}

@@ -14,7 +14,9 @@ The analytic view of how fair routing left the fabric, beside the rates the simu
 - **Fair rates**: max-min fair over those links. A route carries as many flows as the most any
   one competing phase puts on it: flows on one route in different phases are one connection's
   consecutive messages (a route runs host to host, and a queue pair serves its messages in order),
-  so a ring's next step, overlapping this one on the same connections, adds no flow. Computed by
+  so a ring's next step, overlapping this one on the same connections, adds no flow. Routes over
+  the same links count as one (sprayed flows of one connection split a little differently from
+  message to message; the first such route's shares stand for all). Computed by
   :func:`pktsim.fluid.maxmin.max_min_rates_by_bottlenecks`: progressive filling's allocation
   (the fluid backend's :func:`~pktsim.fluid.maxmin.max_min_rates`) in a few rounds instead of one
   per distinct rate (64 rings on ls32x64x32: ~5 rounds instead of ~450).
@@ -116,7 +118,14 @@ def phase_fairness(
     ``fair_min_gbps``, ``fair_median_gbps``, ``fair_jain``, ``throughput_gbps``} (None where a
     phase has no rate: no bytes, or no duration).
     """
-    n_phases, n_routes = len(start_ps), max(len(routes), 1)
+    # Routes over the same links are one class (the first one's weights stand for all): sprayed
+    # flows of one connection split a little differently message by message, and must still
+    # count as the one connection they are.
+    classes: dict[tuple[int, ...], int] = {}
+    class_of = np.array([classes.setdefault(links, len(classes)) for links in routes.links], dtype=np.int64)
+    first_of_class = np.unique(class_of, return_index=True)[1]
+    flow_route = class_of[flow_route] if len(class_of) else flow_route
+    n_phases, n_routes = len(start_ps), max(len(classes), 1)
     flow_phase = phase_of_msg[flow_msg]
     order = np.argsort(flow_phase, kind="stable")
     flow_bounds = np.searchsorted(flow_phase[order], np.arange(n_phases + 1)).tolist()
@@ -135,7 +144,7 @@ def phase_fairness(
             sig = seen[key] = len(members)
             members.append((pair_routes[a:b], pair_counts[a:b]))
         signature[p] = sig
-    table_links, table_weights = routes.padded(len(capacity_gbps))
+    table_links, table_weights = (table[first_of_class] for table in routes.padded(len(capacity_gbps)))
     capacity = np.append(capacity_gbps.astype(np.float64), np.inf)
     by_start = np.argsort(start_ps, kind="stable")
     sorted_start = start_ps[by_start]
