@@ -200,6 +200,14 @@ def _route(fabric, flow: dict) -> dict[int, float]:
     return share
 
 
+def _class(fabric, flow: dict) -> tuple:
+    """A recorded flow's class: its path, or its endpoints when it spread over several."""
+    route = _route(fabric, flow)
+    if all(w == 1.0 for w in route.values()):
+        return tuple(sorted(route))
+    return ("spread", flow["src"], flow["dst"])
+
+
 def _fair_phases(exp, dag, directory: Path) -> dict[tuple, dict]:
     """Per phase with a congestion row: its message fair rates recomputed from the traces, and
     the keys of its competing phases; checks the max-min certificate of every allocation."""
@@ -210,11 +218,15 @@ def _fair_phases(exp, dag, directory: Path) -> dict[tuple, dict]:
     for w_id, op, step in zip(range(len(exp.workload.bytes)), exp.workload.op.tolist(), exp.workload.step.tolist()):
         phase_of[w_id] = (op, step)
     flows_of: dict[tuple, list[dict]] = defaultdict(list)
-    first_route: dict[tuple, dict[int, float]] = {}  # links -> the first recorded route over them
+    mean_share: dict[tuple, dict[int, float]] = defaultdict(lambda: defaultdict(float))
+    count: dict[tuple, int] = defaultdict(int)
     for f in _table(directory, "flows"):
         flows_of[phase_of[f["msg_id"]]].append(f)
-        route = _route(fabric, f)
-        first_route.setdefault(tuple(sorted(route)), route)
+        c = _class(fabric, f)
+        count[c] += 1
+        for link, w in _route(fabric, f).items():
+            mean_share[c][link] += w
+    mean_share = {c: {link: w / count[c] for link, w in row.items()} for c, row in mean_share.items()}
     span: dict[tuple, list[float]] = {}  # first ready, last end of the phase's messages (ps)
     for i, key in phase_of.items():
         lo, hi = span.get(key, (float("inf"), -1))
@@ -227,25 +239,25 @@ def _fair_phases(exp, dag, directory: Path) -> dict[tuple, dict]:
         competing = sorted(k for k, (s, e) in span.items() if s <= end and e >= start)
         # a route carries the most flows any one competing phase puts on it (one connection's
         # consecutive messages in overlapping phases are one flow)
-        # routes over the same links are one class, the first recorded one's shares standing for
-        # all; a class carries the most flows any one competing phase puts on it (one connection's
-        # consecutive messages in overlapping phases are one flow)
+        # a path, or the endpoints of a flow that spread, is one class loading each link with its
+        # flows' mean share; a class carries the most flows any one competing phase puts on it
+        # (one connection's consecutive messages in overlapping phases are one flow)
         flows_on: dict[tuple, int] = {}
         for k in competing:
             here: dict[tuple, int] = defaultdict(int)
             for f in flows_of[k]:
-                here[tuple(sorted(_route(fabric, f)))] += 1
+                here[_class(fabric, f)] += 1
             for c, n in here.items():
                 flows_on[c] = max(flows_on.get(c, 0), n)
         classes = [c for c, n in flows_on.items() for _ in range(n)]  # one entry per flow
-        shares = [first_route[c] for c in classes]
+        shares = [mean_share[c] for c in classes]
         rates = max_min_fair_gbps([list(r) for r in shares], [list(r.values()) for r in shares], [1] * len(classes),
                                   capacity)
         _check_certificate(shares, rates, capacity)
         rate_of = dict(zip(classes, rates))
         need: dict[int, float] = defaultdict(float)
         for f in flows_of[key]:
-            r = rate_of[tuple(sorted(_route(fabric, f)))]
+            r = rate_of[_class(fabric, f)]
             need[f["msg_id"]] = max(need[f["msg_id"]], f["bytes"] * 8 / r)
         x = np.array([messages[m]["bytes"] * 8 / t for m, t in need.items() if messages[m]["bytes"]])
         out[key] = {"row": row, "rates": x, "competing": competing}

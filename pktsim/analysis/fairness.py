@@ -14,9 +14,10 @@ The analytic view of how fair routing left the fabric, beside the rates the simu
 - **Fair rates**: max-min fair over those links. A route carries as many flows as the most any
   one competing phase puts on it: flows on one route in different phases are one connection's
   consecutive messages (a route runs host to host, and a queue pair serves its messages in order),
-  so a ring's next step, overlapping this one on the same connections, adds no flow. Routes over
-  the same links count as one (sprayed flows of one connection split a little differently from
-  message to message; the first such route's shares stand for all). Computed by
+  so a ring's next step, overlapping this one on the same connections, adds no flow. Flows that
+  spread count by their endpoints (a sprayed connection's messages split differently each time,
+  over other spines when they are a few packets), loading each link with their mean share.
+  Computed by
   :func:`pktsim.fluid.maxmin.max_min_rates_by_bottlenecks`: progressive filling's allocation
   (the fluid backend's :func:`~pktsim.fluid.maxmin.max_min_rates`) in a few rounds instead of one
   per distinct rate (64 rings on ls32x64x32: ~5 rounds instead of ~450).
@@ -118,14 +119,9 @@ def phase_fairness(
     ``fair_min_gbps``, ``fair_median_gbps``, ``fair_jain``, ``throughput_gbps``} (None where a
     phase has no rate: no bytes, or no duration).
     """
-    # Routes over the same links are one class (the first one's weights stand for all): sprayed
-    # flows of one connection split a little differently message by message, and must still
-    # count as the one connection they are.
-    classes: dict[tuple[int, ...], int] = {}
-    class_of = np.array([classes.setdefault(links, len(classes)) for links in routes.links], dtype=np.int64)
-    first_of_class = np.unique(class_of, return_index=True)[1]
-    flow_route = class_of[flow_route] if len(class_of) else flow_route
-    n_phases, n_routes = len(start_ps), max(len(classes), 1)
+    class_of, table_links, table_weights = _route_classes(routes, flow_route, len(capacity_gbps))
+    flow_route = class_of[flow_route]
+    n_phases, n_routes = len(start_ps), max(len(table_links), 1)
     flow_phase = phase_of_msg[flow_msg]
     order = np.argsort(flow_phase, kind="stable")
     flow_bounds = np.searchsorted(flow_phase[order], np.arange(n_phases + 1)).tolist()
@@ -144,7 +140,6 @@ def phase_fairness(
             sig = seen[key] = len(members)
             members.append((pair_routes[a:b], pair_counts[a:b]))
         signature[p] = sig
-    table_links, table_weights = (table[first_of_class] for table in routes.padded(len(capacity_gbps)))
     capacity = np.append(capacity_gbps.astype(np.float64), np.inf)
     by_start = np.argsort(start_ps, kind="stable")
     sorted_start = start_ps[by_start]
@@ -181,6 +176,36 @@ def phase_fairness(
             "throughput_gbps": float(phase_bytes[p] * 8 * 1000 / duration_ps) if duration_ps > 0 else None,
         }
     return {p: out[p] for p in wanted}
+
+
+def _route_classes(routes: Routes, flow_route: np.ndarray,
+                   n_links: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Routes -> classes, one per path and one per pair of endpoints whose flows spread: a sprayed
+    connection's messages split a little differently each time (over other spines when they are
+    a few packets), and are still the one connection. A spread class loads each link with the
+    mean share of its flows. Returns per route its class, and per class its links (padded with
+    ``n_links``) and shares."""
+    key_of = []
+    for links, weights in zip(routes.links, routes.weights):
+        whole = tuple(link for link, w in zip(links, weights) if w == 1.0)  # host links, at least
+        key_of.append(links if len(whole) == len(links) else ("spread", *whole))
+    classes: dict[tuple, int] = {}
+    class_of = np.array([classes.setdefault(key, len(classes)) for key in key_of], dtype=np.int64)
+    flows = np.bincount(flow_route, minlength=len(routes.links))
+    share: list[dict[int, float]] = [{} for _ in classes]
+    total = np.zeros(len(classes))
+    for r, (links, weights) in enumerate(zip(routes.links, routes.weights)):
+        c, n = class_of[r], flows[r]
+        total[c] += n
+        for link, w in zip(links, weights):
+            share[c][link] = share[c].get(link, 0.0) + n * w
+    width = max((len(row) for row in share), default=1)
+    links = np.full((len(share), width), n_links, dtype=np.int64)
+    weights = np.zeros((len(share), width))
+    for c, row in enumerate(share):
+        links[c, :len(row)] = list(row)
+        weights[c, :len(row)] = [w / total[c] if total[c] else 1.0 for w in row.values()]
+    return class_of, links, weights
 
 
 def _allocation(sigs: np.ndarray, members: list[tuple[np.ndarray, np.ndarray]],
