@@ -24,5 +24,5 @@ class InputError(Exception):
 
 class TooLarge(InputError):
     """An instance a solver refuses for its size (the ILP planner above
-    :data:`~pktsim.planning.planners.ILP_MAX_BINARIES` binaries). The study reports such a run as
+    :data:`~pktsim.planning.planners.ILP_MAX_BINARIES` flows x spines). The study reports such a run as
     status ``too large`` instead of an error."""
