@@ -11,8 +11,10 @@ WIDTH = 80
 
 
 def print_summary(summary: Mapping) -> None:
-    """Per job: CCT against the ideal, the fair rate given the paths taken, its Jain index and the
-    99th-percentile FCT; then the largest queue, the transport's counts, the makespan and the speed. ``summary``: a :class:`~pktsim.summary.RunSummary` or a loaded summary.json."""
+    """Per job: CCT against the ideal, then the fair rate given the paths taken, its Jain index,
+    the throughput and the FCT percentiles; then the largest queue, the transport's counts, the
+    makespan and the speed. ``summary``: a :class:`~pktsim.summary.RunSummary` or a loaded
+    summary.json."""
     from rich import box
     from rich.console import Console
     from rich.table import Table
