@@ -6,8 +6,6 @@ from __future__ import annotations
 import functools
 import hashlib
 
-import numpy as np
-
 MASK32 = 0xFFFFFFFF
 ROCE_DST_PORT = 4791
 
@@ -57,8 +55,7 @@ def entropy_mixes() -> list[int]:
     """:func:`entropy_mix` of every 16-bit entropy, indexed by the entropy: a spraying NIC's
     per-packet table lookup instead of three operations. Computed once per process (a constant:
     2.6 MB of Python ints, not worth one copy per NIC)."""
-    g = np.arange(1 << 16, dtype=np.uint64) * np.uint64(0x9E3779B1)
-    return ((g ^ (g >> np.uint64(16))) & np.uint64(MASK32)).tolist()
+    return [entropy_mix(e) for e in range(1 << 16)]
 
 
 def sprayed_key(parts: tuple[int, int], mix: int) -> int:

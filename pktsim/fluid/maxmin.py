@@ -3,7 +3,23 @@ fair-share metrics theirs (:mod:`pktsim.analysis.fairness`)."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import numpy as np
+
+
+def padded_rows(links: Sequence[Sequence[int]], weights: Sequence[Sequence[float]] | None,
+                pad: int) -> tuple[np.ndarray, np.ndarray]:
+    """Rows of link ids (and each link's fraction of the flow's traffic; None: all 1) as the arrays
+    :func:`max_min_rates` takes: int64 links padded with link ``pad`` (give it infinite capacity),
+    float weights 0 there."""
+    width = max((len(row) for row in links), default=1) or 1
+    table = np.full((len(links), width), pad, dtype=np.int64)
+    shares = np.zeros((len(links), width))
+    for r, row in enumerate(links):
+        table[r, :len(row)] = row
+        shares[r, :len(row)] = 1.0 if weights is None else weights[r]
+    return table, shares
 
 
 def max_min_rates(links: np.ndarray, weights: np.ndarray, capacity: np.ndarray) -> np.ndarray:

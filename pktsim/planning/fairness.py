@@ -43,7 +43,7 @@ from typing import Callable, Hashable, NamedTuple, Sequence
 
 import numpy as np
 
-from pktsim.fluid.maxmin import max_min_rates
+from pktsim.fluid.maxmin import max_min_rates, padded_rows
 from pktsim.planning.planners import Flow, PlanContext, Solution, min_max_counts
 
 DIGITS = 6
@@ -57,11 +57,9 @@ def max_min_gbps(paths: Sequence[Sequence[Hashable]], capacity_gbps: Callable[[H
     index arrays (rows padded with a link of infinite capacity)."""
     index: dict[Hashable, int] = {}
     rows = [[index.setdefault(link, len(index)) for link in path] for path in paths]
-    pad = len(index)
-    width = max(map(len, rows))
-    links = np.array([row + [pad] * (width - len(row)) for row in rows], dtype=np.int64)
+    links, weights = padded_rows(rows, None, len(index))
     capacity = np.array([*map(capacity_gbps, index), np.inf])
-    return max_min_rates(links, (links != pad).astype(float), capacity)
+    return max_min_rates(links, weights, capacity)
 
 
 def host_links(flow: Flow) -> list[tuple]:

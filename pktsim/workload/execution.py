@@ -80,10 +80,6 @@ class DagExecution:
         msgs = self.workload.messages
         return [msgs[i] for i in np.flatnonzero(np.frombuffer(self.pending, dtype=np.int32) == 0).tolist()]
 
-    def unposted(self) -> list[int]:
-        """The messages not posted yet (ready time unknown), in msg_id order."""
-        return np.flatnonzero(np.frombuffer(self.ready_ps, dtype=np.float64) < 0).tolist()
-
     def posted(self, msg_id: int, t_ps: float) -> None:
         """``msg_id`` became ready and was handed to its sender at ``t_ps``."""
         self.ready_ps[msg_id] = t_ps
