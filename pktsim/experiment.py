@@ -58,7 +58,7 @@ class Experiment:
     def execution(self) -> DagExecution:
         """A fresh execution of the DAG (one per run: it holds the run's times)."""
         return DagExecution(
-            self.workload, self.ideal_fct_ps, self.ideal_op_ps, CongestionMeter(self.fabric, self.workload),
+            self.workload, self.ideal_fct_ps, self.ideal_op_ps, CongestionMeter(self.fabric, self.workload, self.lb.varying_paths),
             self.single_path_fct_ps,
         )
 

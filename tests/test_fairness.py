@@ -120,6 +120,19 @@ def test_a_rings_overlapping_steps_do_not_compete_with_each_other(tmp_path: Path
     assert any(b[0] < a[1] for a, b in zip(starts, starts[1:])), "the steps should overlap"
     assert all(r["fair_min_gbps"] == pytest.approx(100) for r in rows)
 
+
+def test_a_sprayed_connection_counts_once_however_its_messages_split(tmp_path: Path) -> None:
+    """A packed ring on bench, sprayed, with messages of two or three packets: each one lands on
+    other spines, or all on one (then it has a path), yet every ring connection is one flow and
+    alone on its leaf's links: every phase's slowest message gets the whole 100 Gbit/s."""
+    sc = load_scenario(topology="bench", lb="spray", overrides=[
+        'workload.jobs=[{"name": "job0", "collective": "ring_allreduce", "ranks": 32, "bytes": "256KiB"}]'])
+    _, directory = _run(sc, "packet", tmp_path)
+    flows = _table(directory, "flows")
+    assert any(f["path"] is None for f in flows) and any(f["path"] is not None and f["spine_bytes"][0]["node"]
+                                                         .startswith("spine") for f in flows)
+    assert all(r["fair_min_gbps"] == pytest.approx(100) for r in _table(directory, "congestion"))
+
 # ---------------------------------------------------------------------------------------------
 # 2. Properties over random scenarios
 
@@ -200,12 +213,12 @@ def _route(fabric, flow: dict) -> dict[int, float]:
     return share
 
 
-def _class(fabric, flow: dict) -> tuple:
-    """A recorded flow's class: its path, or its endpoints when it spread over several."""
-    route = _route(fabric, flow)
-    if all(w == 1.0 for w in route.values()):
-        return tuple(sorted(route))
-    return ("spread", flow["src"], flow["dst"])
+def _class(fabric, flow: dict, by_endpoints: bool) -> tuple:
+    """A recorded flow's class: its endpoints when it spread over several paths or its scheme's
+    paths vary (``by_endpoints``), else its path."""
+    if by_endpoints or flow["path"] is None:
+        return ("ends", flow["src"], flow["dst"])
+    return tuple(sorted(_route(fabric, flow)))
 
 
 def _fair_phases(exp, dag, directory: Path) -> dict[tuple, dict]:
@@ -222,7 +235,7 @@ def _fair_phases(exp, dag, directory: Path) -> dict[tuple, dict]:
     count: dict[tuple, int] = defaultdict(int)
     for f in _table(directory, "flows"):
         flows_of[phase_of[f["msg_id"]]].append(f)
-        c = _class(fabric, f)
+        c = _class(fabric, f, exp.lb.varying_paths)
         count[c] += 1
         for link, w in _route(fabric, f).items():
             mean_share[c][link] += w
@@ -246,7 +259,7 @@ def _fair_phases(exp, dag, directory: Path) -> dict[tuple, dict]:
         for k in competing:
             here: dict[tuple, int] = defaultdict(int)
             for f in flows_of[k]:
-                here[_class(fabric, f)] += 1
+                here[_class(fabric, f, exp.lb.varying_paths)] += 1
             for c, n in here.items():
                 flows_on[c] = max(flows_on.get(c, 0), n)
         classes = [c for c, n in flows_on.items() for _ in range(n)]  # one entry per flow
@@ -257,7 +270,7 @@ def _fair_phases(exp, dag, directory: Path) -> dict[tuple, dict]:
         rate_of = dict(zip(classes, rates))
         need: dict[int, float] = defaultdict(float)
         for f in flows_of[key]:
-            r = rate_of[_class(fabric, f)]
+            r = rate_of[_class(fabric, f, exp.lb.varying_paths)]
             need[f["msg_id"]] = max(need[f["msg_id"]], f["bytes"] * 8 / r)
         x = np.array([messages[m]["bytes"] * 8 / t for m, t in need.items() if messages[m]["bytes"]])
         out[key] = {"row": row, "rates": x, "competing": competing}

@@ -58,12 +58,15 @@ def phase_groups(workload: Workload) -> PhaseGroups:
 class CongestionMeter:
     """Accumulates per-phase link loads from the flows as they complete."""
 
-    def __init__(self, fabric: Fabric, workload: Workload) -> None:
+    def __init__(self, fabric: Fabric, workload: Workload, by_endpoints: bool = False) -> None:
+        """``by_endpoints``: the scheme's paths vary from packet to packet or message to message,
+        so flows count as their endpoints' connection (:class:`~pktsim.analysis.fairness.Routes`)."""
         self.fabric = fabric
         self.workload = workload
         self.loads: dict[tuple[int, int], dict[tuple[str, str], int]] = defaultdict(lambda: defaultdict(int))
         self._op, self._step = memoryview(workload.op), memoryview(workload.step)
         self._src, self._dst = memoryview(workload.src), memoryview(workload.dst)
+        self.by_endpoints = by_endpoints
         self.routes = Routes()
         self._route_of: dict[tuple, int] = {}  # a path, or (src, dst, spine_bytes) of a spread flow
         self.flow_msg = array("i")
@@ -78,7 +81,8 @@ class CongestionMeter:
         key = tuple(path) if path is not None else (self._src[msg_id], self._dst[msg_id], *spine_bytes)
         route = self._route_of.get(key)
         if route is None:
-            route = self._route_of[key] = self.routes.add(self._route_links(msg_id, path, spine_bytes))
+            ends = (self._src[msg_id], self._dst[msg_id]) if self.by_endpoints or path is None else None
+            route = self._route_of[key] = self.routes.add(self._route_links(msg_id, path, spine_bytes), ends)
         self.flow_route.append(route)
         load = self.loads[self._op[msg_id], self._step[msg_id]]
         if path is not None:

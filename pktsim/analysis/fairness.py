@@ -15,8 +15,10 @@ The analytic view of how fair routing left the fabric, beside the rates the simu
   one competing phase puts on it: flows on one route in different phases are one connection's
   consecutive messages (a route runs host to host, and a queue pair serves its messages in order),
   so a ring's next step, overlapping this one on the same connections, adds no flow. Flows that
-  spread count by their endpoints (a sprayed connection's messages split differently each time,
-  over other spines when they are a few packets), loading each link with their mean share.
+  spread, and every flow of a scheme whose paths vary from packet to packet or message to
+  message (spraying, adaptive, flowlet: :attr:`LoadBalancing.varying_paths`), count by their
+  endpoints (a sprayed connection's messages split differently each time, over other spines or
+  all on one when they are a few packets), loading each link with their mean share.
   Computed by
   :func:`pktsim.fluid.maxmin.max_min_rates_by_bottlenecks`: progressive filling's allocation
   (the fluid backend's :func:`~pktsim.fluid.maxmin.max_min_rates`) in a few rounds instead of one
@@ -43,7 +45,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from pktsim.fluid.maxmin import max_min_rates_by_bottlenecks
+from pktsim.fluid.maxmin import max_min_rates_by_bottlenecks, padded_rows
 
 
 CACHED = 256
@@ -51,36 +53,35 @@ CACHED = 256
 
 
 class Routes:
-    """Interned routes: route id -> its directed links (fabric link ids) and the fraction of the
-    flow's traffic on each."""
+    """Interned routes: route id -> its directed links (fabric link ids), the fraction of the
+    flow's traffic on each, and its class (the flows that count as one connection's)."""
 
     def __init__(self) -> None:
         self._ids: dict[tuple, int] = {}
         self.links: list[tuple[int, ...]] = []
         self.weights: list[tuple[float, ...]] = []
+        self.classes: list[tuple] = []
+        """Per route: ``("path", *links)``, or ``("ends", src, dst)`` for a connection whose
+        flows may take other paths from one message to the next."""
 
     def __len__(self) -> int:
         return len(self.links)
 
-    def add(self, weights: dict[int, float]) -> int:
-        """The id of the route loading link ``l`` with ``weights[l]`` (new or already known)."""
+    def add(self, weights: dict[int, float], ends: tuple[int, int] | None = None) -> int:
+        """The id of the route loading link ``l`` with ``weights[l]`` (new or already known);
+        ``ends`` (src, dst): its class is its endpoints', else its path's."""
         key = tuple(sorted(weights.items()))
         route = self._ids.get(key)
         if route is None:
             route = self._ids[key] = len(self.links)
             self.links.append(tuple(link for link, _ in key))
             self.weights.append(tuple(w for _, w in key))
+            self.classes.append(("path", *self.links[-1]) if ends is None else ("ends", *ends))
         return route
 
     def padded(self, n_links: int) -> tuple[np.ndarray, np.ndarray]:
         """Every route as a row of links (int64, padded with link ``n_links``) and weights (0 there)."""
-        width = max((len(row) for row in self.links), default=1)
-        links = np.full((len(self.links), width), n_links, dtype=np.int64)
-        weights = np.zeros((len(self.links), width))
-        for r, (row, w) in enumerate(zip(self.links, self.weights)):
-            links[r, :len(row)] = row
-            weights[r, :len(w)] = w
-        return links, weights
+        return padded_rows(self.links, self.weights, n_links)
 
 
 def max_min_fair_gbps(links: Sequence[Sequence[int]], weights: Sequence[Sequence[float]], counts: Sequence[int],
@@ -180,17 +181,12 @@ def phase_fairness(
 
 def _route_classes(routes: Routes, flow_route: np.ndarray,
                    n_links: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Routes -> classes, one per path and one per pair of endpoints whose flows spread: a sprayed
-    connection's messages split a little differently each time (over other spines when they are
-    a few packets), and are still the one connection. A spread class loads each link with the
-    mean share of its flows. Returns per route its class, and per class its links (padded with
-    ``n_links``) and shares."""
-    key_of = []
-    for links, weights in zip(routes.links, routes.weights):
-        whole = tuple(link for link, w in zip(links, weights) if w == 1.0)  # host links, at least
-        key_of.append(links if len(whole) == len(links) else ("spread", *whole))
+    """Routes -> their classes (:attr:`Routes.classes`): a sprayed connection's messages split
+    differently each time (over other spines, or all on one, when they are a few packets), and
+    are still the one connection. A class loads each link with the mean share of its flows.
+    Returns per route its class, and per class its links (padded with ``n_links``) and shares."""
     classes: dict[tuple, int] = {}
-    class_of = np.array([classes.setdefault(key, len(classes)) for key in key_of], dtype=np.int64)
+    class_of = np.array([classes.setdefault(key, len(classes)) for key in routes.classes], dtype=np.int64)
     flows = np.bincount(flow_route, minlength=len(routes.links))
     share: list[dict[int, float]] = [{} for _ in classes]
     total = np.zeros(len(classes))
@@ -199,12 +195,9 @@ def _route_classes(routes: Routes, flow_route: np.ndarray,
         total[c] += n
         for link, w in zip(links, weights):
             share[c][link] = share[c].get(link, 0.0) + n * w
-    width = max((len(row) for row in share), default=1)
-    links = np.full((len(share), width), n_links, dtype=np.int64)
-    weights = np.zeros((len(share), width))
-    for c, row in enumerate(share):
-        links[c, :len(row)] = list(row)
-        weights[c, :len(row)] = [w / total[c] if total[c] else 1.0 for w in row.values()]
+    links, weights = padded_rows([list(row) for row in share],
+                                 [[w / total[c] if total[c] else 1.0 for w in row.values()]
+                                  for c, row in enumerate(share)], n_links)
     return class_of, links, weights
 
 

@@ -60,6 +60,12 @@ class LoadBalancing:
     """A flow's packets spread evenly (on average) over every equal-cost path."""
     queue_aware: bool = False
     """Switches choose from their queues' state (no flow-level model can follow them)."""
+
+    @property
+    def varying_paths(self) -> bool:
+        """A connection's packets or messages may take other paths (spreading, or switches
+        choosing from their queues)."""
+        return self.spreads or self.queue_aware
     flow_plan: str | None = None
     """A plan decided before the run pins (pieces of) messages to paths: ``split_minimal`` or
     ``planned`` (see :mod:`pktsim.planning.flow_plan`)."""
