@@ -75,6 +75,7 @@ from typing import NamedTuple
 
 import numpy as np
 
+from pktsim.arrays import unique_first
 from pktsim.fabric.fabric import Fabric, Hop
 from pktsim.scenario import Scenario
 from pktsim.units import ns_to_ps, ps_per_byte, serialisation_ps
@@ -241,10 +242,11 @@ def ideal_times(fabric: Fabric, scenario: Scenario, workload: Workload) -> Ideal
     tor_code = np.array([tor_names.index(fabric.tor_of[h]) for h in w.hosts], dtype=np.int64)
     n_tors = max(len(tor_names), 1)
     src, dst = w.src.astype(np.int64), w.dst.astype(np.int64)
-    sizes, size_code = np.unique(w.bytes, return_inverse=True)
+    sizes = np.unique(w.bytes)
+    size_code = np.searchsorted(sizes, w.bytes)
     route_key = (tor_code[src] * n_tors + tor_code[dst]) * 2 + (src == dst)
-    key = route_key * max(len(sizes), 1) + size_code.reshape(-1)
-    _, first, inverse = np.unique(key, return_index=True, return_inverse=True)
+    key = route_key * max(len(sizes), 1) + size_code
+    _, first, inverse = unique_first(key)
     routes: dict[int, Route] = {}
     bounds: dict[tuple[Route, int], int] = {}
     fct_of, alone_of = [0] * len(first), [0] * len(first)
@@ -259,11 +261,11 @@ def ideal_times(fabric: Fabric, scenario: Scenario, workload: Workload) -> Ideal
             bounds[r, nbytes] = message_bound_ps(nbytes, nic.mtu_bytes, nic.header_bytes, r)
         hops = fabric.path_hops(m_src, m_dst)
         fct_of[g], alone_of[g] = bounds[r, nbytes], message_fct_ps(nbytes, nic.mtu_bytes, nic.header_bytes, hops)
-    groups = inverse.reshape(-1).tolist()
+    groups = inverse.tolist()
     fct = list(map(fct_of.__getitem__, groups))
     alone = list(map(alone_of.__getitem__, groups))
     del groups
-    chain = critical_path_array(workload, np.array(fct_of, dtype=np.float64)[inverse.reshape(-1)] if n else np.zeros(0))
+    chain = critical_path_array(workload, np.array(fct_of, dtype=np.float64)[inverse] if n else np.zeros(0))
     payload = nic.mtu_bytes - nic.header_bytes
     wire = w.bytes + -(-w.bytes // payload) * nic.header_bytes  # wire_bytes(), vectorised
     ops = []
@@ -271,10 +273,10 @@ def ideal_times(fabric: Fabric, scenario: Scenario, workload: Workload) -> Ideal
         a, b = op.msg_ids.start, op.msg_ids.stop
         nic_bound = 0
         for codes in (src[a:b], dst[a:b]):  # the op's senders (tx), then its receivers (rx)
-            hosts, local = np.unique(codes, return_inverse=True)
             # float64 sums of integers below 2**53 (bytes per host per op): exact
-            per_host = np.bincount(local.reshape(-1), weights=wire[a:b], minlength=len(hosts))
-            for h, nbytes in zip(hosts.tolist(), per_host.tolist()):
+            per_host = np.bincount(codes, weights=wire[a:b], minlength=len(w.hosts))
+            hosts = np.flatnonzero(np.bincount(codes, minlength=len(w.hosts)))
+            for h, nbytes in zip(hosts.tolist(), per_host[hosts].tolist()):
                 host = w.hosts[h]
                 nic_bound = max(nic_bound, serialisation_ps(int(nbytes), fabric.host_link_gbps(host)))
         ops.append(max(int(cp), nic_bound))

@@ -363,13 +363,16 @@ class FluidBackend(Backend):
 class FluidSimulation:
     """One run of a prepared experiment on the fluid backend."""
 
-    def __init__(self, experiment: Experiment, incremental: bool = True) -> None:
+    def __init__(self, experiment: Experiment, incremental: bool = True, compiled: bool = True) -> None:
         """``incremental``: recompute only the rates of flows connected to a change (the same
-        allocation as recomputing every rate, which ``False`` does, for tests and comparison)."""
+        allocation as recomputing every rate, which ``False`` does, for tests and comparison).
+        ``compiled``: use the compiled loop where it applies (``False``: the Python loop, the
+        reference it is tested against)."""
         FluidBackend().check(experiment.scenario)
         self.experiment = experiment
         self.scenario = scenario = experiment.scenario
         self.incremental = incremental
+        self.allow_compiled = compiled
         self.fabric = experiment.fabric
         self.workload = experiment.workload
         self.planner = experiment.flow_plan.for_run(experiment.fabric, experiment.faults)
@@ -800,7 +803,11 @@ class FluidSimulation:
         for m in self.dag.roots():
             self._schedule(ns_to_ps(m.gap_ns), _READY, m.msg_id)
         wall0 = time.perf_counter()
-        events = self._loop(progress)
+        if self.compiled:
+            from pktsim.fluid.compiled import CompiledLoop  # here: numba loads only for runs that use it
+            events = CompiledLoop(self).run(progress)
+        else:
+            events = self._loop(progress)
         wall = time.perf_counter() - wall0
         self.dag.finish("fluid")
         if recorder is not None:
@@ -808,6 +815,15 @@ class FluidSimulation:
         if progress is not None:
             progress(self._progress(events))
         return self._summary(wall, events)
+
+    @property
+    def compiled(self) -> bool:
+        """Whether the run goes through the compiled loop (:mod:`pktsim.fluid.compiled`): every
+        flow on one path, and nothing that changes paths, rates or the plan during the run."""
+        faults = self.faults
+        changing = bool(faults and (faults.link_events or faults.route_changes or faults.stragglers))
+        return (self.allow_compiled and self.incremental and not self.sprayed and not changing and self.planner.connections is None
+                and len(self.workload.bytes) > 0)
 
     def _loop(self, progress: ProgressCallback | None) -> int:
         """Advance from event time to event time; returns the number of rate recomputations."""

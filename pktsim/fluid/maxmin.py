@@ -7,6 +7,9 @@ from collections.abc import Sequence
 
 import numpy as np
 
+SATURATION_TOLERANCE = 1e-9
+"""A link saturates in a round when its fair share is within this relative margin of the round's step."""
+
 
 def padded_rows(links: Sequence[Sequence[int]], weights: Sequence[Sequence[float]] | None,
                 pad: int) -> tuple[np.ndarray, np.ndarray]:
@@ -49,7 +52,7 @@ def max_min_rates(links: np.ndarray, weights: np.ndarray, capacity: np.ndarray) 
         step = share.min()
         rate[unfrozen] += step
         left -= step * load
-        saturated = loaded & (share <= step * (1 + 1e-9))
+        saturated = loaded & (share <= step * (1 + SATURATION_TOLERANCE))
         hit = (saturated[links] & uses).any(axis=1) & unfrozen
         unfrozen &= ~hit
         if not unfrozen.any():
@@ -87,7 +90,7 @@ def max_min_rates_small(links: list[list[int]], capacity: list[float]) -> list[f
         share = {link: left[link] / c for link, c in count.items()}
         step = min(share.values())
         level += step
-        limit = step * (1 + 1e-9)
+        limit = step * (1 + SATURATION_TOLERANCE)
         hit = []
         for link, c in count.items():
             left[link] -= step * c
@@ -134,7 +137,7 @@ def max_min_rates_by_bottlenecks(links: np.ndarray, weights: np.ndarray, capacit
         on_path = np.where(uses, level[links], np.inf)
         lowest = on_path.min(axis=1)  # per flow: the lowest level on its path
         # A link is not (yet) a bottleneck when one of its flows has a lower level elsewhere.
-        held = uses & (lowest[:, None] * (1 + 1e-9) < on_path)
+        held = uses & (lowest[:, None] * (1 + SATURATION_TOLERANCE) < on_path)
         waiting = np.bincount(links.ravel(), weights=held.ravel(), minlength=len(capacity))
         bottleneck = (load > 0) & (waiting == 0)
         hit = (bottleneck[links] & uses).any(axis=1)

@@ -54,6 +54,7 @@ from typing import TYPE_CHECKING, Callable
 
 import numpy as np
 
+from pktsim.arrays import unique_first
 from pktsim.errors import InputError
 from pktsim.fabric.fabric import Fabric
 from pktsim.fabric.hashing import connection_entropy
@@ -228,6 +229,43 @@ class FlowPlanner:
             return self.connections.subflows(m, sizes)
         return [(size, connection_entropy(self.seed, m.job, m.src, m.dst, m.channel, sub))
                 for sub, size in enumerate(sizes)]
+
+    def subflow_table(self, workload: Workload) -> tuple[np.ndarray, list[list[Subflow]]]:
+        """Every message's subflows at once, for a run whose plan never changes (not the connection
+        scope): (per message the index of its subflow list, the distinct lists). Vectorised on
+        purpose: a message without a plan of its own is cut by its (job, src, dst, channel, bytes)
+        alone, so those are looked up once per distinct key. Messages sharing a list share their
+        connection's (job, src, dst, channel) too."""
+        if self.connections is not None:
+            raise ValueError("the connection scope's subflows change during the run")
+        w = workload
+        planned = np.zeros(len(w.bytes), dtype=bool)
+        planned[list(self._plans)] = True
+        sizes = np.searchsorted(np.unique(w.bytes), w.bytes)
+        columns = (w.job, w.src, w.dst, w.channel, sizes)
+        plain = np.flatnonzero(~planned)
+        widths = [int(c.max(initial=0)).bit_length() for c in columns]
+        if sum(widths) <= 62:  # the key's columns packed into one integer
+            key = np.zeros(len(w.bytes), dtype=np.int64)
+            for column, bits in zip(columns, widths):
+                key = (key << bits) | column.astype(np.int64)
+            _, first, inverse = unique_first(key[plain])
+        else:  # too wide to pack: compare the columns themselves
+            key = np.stack(columns, axis=1).astype(np.int64)[plain]
+            _, first, inverse = np.unique(key, axis=0, return_index=True, return_inverse=True)
+        msgs = w.messages
+        lists = [self.subflows(msgs[int(plain[i])]) for i in first.tolist()]
+        pattern = np.empty(len(w.bytes), dtype=np.int64)
+        pattern[plain] = inverse.reshape(-1)
+        index: dict[tuple, int] = {}  # a planned message's list, with its connection
+        for i in np.flatnonzero(planned).tolist():
+            key = (int(w.job[i]), int(w.src[i]), int(w.dst[i]), int(w.channel[i]), *self._plans[i])
+            k = index.get(key)
+            if k is None:
+                k = index[key] = len(lists)
+                lists.append(list(self._plans[i]))
+            pattern[i] = k
+        return pattern, lists
 
     def _phases(self, workload: Workload, only: set[int] | None = None,
                 local: bool = False) -> dict[tuple[int, int, int], list[Message]]:
