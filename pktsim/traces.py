@@ -269,13 +269,16 @@ class _Part:
     list append (a part whose chunks change is a new :class:`_Part`), so an exception raised from
     a signal handler between any two bytecodes leaves the state consistent."""
 
-    __slots__ = ("index", "before", "chunks", "converted", "rows", "saved")
+    __slots__ = ("index", "before", "chunks", "converted", "room", "rows", "saved")
 
-    def __init__(self, index: int, before: int, chunks: tuple[pa.Table, ...] = (), saved: int = -1) -> None:
+    def __init__(self, index: int, before: int, part_rows: int, chunks: tuple[pa.Table, ...] = (),
+                 saved: int = -1) -> None:
         self.index = index
         self.before = before
         self.chunks = chunks
         self.converted = sum(c.num_rows for c in chunks)
+        self.room = part_rows - self.converted
+        """Python rows that complete the part (of ``part_rows``)."""
         self.rows: list[tuple] = []
         self.saved = saved
 
@@ -300,7 +303,7 @@ class TableWriter:
         self.dir = directory / name
         self.dir.mkdir(parents=True, exist_ok=False)
         self.part_rows = part_rows
-        self.part = _Part(0, 0)
+        self.part = _Part(0, 0, part_rows)
         self.checkpoint(force=True)
 
     @property
@@ -315,8 +318,9 @@ class TableWriter:
 
     def append(self, row: tuple) -> None:
         part = self.part
-        part.rows.append(row)
-        if len(part) >= self.part_rows:
+        rows = part.rows
+        rows.append(row)
+        if len(rows) >= part.room:  # inlined: once per row
             self._complete()
 
     def extend(self, columns: Sequence) -> None:
@@ -350,7 +354,7 @@ class TableWriter:
         if force or part.saved != len(part):
             table = self._buffered(part)
             self._write(part.index, table)
-            self.part = _Part(part.index, part.before, (table,), saved=table.num_rows)  # converted once
+            self.part = _Part(part.index, part.before, self.part_rows, (table,), table.num_rows)  # converted once
 
     def flush(self) -> None:
         """Complete the part being filled (the empty first part when the table has no rows)."""
@@ -361,7 +365,7 @@ class TableWriter:
         part = self.part
         table = self._buffered(part)
         self._write(part.index, table)
-        self.part = _Part(part.index + 1, part.before + table.num_rows)
+        self.part = _Part(part.index + 1, part.before + table.num_rows, self.part_rows)
 
     def _table(self, columns: Sequence) -> pa.Table:
         return pa.Table.from_arrays([pa.array(c, type=f.type) for c, f in zip(columns, self.schema)],
@@ -369,7 +373,7 @@ class TableWriter:
 
     def _with_chunk(self, part: _Part, chunk: pa.Table) -> _Part:
         """``part`` with ``chunk`` after its rows, as a new part (its Python rows converted)."""
-        return _Part(part.index, part.before, (*self._converted(part), chunk), part.saved)
+        return _Part(part.index, part.before, self.part_rows, (*self._converted(part), chunk), part.saved)
 
     def _converted(self, part: _Part) -> tuple[pa.Table, ...]:
         """The part's chunks, its Python rows converted to one more chunk at their end."""
