@@ -28,7 +28,7 @@ import pyarrow.parquet as pq
 
 from pktsim import __version__
 from pktsim.units import PS_PER_NS, ps_to_ns
-from pktsim.workload.dag import CollectiveOp, Message
+from pktsim.workload.dag import CollectiveOp, Message, Workload
 
 _SPINE_BYTES = pa.list_(pa.struct([("node", pa.string()), ("bytes", pa.int64())]))
 
@@ -262,25 +262,36 @@ killed outright (``kill -9``) loses at most about this much of its rows."""
 
 
 class _Part:
-    """The part a table is filling: its number, the rows completed parts hold before it, its
-    buffered rows, and those of them already converted to Arrow (``chunks``, a prefix of ``rows``).
-    Every change to the writer's state is one attribute store or one list append, so an exception
-    raised from a signal handler between any two bytecodes leaves the state consistent."""
+    """The part a table is filling: its number, the rows completed parts hold before it, and its
+    rows so far: Arrow ``chunks`` (rows converted or handed over in columns) then Python ``rows``
+    (appended since). ``converted``: the rows in ``chunks``; ``saved``: the rows in the part file
+    on disk (-1: none written). Every change to the writer's state is one attribute store or one
+    list append (a part whose chunks change is a new :class:`_Part`), so an exception raised from
+    a signal handler between any two bytecodes leaves the state consistent."""
 
-    __slots__ = ("index", "before", "rows", "chunks", "saved")
+    __slots__ = ("index", "before", "chunks", "converted", "room", "rows", "saved")
 
-    def __init__(self, index: int, before: int) -> None:
+    def __init__(self, index: int, before: int, part_rows: int, chunks: tuple[pa.Table, ...] = (),
+                 saved: int = -1) -> None:
         self.index = index
         self.before = before
+        self.chunks = chunks
+        self.converted = sum(c.num_rows for c in chunks)
+        self.room = part_rows - self.converted
+        """Python rows that complete the part (of ``part_rows``)."""
         self.rows: list[tuple] = []
-        self.chunks: list[pa.Table] = []
-        self.saved = -1  # buffered rows in the part file on disk (-1: none written)
+        self.saved = saved
+
+    def __len__(self) -> int:
+        return self.converted + len(self.rows)
 
 
 class TableWriter:
     """Buffers rows of one table and writes them as Parquet parts of at most ``part_rows`` rows.
 
     The table's first part is written at once, empty, so the schema is on disk from the start.
+    Rows arrive one at a time (:meth:`append`) or in columns (:meth:`extend`), in any mix: the
+    parts are the same as if every row had been appended.
     :meth:`checkpoint` writes the rows buffered so far into the part being filled (under its final
     name); the part is rewritten as rows arrive and is complete at ``part_rows`` rows or at
     :meth:`flush`, so the parts and their contents are the same however often it checkpoints.
@@ -292,7 +303,7 @@ class TableWriter:
         self.dir = directory / name
         self.dir.mkdir(parents=True, exist_ok=False)
         self.part_rows = part_rows
-        self.part = _Part(0, 0)
+        self.part = _Part(0, 0, part_rows)
         self.checkpoint(force=True)
 
     @property
@@ -303,66 +314,130 @@ class TableWriter:
     @property
     def total(self) -> int:
         """Rows received, written or buffered."""
-        return self.part.before + len(self.part.rows)
+        return self.part.before + len(self.part)
 
     def append(self, row: tuple) -> None:
-        rows = self.part.rows
+        part = self.part
+        rows = part.rows
         rows.append(row)
-        if len(rows) >= self.part_rows:
+        if len(rows) >= part.room:  # inlined: once per row
             self._complete()
 
+    def extend(self, columns: Sequence) -> None:
+        """Append the rows of ready-made columns (in schema order, all of one length: numpy arrays,
+        lists or Arrow arrays), as if each row were :meth:`append` ed."""
+        table = self._table(columns)
+        offset = 0
+        while offset < table.num_rows:
+            part = self.part
+            piece = table.slice(offset, self.part_rows - len(part))
+            self.part = self._with_chunk(part, piece)
+            offset += piece.num_rows
+            if len(self.part) >= self.part_rows:
+                self._complete()
+
     def write_columns(self, columns: Sequence) -> None:
-        """Write ready-made columns (in schema order) as parts of at most ``part_rows`` rows."""
-        if self.part.rows:
+        """Write ready-made columns (in schema order) as parts of their own, of at most ``part_rows``
+        rows (the part being filled is completed first)."""
+        if len(self.part):
             self._complete()
-        table = pa.Table.from_arrays(
-            [pa.array(c, type=f.type) for c, f in zip(columns, self.schema)], schema=self.schema
-        )
-        for offset in range(0, table.num_rows, self.part_rows):
-            piece = table.slice(offset, self.part_rows)
-            self._write(self.part.index, piece)
-            self.part = _Part(self.part.index + 1, self.part.before + piece.num_rows)
+        self.extend(columns)
+        if len(self.part):
+            self._complete()
 
     def checkpoint(self, force: bool = False) -> None:
         """Write the buffered rows into the part being filled, if any arrived since the last time
         (``force``: even if none did, e.g. to rewrite it with new metadata)."""
         part = self.part
-        if part.index > 0 and not part.rows:
+        if part.index > 0 and not len(part):
             return  # nothing buffered: the complete parts are on disk
-        if force or part.saved != len(part.rows):
+        if force or part.saved != len(part):
             table = self._buffered(part)
             self._write(part.index, table)
-            part.saved = table.num_rows
+            self.part = _Part(part.index, part.before, self.part_rows, (table,), table.num_rows)  # converted once
 
     def flush(self) -> None:
         """Complete the part being filled (the empty first part when the table has no rows)."""
-        if self.part.rows or self.part.index == 0:
+        if len(self.part) or self.part.index == 0:
             self._complete()
 
     def _complete(self) -> None:
         part = self.part
         table = self._buffered(part)
         self._write(part.index, table)
-        self.part = _Part(part.index + 1, part.before + table.num_rows)
+        self.part = _Part(part.index + 1, part.before + table.num_rows, self.part_rows)
+
+    def _table(self, columns: Sequence) -> pa.Table:
+        return pa.Table.from_arrays([pa.array(c, type=f.type) for c, f in zip(columns, self.schema)],
+                                    schema=self.schema)
+
+    def _with_chunk(self, part: _Part, chunk: pa.Table) -> _Part:
+        """``part`` with ``chunk`` after its rows, as a new part (its Python rows converted)."""
+        return _Part(part.index, part.before, self.part_rows, (*self._converted(part), chunk), part.saved)
+
+    def _converted(self, part: _Part) -> tuple[pa.Table, ...]:
+        """The part's chunks, its Python rows converted to one more chunk at their end."""
+        if not part.rows:
+            return part.chunks
+        return (*part.chunks, self._table(list(zip(*part.rows))))
 
     def _buffered(self, part: _Part) -> pa.Table:
-        """The part's buffered rows as one table (converting only those not converted before)."""
-        done = sum(c.num_rows for c in part.chunks)
-        if done < len(part.rows) or not part.chunks:
-            new = part.rows[done:len(part.rows)]
-            columns = list(zip(*new)) if new else [[] for _ in self.schema]
-            part.chunks.append(pa.Table.from_arrays(
-                [pa.array(c, type=f.type) for c, f in zip(columns, self.schema)], schema=self.schema
-            ))
-        if len(part.chunks) == 1:
-            return part.chunks[0]
-        return pa.concat_tables(part.chunks).combine_chunks()
+        """The part's rows as one table."""
+        chunks = self._converted(part)
+        if not chunks:
+            return self._table([[] for _ in self.schema])
+        if len(chunks) == 1:
+            return chunks[0]
+        return pa.concat_tables(chunks).combine_chunks()
 
     def _write(self, index: int, table: pa.Table) -> None:
         path = self.dir / f"part-{index:05d}.parquet"
         tmp = path.with_name(f".{path.name}.tmp")
         pq.write_table(table.replace_schema_metadata(self.schema.metadata), tmp)
         os.replace(tmp, path)
+
+
+def ps_to_ns_array(ps: np.ndarray | Sequence[float]) -> np.ndarray:
+    """:func:`pktsim.units.ps_to_ns` of every element (int64 ns): floats rounded half to even
+    first, as Python's ``round``; integers exactly."""
+    a = np.asarray(ps)
+    whole = np.rint(a).astype(np.int64) if a.dtype.kind == "f" else a.astype(np.int64)
+    return (whole + PS_PER_NS // 2) // PS_PER_NS
+
+
+def _gather(per_message: Sequence[int] | np.ndarray, ids: np.ndarray) -> np.ndarray:
+    """``per_message[i]`` for every i of ``ids`` (int64): a numpy array indexed at once, a list
+    element by element (not converted whole: it is the whole workload's)."""
+    if isinstance(per_message, np.ndarray):
+        return per_message[ids].astype(np.int64)
+    return np.fromiter(map(per_message.__getitem__, ids.tolist()), dtype=np.int64, count=len(ids))
+
+
+class _NameTables(NamedTuple):
+    """A workload's name tables as Arrow string arrays, to turn code columns into names (``take``)."""
+
+    workload: Workload
+    jobs: pa.Array
+    collectives: pa.Array
+    hosts: pa.Array
+
+
+class FlowColumns(NamedTuple):
+    """Single-path flows in columns, one element per flow (see :meth:`Recorder.flows_done`); a
+    flow's endpoints are its message's."""
+
+    flow_id: np.ndarray
+    msg_id: np.ndarray
+    subflow: np.ndarray
+    bytes: np.ndarray
+    start_ps: np.ndarray
+    """First byte sent (float64 ps)."""
+    end_ps: np.ndarray
+    """Last byte received (float64 ps)."""
+    packets: np.ndarray
+    entropy: np.ndarray
+    path_id: np.ndarray
+    """The flow's path: an index into the ``paths`` given with the columns."""
 
 
 class Recorder:
@@ -379,6 +454,7 @@ class Recorder:
         self.flush_s = flush_s
         self._flushed_at = time.monotonic()
         self._port_info: tuple | None = None
+        self._name_tables: _NameTables | None = None
 
     def add_metadata(self, metadata: dict[bytes, bytes]) -> None:
         """More key/values for every table's Parquet metadata (before the first complete part is
@@ -434,6 +510,66 @@ class Recorder:
 
     def flow_done(self, row: FlowRow) -> None:
         self.tables["flows"].append(row)
+
+    # -- rows in columns, from the compiled fluid engine ---------------------------------------
+
+    def messages_done(self, workload: Workload, msg_ids: np.ndarray, ready_ps: np.ndarray, start_ps: np.ndarray,
+                      end_ps: np.ndarray, ideal_fct_ps: Sequence[int] | np.ndarray,
+                      single_path_fct_ps: Sequence[int] | np.ndarray | None = None) -> None:
+        """Messages ``msg_ids`` (int64, in completion order) of ``workload`` completed: the rows
+        :meth:`message_done` would write for each in turn. ``ready_ps`` / ``start_ps`` / ``end_ps``:
+        float64 ps aligned with ``msg_ids``; ``ideal_fct_ps`` / ``single_path_fct_ps``: int ps per
+        message of the whole workload (indexed by msg_id)."""
+        ids = np.asarray(msg_ids, dtype=np.int64)
+        w = workload
+        names = self._names(w)
+        ready, end = np.asarray(ready_ps, dtype=np.float64), np.asarray(end_ps, dtype=np.float64)
+        self.tables["messages"].extend([
+            ids, names.jobs.take(w.job[ids]), names.collectives.take(w.collective[ids]), w.iteration[ids],
+            w.step[ids], w.channel[ids], names.hosts.take(w.src[ids]), names.hosts.take(w.dst[ids]), w.bytes[ids],
+            ps_to_ns_array(ready), ps_to_ns_array(start_ps), ps_to_ns_array(end), ps_to_ns_array(end - ready),
+            ps_to_ns_array(_gather(ideal_fct_ps, ids)),
+            pa.nulls(len(ids), pa.int64()) if single_path_fct_ps is None
+            else ps_to_ns_array(_gather(single_path_fct_ps, ids)),
+        ])
+
+    def flows_done(self, workload: Workload, flows: FlowColumns, paths: Sequence[Sequence[str]],
+                   turns: Sequence[str]) -> None:
+        """Single-path flows of ``workload``'s messages received (in receive order): the rows
+        :meth:`flow_done` would write for each in turn, as the fluid backend does (no retransmits
+        nor drops; all bytes through the turning point of the flow's path). ``paths[p]``: the
+        nodes of path ``p`` (``flows.path_id``); ``turns[p]``: its turning point
+        (:meth:`pktsim.fabric.fabric.Fabric.turning_point`)."""
+        f = flows
+        msg = np.asarray(f.msg_id, dtype=np.int64)
+        names = self._names(workload)
+        # the list columns from offsets, for the distinct paths of these flows, then one take per row
+        used, inverse = np.unique(np.asarray(f.path_id, dtype=np.int64), return_inverse=True)
+        used = used.tolist()
+        offsets = np.zeros(len(used) + 1, dtype=np.int32)
+        np.cumsum([len(paths[p]) for p in used], out=offsets[1:])
+        nodes = pa.array([node for p in used for node in paths[p]], type=pa.string())
+        path_column = pa.ListArray.from_arrays(pa.array(offsets), nodes).take(inverse)
+        turn_column = pa.array([turns[p] for p in used], type=pa.string()).take(inverse)
+        spine_bytes = pa.ListArray.from_arrays(
+            pa.array(np.arange(len(msg) + 1, dtype=np.int32)),
+            pa.StructArray.from_arrays([turn_column, pa.array(f.bytes, type=pa.int64())], names=["node", "bytes"]),
+        )
+        zeros = np.zeros(len(msg), dtype=np.int64)
+        self.tables["flows"].extend([
+            f.flow_id, msg, f.subflow, names.hosts.take(workload.src[msg]), names.hosts.take(workload.dst[msg]),
+            f.bytes, ps_to_ns_array(f.start_ps), ps_to_ns_array(f.end_ps), f.packets, zeros, zeros, zeros, zeros,
+            zeros, f.entropy, path_column, spine_bytes,
+        ])
+
+    def _names(self, workload: Workload) -> _NameTables:
+        """The workload's name tables as Arrow arrays (built once per workload)."""
+        if self._name_tables is None or self._name_tables.workload is not workload:
+            self._name_tables = _NameTables(
+                workload, pa.array(workload.job_names, type=pa.string()),
+                pa.array(workload.collective_names, type=pa.string()), pa.array(workload.hosts, type=pa.string()),
+            )
+        return self._name_tables
 
     def faults(self, rows: list[FaultRow]) -> None:
         """The run's faults and the fabric's reactions (written once, at the start)."""

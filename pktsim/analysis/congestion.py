@@ -18,7 +18,7 @@ from __future__ import annotations
 
 from array import array
 from collections import defaultdict
-from typing import NamedTuple
+from typing import NamedTuple, Sequence
 
 import numpy as np
 
@@ -66,6 +66,7 @@ class CongestionMeter:
         self.loads: dict[tuple[int, int], dict[tuple[str, str], int]] = defaultdict(lambda: defaultdict(int))
         self._op, self._step = memoryview(workload.op), memoryview(workload.step)
         self._src, self._dst = memoryview(workload.src), memoryview(workload.dst)
+        self._steps = int(workload.step.max()) + 1 if len(workload.step) else 1  # phase key: op * _steps + step
         self.by_endpoints = by_endpoints
         self.routes = Routes()
         self._route_of: dict[tuple, int] = {}  # a path, or (src, dst, spine_bytes) of a spread flow
@@ -96,6 +97,59 @@ class CongestionMeter:
             switches = self.fabric.via(a, b, turn)
             for u, v in zip(switches, switches[1:]):
                 load[u, v] += nbytes
+
+    def add_flows(self, msg_ids: np.ndarray, nbytes: np.ndarray, path_ids: np.ndarray,
+                  paths: Sequence[Sequence[str]]) -> None:
+        """Single-path flows in columns (in receive order): flow k of ``msg_ids[k]`` carried
+        ``nbytes[k]`` along ``paths[path_ids[k]]``. The same state as :meth:`add_flow` for each
+        in turn, with all its bytes at its path's turning point (routes interned in the same
+        order), except the order of the keys of ``loads``, which nothing depends on
+        (:meth:`phases` sorts the phases and breaks ties between links by name)."""
+        if not len(msg_ids):
+            return
+        msg = np.asarray(msg_ids, dtype=np.int64)
+        size = np.asarray(nbytes, dtype=np.int64)
+        pid = np.asarray(path_ids, dtype=np.int64)
+        self.flow_msg.frombytes(msg.astype(np.int32).tobytes())
+        self.flow_bytes.frombytes(size.tobytes())
+        used, first, inverse = np.unique(pid, return_index=True, return_inverse=True)
+        route = np.empty(len(used), dtype=np.int32)
+        for u in np.argsort(first).tolist():  # paths in first-seen order, as add_flow numbers new routes
+            path = paths[used[u]]
+            key = tuple(path)
+            r = self._route_of.get(key)
+            if r is None:
+                m = int(msg[first[u]])
+                ends = (self._src[m], self._dst[m]) if self.by_endpoints else None
+                r = self._route_of[key] = self.routes.add(self._route_links(m, list(path), []), ends)
+            route[u] = r
+        self.flow_route.frombytes(route[inverse].tobytes())
+        self._add_loads(msg, size, [paths[p] for p in used.tolist()], inverse)
+
+    def _add_loads(self, msg: np.ndarray, size: np.ndarray, paths: list[Sequence[str]], path_of: np.ndarray) -> None:
+        """Add flow k's ``size[k]`` bytes to every switch-to-switch link of ``paths[path_of[k]]``
+        in the load of its message's phase: one exact integer sum per (phase, link)."""
+        w = self.workload
+        link_ids: dict[tuple[str, str], int] = {}
+        per_path = [[link_ids.setdefault(uv, len(link_ids)) for uv in zip(p[1:-2], p[2:-1])] for p in paths]
+        counts = np.array([len(links) for links in per_path], dtype=np.int64)
+        starts = np.concatenate([[0], np.cumsum(counts)])
+        flat = np.array([link for links in per_path for link in links], dtype=np.int64)
+        steps = self._steps
+        phases, phase_of = np.unique(w.op[msg].astype(np.int64) * steps + w.step[msg], return_inverse=True)
+        loads = [self.loads[divmod(key, steps)] for key in phases.tolist()]  # every phase gets a load, as in add_flow
+        # (flow, link) pairs: flow k repeated once per switch link of its path
+        reps = counts[path_of]
+        flow = np.repeat(np.arange(len(msg)), reps)
+        link = flat[np.repeat(starts[path_of] - np.cumsum(reps) + reps, reps) + np.arange(len(flow))]
+        n_links = max(len(link_ids), 1)
+        pairs, pair_of = np.unique(phase_of[flow] * n_links + link, return_inverse=True)
+        sums = np.zeros(len(pairs), dtype=np.int64)
+        np.add.at(sums, pair_of, size[flow])
+        names = list(link_ids)
+        for pair, total in zip(pairs.tolist(), sums.tolist()):
+            phase, link_id = divmod(pair, n_links)
+            loads[phase][names[link_id]] += total
 
     def _route_links(self, msg_id: int, path: list[str] | None,
                      spine_bytes: list[tuple[str, int]]) -> dict[int, float]:
