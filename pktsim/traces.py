@@ -27,7 +27,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from pktsim import __version__
-from pktsim.units import PS_PER_NS, ps_to_ns
+from pktsim.units import PS_PER_NS, ps_to_ns, ps_to_ns_array
 from pktsim.workload.dag import CollectiveOp, Message, Workload
 
 _SPINE_BYTES = pa.list_(pa.struct([("node", pa.string()), ("bytes", pa.int64())]))
@@ -395,14 +395,6 @@ class TableWriter:
         tmp = path.with_name(f".{path.name}.tmp")
         pq.write_table(table.replace_schema_metadata(self.schema.metadata), tmp)
         os.replace(tmp, path)
-
-
-def ps_to_ns_array(ps: np.ndarray | Sequence[float]) -> np.ndarray:
-    """:func:`pktsim.units.ps_to_ns` of every element (int64 ns): floats rounded half to even
-    first, as Python's ``round``; integers exactly."""
-    a = np.asarray(ps)
-    whole = np.rint(a).astype(np.int64) if a.dtype.kind == "f" else a.astype(np.int64)
-    return (whole + PS_PER_NS // 2) // PS_PER_NS
 
 
 def _gather(per_message: Sequence[int] | np.ndarray, ids: np.ndarray) -> np.ndarray:

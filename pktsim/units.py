@@ -5,7 +5,10 @@ from __future__ import annotations
 
 import math
 import re
+from collections.abc import Sequence
 from fractions import Fraction
+
+import numpy as np
 
 _SIZE_UNITS = {
     "": 1, "b": 1,
@@ -32,6 +35,14 @@ def ns_to_ps(ns: int) -> int:
 def ps_to_ns(ps: float) -> int:
     """Picoseconds (int, or float from the fluid engine) to the nearest nanosecond, halves up."""
     return (round(ps) + PS_PER_NS // 2) // PS_PER_NS
+
+
+def ps_to_ns_array(ps: np.ndarray | Sequence[float]) -> np.ndarray:
+    """:func:`pktsim.units.ps_to_ns` of every element (int64 ns): floats rounded half to even
+    first, as Python's ``round``; integers exactly."""
+    a = np.asarray(ps)
+    whole = np.rint(a).astype(np.int64) if a.dtype.kind == "f" else a.astype(np.int64)
+    return (whole + PS_PER_NS // 2) // PS_PER_NS
 
 
 def ps_per_byte(gbps: float) -> Fraction:

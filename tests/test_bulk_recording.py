@@ -14,8 +14,8 @@ from pktsim.analysis.congestion import CongestionMeter, phase_groups
 from pktsim.experiment import prepare
 from pktsim.fluid.backend import FluidSimulation
 from pktsim.scenario import load_scenario
-from pktsim.traces import FlowColumns, FlowRow, MessageRow, Recorder, TableWriter, parquet_metadata, ps_to_ns_array
-from pktsim.units import ps_to_ns
+from pktsim.traces import FlowColumns, FlowRow, MessageRow, Recorder, TableWriter, parquet_metadata
+from pktsim.units import ps_to_ns, ps_to_ns_array
 
 META = parquet_metadata({"test": 1})
 
@@ -174,7 +174,7 @@ def test_bulk_calls_replay_a_fluid_run(workload: str, lb: str, tmp_path: Path) -
     sc = load_scenario(topology="bench", workload=workload, lb=lb, seed=2,
                        overrides=["workload.jobs.0.ranks=16", "workload.jobs.0.bytes=256KiB"])
     ex = prepare(sc)
-    sim = FluidSimulation(ex)
+    sim = FluidSimulation(ex, compiled=False)  # the Python loop: the row-wise calls, one per flow
     flows, messages, flow_rows = [], [], []
     meter = sim.dag.congestion
     flow_received = sim.dag.flow_received  # hands the meter its add_flow arguments unchanged

@@ -42,11 +42,14 @@ from pktsim.analysis.ideal import wire_bytes
 from pktsim.experiment import ProgressCallback
 from pktsim.fluid.backend import DRAIN_TOLERANCE_PS, FluidSimulation
 from pktsim.fluid.maxmin import SATURATION_TOLERANCE
-from pktsim.traces import FlowRow
-from pktsim.units import PS_PER_NS, ps_to_ns
+from pktsim.traces import FlowColumns
+from pktsim.units import PS_PER_NS
 
 CHUNK_EVENTS = 2000
 """Rate computations per chunk (the progress interval)."""
+
+HAND_ON_ROWS = 1 << 16
+"""Flows received between two hand-ons of rows to the recorder (fewer, larger batches)."""
 
 # Integer scalars of the loop's state (``ints``).
 SEQ, EVENTS, FLOWS, PACKETS, HOPS, RECEIVED_PACKETS, DONE, N_RECV, N_OPS, COUNT, N_SLOTS, N_FREE, HEAP, EPOCH = range(14)
@@ -588,6 +591,9 @@ class CompiledLoop:
         big = max(n_links, slots)
         self.scratch = tuple(np.zeros(big, dtype=np.int64) for _ in range(11)) + (np.zeros(releases + 1, dtype=np.int64),)
         self._recorded = [0, 0, 0]  # flows, messages, ops already handed on
+        self.ideal_fct_ps = np.asarray(dag.ideal_fct_ps, dtype=np.int64)
+        self.single_path_fct_ps = (None if dag.single_path_fct_ps is None
+                                   else np.asarray(dag.single_path_fct_ps, dtype=np.int64))
 
     def run(self, progress: ProgressCallback | None) -> int:
         """Run to the end; returns the number of rate computations."""
@@ -603,51 +609,45 @@ class CompiledLoop:
                 self.h_t, self.h_seq, self.h_code, self.recv_order, self.done_order, self.op_order, self.ints,
                 self.now, self.scratch,
             )
-            self._hand_on()
+            self._hand_on(finished)
             events = int(self.ints[EVENTS])
             if finished:
                 return events
             if progress is not None:
                 progress(sim._progress(events))
 
-    def _hand_on(self) -> None:
-        """Bring the simulation's counters up to date and hand the flows, messages and ops
-        completed since the last call to the DAG execution and the recorder, in the order the
-        Python loop would."""
+    def _hand_on(self, final: bool) -> None:
+        """Bring the simulation's counters up to date and, every :data:`HAND_ON_ROWS` flows (and at
+        the end: ``final``), hand the flows, messages and ops completed since the last time to
+        the DAG execution and the recorder, in the order the Python loop would."""
         sim, ints, dag = self.sim, self.ints, self.sim.dag
         sim.now = float(self.now[0])
         sim.flows_posted, sim.packets_posted, sim.packet_hops = int(ints[FLOWS]), int(ints[PACKETS]), int(ints[HOPS])
         sim.packets_received = int(ints[RECEIVED_PACKETS])
+        dag.messages_done = int(ints[DONE])
         f0, m0, o0 = self._recorded
         f1, m1, o1 = int(ints[N_RECV]), int(ints[DONE]), int(ints[N_OPS])
+        if not final and f1 - f0 < HAND_ON_ROWS:
+            return
         self._recorded = [f1, m1, o1]
-        dag.messages_done = m1
-        hosts, recorder = sim.workload.hosts, sim.recorder
-        for fid in self.recv_order[f0:f1].tolist():
-            e, m = int(self.f_entry[fid]), int(self.f_msg[fid])
-            g, size = int(self.e_geo[e]), int(self.e_size[e])
-            path, spine_bytes = self.paths[g], [(self.turns[g], size)]
-            if recorder is not None:
-                recorder.flow_done(FlowRow(
-                    flow_id=fid, msg_id=m, subflow=int(self.e_sub[e]), src=path[0], dst=path[-1], bytes=size,
-                    start_ns=ps_to_ns(float(self.f_start[fid])), end_ns=ps_to_ns(float(self.f_end[fid])),
-                    packets=int(self.e_packets[e]), retransmits=0, spurious_retransmits=0, discarded=0, drops=0,
-                    fault_drops=0, entropy=int(self.e_entropy[e]), path=path,
-                    spine_bytes=[{"node": n, "bytes": b} for n, b in spine_bytes],
-                ))
-            dag.congestion.add_flow(m, size, path, spine_bytes)
-        listener = dag.listener
+        fids = self.recv_order[f0:f1]
+        entry = self.f_entry[fids]
+        msg_ids, nbytes, path_ids = self.f_msg[fids], self.e_size[entry], self.e_geo[entry]
+        dag.congestion.add_flows(msg_ids, nbytes, path_ids, self.paths)
         ops = self.op_order[o0:o1].tolist()
         dag.op_left = self.op_left.tolist()
         for op in ops:
             dag.op_end_ps[op] = float(self.op_end[op])
-        if listener is None:
+        recorder = sim.recorder
+        if recorder is None:
             return
-        msgs = sim.workload.messages
-        single = dag.single_path_fct_ps
-        for m in self.done_order[m0:m1].tolist():
-            listener.message_done(msgs[m], dag.ready_ps[m], dag.start_ps[m], dag.end_ps[m], dag.ideal_fct_ps[m],
-                                  single[m] if single is not None else None)
+        w = sim.workload
+        recorder.flows_done(w, FlowColumns(
+            flow_id=fids, msg_id=msg_ids, subflow=self.e_sub[entry], bytes=nbytes, start_ps=self.f_start[fids],
+            end_ps=self.f_end[fids], packets=self.e_packets[entry], entropy=self.e_entropy[entry], path_id=path_ids,
+        ), self.paths, self.turns)
+        done = self.done_order[m0:m1]
+        recorder.messages_done(w, done, self.ready[done], self.start[done], self.end[done], self.ideal_fct_ps,
+                               self.single_path_fct_ps)
         for op in ops:
-            listener.collective_done(sim.workload.collectives[op], dag.op_start_ps(op), dag.op_end_ps[op],
-                                     dag.ideal_op_ps[op])
+            recorder.collective_done(w.collectives[op], dag.op_start_ps(op), dag.op_end_ps[op], dag.ideal_op_ps[op])
