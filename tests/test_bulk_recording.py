@@ -161,7 +161,8 @@ def test_flows_done_writes_the_rows_of_flow_done(experiment, tmp_path: Path) -> 
 
 
 def _meter_state(m: CongestionMeter) -> tuple:
-    loads = {phase: dict(load) for phase, load in m.loads.items()}
+    phase, link, nbytes = m.loads.pairs()
+    loads = {(p, m.loads.links[k]): b for p, k, b in zip(phase.tolist(), link.tolist(), nbytes.tolist())}
     return (m.flow_msg.tolist(), m.flow_route.tolist(), m.flow_bytes.tolist(), m.routes.links, m.routes.weights,
             m.routes.classes, m.routes._ids, m._route_of, loads)
 

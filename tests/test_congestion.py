@@ -3,12 +3,15 @@ the flows recorded, and ECMP's balls-into-bins statistics."""
 
 from __future__ import annotations
 
+import random
 from collections import Counter, defaultdict
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from conftest import run
+from pktsim.analysis.congestion import LinkLoads
 from pktsim.fabric.fabric import Fabric
 from pktsim.fabric.hashing import flow_key
 from pktsim.scenario import load_scenario
@@ -91,3 +94,23 @@ def test_ecmp_uses_balls_into_bins_fraction_of_uplinks(n: int) -> None:
         fraction += [len(spines) / n for spines in used.values()]
     expected = 1 - (1 - 1 / n) ** n
     assert sum(fraction) / len(fraction) == pytest.approx(expected, abs=0.04)
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_link_loads_against_a_dict_per_phase(seed: int, monkeypatch: pytest.MonkeyPatch) -> None:
+    """LinkLoads (triples summed per pair as its buffer fills) against a dict per phase: the same
+    sums, and the busiest link of each phase with ties to the name that sorts last."""
+    rng = random.Random(seed)
+    monkeypatch.setattr(LinkLoads, "COMPACT_AT", rng.choice([1, 7, 1000]))
+    names = [(f"s{rng.randrange(4)}", f"l{rng.randrange(4)}") for _ in range(12)]
+    loads, want = LinkLoads(), defaultdict(Counter)
+    for _ in range(300):
+        phase, uv, nbytes = rng.randrange(6), rng.choice(names), rng.choice([0, 1, 5, 5, 1000])
+        want[phase][uv] += nbytes
+        if rng.random() < 0.5:
+            loads.add(phase, loads.link(uv), nbytes)
+        else:
+            loads.add_many(np.array([phase]), np.array([loads.link(uv)]), np.array([nbytes]))
+    phase, link, nbytes = loads.busiest()
+    got = {p: (loads.links[k], b) for p, k, b in zip(phase.tolist(), link.tolist(), nbytes.tolist())}
+    assert got == {p: max(c.items(), key=lambda kv: (kv[1], kv[0])) for p, c in want.items()}

@@ -17,7 +17,6 @@ arrays of small ints, the routes interned (a connection's route repeats every st
 from __future__ import annotations
 
 from array import array
-from collections import defaultdict
 from typing import NamedTuple, Sequence
 
 import numpy as np
@@ -55,6 +54,76 @@ def phase_groups(workload: Workload) -> PhaseGroups:
                        np.append(starts, len(keys)))
 
 
+class LinkLoads:
+    """Bytes per (phase, switch-to-switch link), accumulated in flat arrays of (phase key, link,
+    bytes) triples and summed per pair when the buffer grows (:data:`COMPACT_AT`), so memory
+    follows the distinct pairs, not the flows: a dict per phase cost ~100 B per pair and most of a
+    large fluid run's time. Links are numbered in first-seen order; phase keys are
+    ``op * steps + step``."""
+
+    COMPACT_AT = 1 << 20
+    """Triples buffered before they are summed per pair."""
+
+    def __init__(self) -> None:
+        self.link_of: dict[tuple[str, str], int] = {}
+        self.links: list[tuple[str, str]] = []
+        self._phase = array("q")
+        self._link = array("q")
+        self._bytes = array("q")
+        self._summed = (np.zeros(0, dtype=np.int64),) * 3
+        """The pairs summed so far: (phase keys, links, bytes), sorted by (phase, link)."""
+
+    def link(self, uv: tuple[str, str]) -> int:
+        """The number of link ``uv`` (given on first sight)."""
+        i = self.link_of.get(uv)
+        if i is None:
+            i = self.link_of[uv] = len(self.links)
+            self.links.append(uv)
+        return i
+
+    def add(self, phase: int, link: int, nbytes: int) -> None:
+        self._phase.append(phase)
+        self._link.append(link)
+        self._bytes.append(nbytes)
+        if len(self._bytes) >= self.COMPACT_AT:
+            self._compact()
+
+    def add_many(self, phase: np.ndarray, link: np.ndarray, nbytes: np.ndarray) -> None:
+        self._phase.frombytes(np.ascontiguousarray(phase, dtype=np.int64).tobytes())
+        self._link.frombytes(np.ascontiguousarray(link, dtype=np.int64).tobytes())
+        self._bytes.frombytes(np.ascontiguousarray(nbytes, dtype=np.int64).tobytes())
+        if len(self._bytes) >= self.COMPACT_AT:
+            self._compact()
+
+    def _compact(self) -> None:
+        phase, link, nbytes = (np.concatenate([old, np.frombuffer(new, dtype=np.int64)])
+                               for old, new in zip(self._summed, (self._phase, self._link, self._bytes)))
+        self._phase, self._link, self._bytes = array("q"), array("q"), array("q")
+        n_links = max(len(self.links), 1)
+        pairs, pair_of = np.unique(phase * n_links + link, return_inverse=True)
+        sums = np.zeros(len(pairs), dtype=np.int64)
+        np.add.at(sums, pair_of.reshape(-1), nbytes)  # exact integer sums
+        self._summed = (pairs // n_links, pairs % n_links, sums)
+
+    def pairs(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Every (phase key, link) pair loaded so far with its bytes, sorted by phase then link."""
+        self._compact()
+        return self._summed
+
+    def busiest(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Per phase with any load, ascending: (phase key, its busiest link, that link's bytes);
+        ties go to the link whose (from, to) names sort last."""
+        phase, link, nbytes = self.pairs()
+        if not len(phase):
+            return phase, link, nbytes
+        rank = np.empty(len(self.links), dtype=np.int64)
+        rank[sorted(range(len(self.links)), key=self.links.__getitem__)] = np.arange(len(self.links))
+        order = np.lexsort((rank[link], nbytes, phase))  # by phase, then bytes, then name: the last of each phase wins
+        last = np.flatnonzero(np.append(phase[order][1:] != phase[order][:-1], True))
+        pick = order[last]
+        return phase[pick], link[pick], nbytes[pick]
+
+
 class CongestionMeter:
     """Accumulates per-phase link loads from the flows as they complete."""
 
@@ -63,7 +132,7 @@ class CongestionMeter:
         so flows count as their endpoints' connection (:class:`~pktsim.analysis.fairness.Routes`)."""
         self.fabric = fabric
         self.workload = workload
-        self.loads: dict[tuple[int, int], dict[tuple[str, str], int]] = defaultdict(lambda: defaultdict(int))
+        self.loads = LinkLoads()
         self._op, self._step = memoryview(workload.op), memoryview(workload.step)
         self._src, self._dst = memoryview(workload.src), memoryview(workload.dst)
         self._steps = int(workload.step.max()) + 1 if len(workload.step) else 1  # phase key: op * _steps + step
@@ -85,18 +154,18 @@ class CongestionMeter:
             ends = (self._src[msg_id], self._dst[msg_id]) if self.by_endpoints or path is None else None
             route = self._route_of[key] = self.routes.add(self._route_links(msg_id, path, spine_bytes), ends)
         self.flow_route.append(route)
-        load = self.loads[self._op[msg_id], self._step[msg_id]]
+        loads, phase = self.loads, self._op[msg_id] * self._steps + self._step[msg_id]
         if path is not None:
             nbytes = sum(b for _, b in spine_bytes)
-            for u, v in zip(path[1:-2], path[2:-1]):
-                load[u, v] += nbytes
+            for uv in zip(path[1:-2], path[2:-1]):
+                loads.add(phase, loads.link(uv), nbytes)
             return
         hosts, tor_of = self.workload.hosts, self.fabric.tor_of
         a, b = tor_of[hosts[self._src[msg_id]]], tor_of[hosts[self._dst[msg_id]]]
         for turn, nbytes in spine_bytes:
             switches = self.fabric.via(a, b, turn)
-            for u, v in zip(switches, switches[1:]):
-                load[u, v] += nbytes
+            for uv in zip(switches, switches[1:]):
+                loads.add(phase, loads.link(uv), nbytes)
 
     def add_flows(self, msg_ids: np.ndarray, nbytes: np.ndarray, path_ids: np.ndarray,
                   paths: Sequence[Sequence[str]]) -> None:
@@ -128,28 +197,18 @@ class CongestionMeter:
 
     def _add_loads(self, msg: np.ndarray, size: np.ndarray, paths: list[Sequence[str]], path_of: np.ndarray) -> None:
         """Add flow k's ``size[k]`` bytes to every switch-to-switch link of ``paths[path_of[k]]``
-        in the load of its message's phase: one exact integer sum per (phase, link)."""
-        w = self.workload
-        link_ids: dict[tuple[str, str], int] = {}
-        per_path = [[link_ids.setdefault(uv, len(link_ids)) for uv in zip(p[1:-2], p[2:-1])] for p in paths]
+        in the load of its message's phase."""
+        w, loads = self.workload, self.loads
+        per_path = [[loads.link(uv) for uv in zip(p[1:-2], p[2:-1])] for p in paths]
         counts = np.array([len(links) for links in per_path], dtype=np.int64)
         starts = np.concatenate([[0], np.cumsum(counts)])
         flat = np.array([link for links in per_path for link in links], dtype=np.int64)
-        steps = self._steps
-        phases, phase_of = np.unique(w.op[msg].astype(np.int64) * steps + w.step[msg], return_inverse=True)
-        loads = [self.loads[divmod(key, steps)] for key in phases.tolist()]  # every phase gets a load, as in add_flow
+        phase = w.op[msg].astype(np.int64) * self._steps + w.step[msg]
         # (flow, link) pairs: flow k repeated once per switch link of its path
         reps = counts[path_of]
         flow = np.repeat(np.arange(len(msg)), reps)
         link = flat[np.repeat(starts[path_of] - np.cumsum(reps) + reps, reps) + np.arange(len(flow))]
-        n_links = max(len(link_ids), 1)
-        pairs, pair_of = np.unique(phase_of[flow] * n_links + link, return_inverse=True)
-        sums = np.zeros(len(pairs), dtype=np.int64)
-        np.add.at(sums, pair_of, size[flow])
-        names = list(link_ids)
-        for pair, total in zip(pairs.tolist(), sums.tolist()):
-            phase, link_id = divmod(pair, n_links)
-            loads[phase][names[link_id]] += total
+        loads.add_many(phase[flow], link, size[flow])
 
     def _route_links(self, msg_id: int, path: list[str] | None,
                      spine_bytes: list[tuple[str, int]]) -> dict[int, float]:
@@ -199,17 +258,16 @@ class CongestionMeter:
         bounds = groups.bounds.tolist()
         where = {(o, s): k for k, (o, s) in enumerate(zip(groups.ops, groups.steps))}
         out = []
-        for key in sorted(self.loads):
-            load = self.loads[key]
-            if not load:
-                continue
-            k = where[key]
-            link, busiest = max(load.items(), key=lambda kv: (kv[1], kv[0]))
-            op = w.collectives[key[0]]
+        phases, links, most = self.loads.busiest()
+        for key, link, busiest in zip(phases.tolist(), links.tolist(), most.tolist()):
+            op_id, step = divmod(key, self._steps)
+            k = where[op_id, step]
+            op = w.collectives[op_id]
+            u, v = self.loads.links[link]
             out.append({
-                "op": key[0], "job": op.job, "collective": op.collective, "iteration": op.iteration,
-                "step": key[1], "messages": bounds[k + 1] - bounds[k], "bytes": total[k], "max_link_bytes": busiest,
-                "busiest_link": f"{link[0]}->{link[1]}", "congestion": busiest / largest[k],
+                "op": op_id, "job": op.job, "collective": op.collective, "iteration": op.iteration,
+                "step": step, "messages": bounds[k + 1] - bounds[k], "bytes": total[k], "max_link_bytes": busiest,
+                "busiest_link": f"{u}->{v}", "congestion": busiest / largest[k],
                 "msg_ids": order[bounds[k]:bounds[k + 1]], "group": k,
             })
         return out
