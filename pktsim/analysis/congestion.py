@@ -55,23 +55,25 @@ def phase_groups(workload: Workload) -> PhaseGroups:
 
 
 class LinkLoads:
-    """Bytes per (phase, switch-to-switch link), accumulated in flat arrays of (phase key, link,
-    bytes) triples and summed per pair when the buffer grows (:data:`COMPACT_AT`), so memory
-    follows the distinct pairs, not the flows: a dict per phase cost ~100 B per pair and most of a
-    large fluid run's time. Links are numbered in first-seen order; phase keys are
-    ``op * steps + step``."""
+    """Bytes per (phase, switch-to-switch link), accumulated as flat arrays of (pair key, bytes)
+    and summed per pair whenever the buffer outgrows the pairs summed so far (amortised: each
+    triple is summed O(log) times), so memory follows the distinct pairs, not the flows: a dict per
+    phase cost ~100 B a pair and most of a large fluid run's time. Links are numbered in
+    first-seen order; phase keys are ``op * steps + step``; a pair's key is
+    ``phase << LINK_BITS | link``."""
 
     COMPACT_AT = 1 << 20
-    """Triples buffered before they are summed per pair."""
+    """Triples buffered before the first sum."""
+
+    LINK_BITS = 24
 
     def __init__(self) -> None:
         self.link_of: dict[tuple[str, str], int] = {}
         self.links: list[tuple[str, str]] = []
-        self._phase = array("q")
-        self._link = array("q")
+        self._key = array("q")
         self._bytes = array("q")
-        self._summed = (np.zeros(0, dtype=np.int64),) * 3
-        """The pairs summed so far: (phase keys, links, bytes), sorted by (phase, link)."""
+        self._summed = (np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64))
+        """The pairs summed so far: (keys ascending, bytes)."""
 
     def link(self, uv: tuple[str, str]) -> int:
         """The number of link ``uv`` (given on first sight)."""
@@ -82,33 +84,33 @@ class LinkLoads:
         return i
 
     def add(self, phase: int, link: int, nbytes: int) -> None:
-        self._phase.append(phase)
-        self._link.append(link)
+        self._key.append(phase << self.LINK_BITS | link)
         self._bytes.append(nbytes)
-        if len(self._bytes) >= self.COMPACT_AT:
+        if len(self._key) >= self.COMPACT_AT and len(self._key) >= len(self._summed[0]):
             self._compact()
 
     def add_many(self, phase: np.ndarray, link: np.ndarray, nbytes: np.ndarray) -> None:
-        self._phase.frombytes(np.ascontiguousarray(phase, dtype=np.int64).tobytes())
-        self._link.frombytes(np.ascontiguousarray(link, dtype=np.int64).tobytes())
+        key = np.asarray(phase, dtype=np.int64) << self.LINK_BITS | np.asarray(link, dtype=np.int64)
+        self._key.frombytes(key.tobytes())
         self._bytes.frombytes(np.ascontiguousarray(nbytes, dtype=np.int64).tobytes())
-        if len(self._bytes) >= self.COMPACT_AT:
+        if len(self._key) >= self.COMPACT_AT and len(self._key) >= len(self._summed[0]):
             self._compact()
 
     def _compact(self) -> None:
-        phase, link, nbytes = (np.concatenate([old, np.frombuffer(new, dtype=np.int64)])
-                               for old, new in zip(self._summed, (self._phase, self._link, self._bytes)))
-        self._phase, self._link, self._bytes = array("q"), array("q"), array("q")
-        n_links = max(len(self.links), 1)
-        pairs, pair_of = np.unique(phase * n_links + link, return_inverse=True)
-        sums = np.zeros(len(pairs), dtype=np.int64)
-        np.add.at(sums, pair_of.reshape(-1), nbytes)  # exact integer sums
-        self._summed = (pairs // n_links, pairs % n_links, sums)
+        key = np.concatenate([self._summed[0], np.frombuffer(self._key, dtype=np.int64)])
+        nbytes = np.concatenate([self._summed[1], np.frombuffer(self._bytes, dtype=np.int64)])
+        self._key, self._bytes = array("q"), array("q")
+        order = np.argsort(key, kind="stable")
+        key, nbytes = key[order], nbytes[order]
+        starts = np.flatnonzero(np.concatenate([[True], key[1:] != key[:-1]])) if len(key) else np.zeros(0, np.int64)
+        sums = np.add.reduceat(nbytes, starts) if len(key) else nbytes  # exact integer sums
+        self._summed = (key[starts], sums)
 
     def pairs(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Every (phase key, link) pair loaded so far with its bytes, sorted by phase then link."""
         self._compact()
-        return self._summed
+        key, nbytes = self._summed
+        return key >> self.LINK_BITS, key & ((1 << self.LINK_BITS) - 1), nbytes
 
     def busiest(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Per phase with any load, ascending: (phase key, its busiest link, that link's bytes);
@@ -118,10 +120,14 @@ class LinkLoads:
             return phase, link, nbytes
         rank = np.empty(len(self.links), dtype=np.int64)
         rank[sorted(range(len(self.links)), key=self.links.__getitem__)] = np.arange(len(self.links))
-        order = np.lexsort((rank[link], nbytes, phase))  # by phase, then bytes, then name: the last of each phase wins
-        last = np.flatnonzero(np.append(phase[order][1:] != phase[order][:-1], True))
-        pick = order[last]
-        return phase[pick], link[pick], nbytes[pick]
+        starts = np.flatnonzero(np.concatenate([[True], phase[1:] != phase[:-1]]))  # pairs are sorted by phase
+        count = np.diff(np.append(starts, len(phase)))
+        most = np.maximum.reduceat(nbytes, starts)
+        name = np.where(nbytes == np.repeat(most, count), rank[link], -1)  # among the busiest, the last name
+        best = np.maximum.reduceat(name, starts)
+        by_rank = np.empty(len(self.links), dtype=np.int64)
+        by_rank[rank] = np.arange(len(self.links))
+        return phase[starts], by_rank[best], most
 
 
 class CongestionMeter:

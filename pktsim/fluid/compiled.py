@@ -35,6 +35,10 @@ progress; the heap's arrays come back from each chunk because they may have grow
 
 from __future__ import annotations
 
+import queue
+import threading
+from concurrent.futures import ThreadPoolExecutor
+
 import numpy as np
 from numba import njit
 
@@ -328,7 +332,7 @@ def _component(touched, n_touched, limit, ol_start, ol_slots, ol_n, s_flow, f_en
     return n
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def advance(
     msg_pat, pat_start, gap_ps, msg_bytes, dep_off, dep_ids, msg_op, wait_start, waiting,
     e_qp, e_geo, e_bits, e_lat, e_packets, e_hops, e_size, geo_links, geo_n, capacity, ol_start,
@@ -596,37 +600,72 @@ class CompiledLoop:
                                    else np.asarray(dag.single_path_fct_ps, dtype=np.int64))
 
     def run(self, progress: ProgressCallback | None) -> int:
-        """Run to the end; returns the number of rate computations."""
-        sim = self.sim
-        while True:
-            finished, self.h_t, self.h_seq, self.h_code = advance(
-                self.pattern, self.pat_start, self.gap_ps, sim.workload.bytes, self.dep_off, self.dep_ids,
-                sim.workload.op, self.wait_start, self.waiting, self.e_qp, self.e_geo, self.e_bits, self.e_lat,
-                self.e_packets, self.e_hops, self.e_size, self.geo_links, self.geo_n, self.capacity, self.ol_start,
-                self.pending, self.op_left, self.ready, self.start, self.end, self.rx, self.op_end,
-                self.f_msg, self.f_entry, self.f_start, self.f_end, self.f_next, self.qp_head, self.qp_tail,
-                self.s_flow, self.s_rate, self.s_bits, self.s_tref, self.free, self.tree, self.ol_slots, self.ol_n,
-                self.h_t, self.h_seq, self.h_code, self.recv_order, self.done_order, self.op_order, self.ints,
-                self.now, self.scratch,
-            )
-            self._hand_on(finished)
-            events = int(self.ints[EVENTS])
-            if finished:
-                return events
-            if progress is not None:
-                progress(sim._progress(events))
+        """Run to the end; returns the number of rate computations.
 
-    def _hand_on(self, final: bool) -> None:
-        """Bring the simulation's counters up to date and, every :data:`HAND_ON_ROWS` flows (and at
-        the end: ``final``), hand the flows, messages and ops completed since the last time to
-        the DAG execution and the recorder, in the order the Python loop would."""
-        sim, ints, dag = self.sim, self.ints, self.sim.dag
-        sim.now = float(self.now[0])
+        The loop runs chunk after chunk in a thread of its own (``advance`` releases the GIL),
+        leaving after each chunk a snapshot of its counters; this thread takes the snapshots in
+        order, reports progress and hands on the rows they cover, which the loop no longer
+        writes: on purpose, since writing the tables costs about as much as the loop. The rows are
+        the same however the two threads interleave."""
+        snapshots: queue.Queue[tuple[np.ndarray, float, bool]] = queue.Queue()
+        stop = threading.Event()
+
+        def chunks() -> None:
+            finished = False
+            while not finished and not stop.is_set():
+                finished = self._advance()
+                snapshots.put((self.ints.copy(), float(self.now[0]), finished))
+
+        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="pktsim-fluid") as pool:
+            loop = pool.submit(chunks)
+            try:
+                while True:
+                    try:
+                        ints, now, finished = snapshots.get(timeout=0.2)
+                    except queue.Empty:
+                        if loop.done():
+                            loop.result()  # the loop's error, if it raised one
+                        continue
+                    self._update_counters(ints, now)
+                    self._hand_on(ints, final=finished)
+                    if finished:
+                        return int(ints[EVENTS])
+                    if progress is not None:
+                        progress(self.sim._progress(int(ints[EVENTS])))
+            finally:
+                stop.set()  # an error or a signal here: the loop stops after its chunk
+
+    def _advance(self) -> bool:
+        """One chunk of the loop; returns whether the run is over."""
+        w = self.sim.workload
+        finished, self.h_t, self.h_seq, self.h_code = advance(
+            self.pattern, self.pat_start, self.gap_ps, w.bytes, self.dep_off, self.dep_ids, w.op, self.wait_start,
+            self.waiting, self.e_qp, self.e_geo, self.e_bits, self.e_lat, self.e_packets, self.e_hops, self.e_size,
+            self.geo_links, self.geo_n, self.capacity, self.ol_start,
+            self.pending, self.op_left, self.ready, self.start, self.end, self.rx, self.op_end,
+            self.f_msg, self.f_entry, self.f_start, self.f_end, self.f_next, self.qp_head, self.qp_tail,
+            self.s_flow, self.s_rate, self.s_bits, self.s_tref, self.free, self.tree, self.ol_slots, self.ol_n,
+            self.h_t, self.h_seq, self.h_code, self.recv_order, self.done_order, self.op_order, self.ints,
+            self.now, self.scratch,
+        )
+        return finished
+
+    def _update_counters(self, ints: np.ndarray, now_ps: float) -> None:
+        """The simulation's counters and clock, and the DAG's count of messages done, from a
+        snapshot of the loop's integers and clock."""
+        sim = self.sim
+        sim.now = now_ps
         sim.flows_posted, sim.packets_posted, sim.packet_hops = int(ints[FLOWS]), int(ints[PACKETS]), int(ints[HOPS])
         sim.packets_received = int(ints[RECEIVED_PACKETS])
-        dag.messages_done = int(ints[DONE])
+        sim.dag.messages_done = int(ints[DONE])
+
+    def _hand_on(self, upto: np.ndarray, final: bool) -> None:
+        """Hand the flows, messages and ops completed since the last hand-on, up to the counts in
+        ``upto`` (a copy of the loop's integers), to the DAG execution and the recorder, in the
+        order the Python loop would: every :data:`HAND_ON_ROWS` flows, and at the end (``final``)."""
+        sim, dag = self.sim, self.sim.dag
         f0, m0, o0 = self._recorded
-        f1, m1, o1 = int(ints[N_RECV]), int(ints[DONE]), int(ints[N_OPS])
+        f1, m1, o1 = int(upto[N_RECV]), int(upto[DONE]), int(upto[N_OPS])
         if not final and f1 - f0 < HAND_ON_ROWS:
             return
         self._recorded = [f1, m1, o1]
@@ -635,7 +674,8 @@ class CompiledLoop:
         msg_ids, nbytes, path_ids = self.f_msg[fids], self.e_size[entry], self.e_geo[entry]
         dag.congestion.add_flows(msg_ids, nbytes, path_ids, self.paths)
         ops = self.op_order[o0:o1].tolist()
-        dag.op_left = self.op_left.tolist()
+        if final:
+            dag.op_left = self.op_left.tolist()
         for op in ops:
             dag.op_end_ps[op] = float(self.op_end[op])
         recorder = sim.recorder
