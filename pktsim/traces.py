@@ -254,6 +254,15 @@ class PortLog:
     def __len__(self) -> int:
         return len(self.port_id)
 
+    def columns(self) -> dict[str, np.ndarray]:
+        """Every column as a numpy view, cut to the rows all of them hold: a signal that stops the
+        run while a row is being appended leaves that row partial, and it is not written."""
+        names = ("start_ps", "port_id", "max_ps", "area2", "busy_ps", "drops", "fault_drops", "marks", "paused_ps",
+                 "ps_per_byte")
+        rows = min(len(getattr(self, c)) for c in names)
+        return {c: np.frombuffer(getattr(self, c), dtype=np.float64 if getattr(self, c).typecode == "d" else np.int64)[:rows]
+                for c in names}
+
 
 
 FLUSH_S = 2.0
@@ -582,15 +591,12 @@ class Recorder:
         if not len(log):
             return
         owners, peers, _, interval = self._port_info
-        port = np.frombuffer(log.port_id, dtype=np.int64)
-        busy = np.frombuffer(log.busy_ps, dtype=np.int64)
-        rate = np.frombuffer(log.ps_per_byte, dtype=np.float64)  # ps per byte, per row
-        time_ns = np.frombuffer(log.start_ps, dtype=np.int64) // PS_PER_NS
+        c = log.columns()
+        port, busy, rate = c["port_id"], c["busy_ps"], c["ps_per_byte"]  # rate: ps per byte, per row
+        time_ns = c["start_ps"] // PS_PER_NS
         self.tables["queues"].write_columns([
-            time_ns, owners[port], peers[port], np.rint(np.frombuffer(log.max_ps, dtype=np.int64) / rate).astype(np.int64),
-            np.frombuffer(log.area2, dtype=np.float64) / 2.0 / interval / rate,
-            np.frombuffer(log.drops, dtype=np.int64), np.frombuffer(log.fault_drops, dtype=np.int64),
-            np.frombuffer(log.marks, dtype=np.int64), np.frombuffer(log.paused_ps, dtype=np.int64) // PS_PER_NS,
+            time_ns, owners[port], peers[port], np.rint(c["max_ps"] / rate).astype(np.int64),
+            c["area2"] / 2.0 / interval / rate, c["drops"], c["fault_drops"], c["marks"], c["paused_ps"] // PS_PER_NS,
         ])
         self.tables["links"].write_columns([
             time_ns, owners[port], peers[port], self._carried_bytes(port, busy, rate), busy / interval,

@@ -24,7 +24,7 @@ import pytest
 from pktsim.errors import InputError
 from pktsim.experiment import prepare
 from pktsim.scenario import load_scenario
-from pktsim.traces import SCHEMAS, FlowRow, MessageRow, Recorder, TableWriter
+from pktsim.traces import SCHEMAS, FlowRow, MessageRow, PortLog, Recorder, TableWriter
 
 REPO = Path(__file__).resolve().parent.parent
 ENV = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in (str(REPO), os.environ.get("PYTHONPATH")) if p)}
@@ -304,3 +304,23 @@ def test_bad_out_and_seed(args, expected, tmp_path) -> None:
     lines = res.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith(f"pktsim: error: {expected.format(tmp=tmp_path)}"), lines
     assert [p.name for p in tmp_path.iterdir()] == ["afile"]
+
+
+def test_a_port_row_half_appended_when_the_run_stopped_is_not_written(tmp_path) -> None:
+    """A signal can stop the run between two of a port row's appends: the rows every column holds
+    are written, the partial one is not (the columns' lengths would not match)."""
+    recorder = Recorder(tmp_path / "run", {}, part_rows=16)
+    recorder.describe_ports(["leaf0", "spine0"], ["spine0", "leaf0"], [80.0, 80.0], interval_ps=10_000)
+    log = PortLog()
+    for row in range(3):
+        for column, value in [("start_ps", 10_000 * row), ("port_id", row % 2), ("max_ps", 800), ("area2", 1.6e7),
+                              ("busy_ps", 5000), ("drops", 0), ("fault_drops", 0), ("marks", 0), ("paused_ps", 0),
+                              ("ps_per_byte", 80.0)]:
+            if row == 2 and column == "busy_ps":
+                break  # the stop lands here
+            getattr(log, column).append(value)
+    recorder.port_samples(log)
+    recorder.close()
+    queues = pads.dataset(tmp_path / "run" / "queues", format="parquet").to_table()
+    assert queues["time_ns"].to_pylist() == [0, 10]
+    assert queues["max_bytes"].to_pylist() == [10, 10]  # 800 ps at 80 ps per byte
