@@ -1,9 +1,9 @@
 """The fluid event loop compiled with numba, for healthy single-path runs.
 
-:class:`pktsim.fluid.backend.FluidSimulation` defines the model; its Python loop costs tens of
-microseconds of interpreter work per flow, so a 2048-rank ring AllReduce (8.4 M messages, one flow
-each, almost never two starting at once) would take an hour. This module runs *the same loop* on
-arrays: the same events in the same order (the timed events' heap ordered by (time, sequence
+:class:`pktsim.fluid.backend.FluidSimulation` defines the model; its Python loop costs about 155 us
+of interpreter work per flow, so a 2048-rank ring AllReduce (8.4 M messages, one flow each, almost
+never two starting at once) would take over 20 minutes. This module runs *the same loop* on arrays:
+the same events in the same order (the timed events' heap ordered by (time, sequence
 number); drains due within ``DRAIN_TOLERANCE_PS`` of the earliest taken together in slot order;
 slots handed out and freed as :class:`pktsim.fluid.backend._Active` does), the same components, and
 progressive filling with the same floating-point operations as :func:`pktsim.fluid.maxmin.max_min_rates_small`,
@@ -29,8 +29,11 @@ Layout (all numpy arrays, indices are ints):
   (kind 0: a message is ready, 1: a flow's last byte is received).
 
 The loop runs in chunks of :data:`CHUNK_EVENTS` rate computations (the Python loop's progress
-interval): between chunks the caller records the flows and messages completed so far and reports
-progress; the heap's arrays come back from each chunk because they may have grown.
+interval), in a thread of its own that releases the GIL; the heap's arrays come back from each
+chunk because they may have grown. Meanwhile the main thread reports progress and hands the flows
+and messages completed in earlier chunks to the recorder and the congestion meter in columns
+(:class:`CompiledLoop`). Inlined on purpose: the loop's handlers take every array they touch as
+an argument (numba compiles them into the loop), which is why their signatures are long.
 """
 
 from __future__ import annotations
@@ -56,11 +59,13 @@ HAND_ON_ROWS = 1 << 16
 """Flows received between two hand-ons of rows to the recorder (fewer, larger batches)."""
 
 # Integer scalars of the loop's state (``ints``).
-SEQ, EVENTS, FLOWS, PACKETS, HOPS, RECEIVED_PACKETS, DONE, N_RECV, N_OPS, COUNT, N_SLOTS, N_FREE, HEAP, EPOCH = range(14)
+(SEQ, EVENTS, FLOWS, PACKETS, HOPS, RECEIVED_PACKETS, DONE, N_RECV, N_OPS, COUNT, N_SLOTS, N_FREE, HEAP,
+ EPOCH) = range(14)
 N_INTS = 14
 
 _READY, _RECEIVED = 0, 1
 _INF = np.inf
+_PS_PER_NS = float(PS_PER_NS)
 
 
 @njit(cache=True)
@@ -102,6 +107,20 @@ def _due_slots(tree, size, limit, out):
     return n
 
 
+@njit(cache=True, inline="always")
+def _earlier(t, seq, other_t, other_seq):
+    """Whether heap entry (t, seq) comes before (other_t, other_seq): by time, then sequence."""
+    return t < other_t or (t == other_t and seq < other_seq)
+
+
+@njit(cache=True, inline="always")
+def _place(h_t, h_seq, h_code, i, t, seq, code):
+    """Put entry (t, seq, code) at heap position ``i``."""
+    h_t[i] = t
+    h_seq[i] = seq
+    h_code[i] = code
+
+
 @njit(cache=True)
 def _heap_push(h_t, h_seq, h_code, n, t, seq, code):
     """Push (t, seq, code) on the heap of ``n`` entries; returns the arrays (new ones if it grew)."""
@@ -117,16 +136,11 @@ def _heap_push(h_t, h_seq, h_code, n, t, seq, code):
     i = n
     while i:
         parent = (i - 1) >> 1
-        pt = h_t[parent]
-        if pt < t or (pt == t and h_seq[parent] < seq):
+        if _earlier(h_t[parent], h_seq[parent], t, seq):
             break
-        h_t[i] = pt
-        h_seq[i] = h_seq[parent]
-        h_code[i] = h_code[parent]
+        _place(h_t, h_seq, h_code, i, h_t[parent], h_seq[parent], h_code[parent])
         i = parent
-    h_t[i] = t
-    h_seq[i] = seq
-    h_code[i] = code
+    _place(h_t, h_seq, h_code, i, t, seq, code)
     return h_t, h_seq, h_code
 
 
@@ -145,19 +159,27 @@ def _heap_pop(h_t, h_seq, h_code, n):
             if child >= n:
                 break
             right = child + 1
-            if right < n and (h_t[right] < h_t[child] or (h_t[right] == h_t[child] and h_seq[right] < h_seq[child])):
+            if right < n and _earlier(h_t[right], h_seq[right], h_t[child], h_seq[child]):
                 child = right
-            ct = h_t[child]
-            if t < ct or (t == ct and seq < h_seq[child]):
+            if _earlier(t, seq, h_t[child], h_seq[child]):
                 break
-            h_t[i] = ct
-            h_seq[i] = h_seq[child]
-            h_code[i] = h_code[child]
+            _place(h_t, h_seq, h_code, i, h_t[child], h_seq[child], h_code[child])
             i = child
-        h_t[i] = t
-        h_seq[i] = seq
-        h_code[i] = last
+        _place(h_t, h_seq, h_code, i, t, seq, last)
     return code
+
+
+@njit(cache=True)
+def _release(ids, lo, hi, pending, released, n):
+    """Messages ``ids[lo:hi]`` have one thing less to wait for; those with nothing left are added
+    to the ``n`` in ``released``. Returns the new count."""
+    for j in range(lo, hi):
+        d = ids[j]
+        pending[d] -= 1
+        if not pending[d]:
+            released[n] = d
+            n += 1
+    return n
 
 
 @njit(cache=True)
@@ -276,10 +298,10 @@ def _fill(slots, n, now, s_flow, f_entry, e_geo, geo_links, geo_n, capacity, ol_
                 if s_frozen[s] != epoch:
                     s_frozen[s] = epoch
                     unfrozen -= 1
-                    s_bits[s] = max_zero(s_bits[s] - s_rate[s] * ((now - s_tref[s]) / 1000.0))
+                    s_bits[s] = _max_zero(s_bits[s] - s_rate[s] * ((now - s_tref[s]) / _PS_PER_NS))
                     s_tref[s] = now
                     s_rate[s] = level
-                    _tree_set(tree, size, s, now + s_bits[s] / level * 1000.0)
+                    _tree_set(tree, size, s, now + s_bits[s] / level * _PS_PER_NS)
                     g = e_geo[f_entry[s_flow[s]]]
                     for i in range(geo_n[g]):
                         l_count[geo_links[g, i]] -= 1
@@ -292,7 +314,7 @@ def _fill(slots, n, now, s_flow, f_entry, e_geo, geo_links, geo_n, capacity, ol_
 
 
 @njit(cache=True)
-def max_zero(x):
+def _max_zero(x):
     """``np.maximum(x, 0.0)``'s result (x itself when x >= 0, signed zero kept)."""
     return x if x >= 0.0 else 0.0
 
@@ -435,25 +457,14 @@ def advance(
             end[m] = now
             done_order[ints[DONE]] = m
             ints[DONE] += 1
-            n_rel = 0
-            for j in range(dep_off[m], dep_off[m + 1]):
-                d = dep_ids[j]
-                pending[d] -= 1
-                if not pending[d]:
-                    released[n_rel] = d
-                    n_rel += 1
+            n_rel = _release(dep_ids, dep_off[m], dep_off[m + 1], pending, released, 0)
             op = msg_op[m]
             op_left[op] -= 1
             if op_left[op] == 0:
                 op_end[op] = end[m]
                 op_order[ints[N_OPS]] = op
                 ints[N_OPS] += 1
-                for j in range(wait_start[op], wait_start[op + 1]):
-                    d = waiting[j]
-                    pending[d] -= 1
-                    if not pending[d]:
-                        released[n_rel] = d
-                        n_rel += 1
+                n_rel = _release(waiting, wait_start[op], wait_start[op + 1], pending, released, n_rel)
             for k in range(n_rel):
                 d = released[k]
                 gap = gap_ps[d]
@@ -593,7 +604,7 @@ class CompiledLoop:
         self.now = np.zeros(1)
         releases = int(np.diff(self.dep_off).max(initial=0) + np.diff(self.wait_start).max(initial=0))
         big = max(n_links, slots)
-        self.scratch = tuple(np.zeros(big, dtype=np.int64) for _ in range(11)) + (np.zeros(releases + 1, dtype=np.int64),)
+        self.scratch = (*(np.zeros(big, dtype=np.int64) for _ in range(11)), np.zeros(releases + 1, dtype=np.int64))
         self._recorded = [0, 0, 0]  # flows, messages, ops already handed on
         self.ideal_fct_ps = np.asarray(dag.ideal_fct_ps, dtype=np.int64)
         self.single_path_fct_ps = (None if dag.single_path_fct_ps is None
