@@ -90,6 +90,10 @@ What it ignores
 
 Time is float picoseconds inside the engine; tables are written in integer ns (nearest) like the
 packet backend's. Drains due within :data:`DRAIN_TOLERANCE_PS` of each other are one event.
+
+Runs whose flows each keep one path (no spraying, faults, stragglers or connection-scope re-plans)
+execute this loop compiled (:mod:`pktsim.fluid.compiled`, the same tables byte for byte); the loop
+here is the reference it is tested against, and runs everything else.
 """
 
 from __future__ import annotations
@@ -822,8 +826,8 @@ class FluidSimulation:
         flow on one path, and nothing that changes paths, rates or the plan during the run."""
         faults = self.faults
         changing = bool(faults and (faults.link_events or faults.route_changes or faults.stragglers))
-        return (self.allow_compiled and self.incremental and not self.sprayed and not changing and self.planner.connections is None
-                and len(self.workload.bytes) > 0)
+        return (self.allow_compiled and self.incremental and not self.sprayed and not changing
+                and self.planner.connections is None and len(self.workload.bytes) > 0)
 
     def _loop(self, progress: ProgressCallback | None) -> int:
         """Advance from event time to event time; returns the number of rate recomputations."""

@@ -259,10 +259,10 @@ class FlowPlanner:
         pattern[plain] = inverse.reshape(-1)
         index: dict[tuple, int] = {}  # a planned message's list, with its connection
         for i in np.flatnonzero(planned).tolist():
-            key = (int(w.job[i]), int(w.src[i]), int(w.dst[i]), int(w.channel[i]), *self._plans[i])
-            k = index.get(key)
+            conn = (int(w.job[i]), int(w.src[i]), int(w.dst[i]), int(w.channel[i]), *self._plans[i])
+            k = index.get(conn)
             if k is None:
-                k = index[key] = len(lists)
+                k = index[conn] = len(lists)
                 lists.append(list(self._plans[i]))
             pattern[i] = k
         return pattern, lists
