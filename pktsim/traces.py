@@ -260,9 +260,11 @@ class PortLog:
         names = ("start_ps", "port_id", "max_ps", "area2", "busy_ps", "drops", "fault_drops", "marks", "paused_ps",
                  "ps_per_byte")
         rows = min(len(getattr(self, c)) for c in names)
-        return {c: np.frombuffer(getattr(self, c), dtype=np.float64 if getattr(self, c).typecode == "d" else np.int64)[:rows]
-                for c in names}
-
+        out = {}
+        for c in names:
+            column = getattr(self, c)
+            out[c] = np.frombuffer(column, dtype=np.float64 if column.typecode == "d" else np.int64)[:rows]
+        return out
 
 
 FLUSH_S = 2.0
