@@ -522,6 +522,7 @@ class CompiledLoop:
         self.paths: list[list[str]] = []
         self.turns: list[str] = []
         geo_links: list[list[int]] = []
+        geo_hops: list[int] = []
         entries: list[tuple] = []  # (qp, geo, bits, latency ps, packets, hops, bytes, subflow, entropy)
         pat_start = [0]
         hosts = w.hosts
@@ -535,12 +536,13 @@ class CompiledLoop:
                     path, _, _, links, hops, turn = sim._connection_geometry(hosts[src], hosts[dst], entropy)
                     g = geos[src, dst, entropy] = len(geo_links)
                     geo_links.append(links)
+                    geo_hops.append(hops)
                     self.paths.append(path)
                     self.turns.append(turn)
                 bits = 8 * wire_bytes(size, nic.mtu_bytes, nic.header_bytes)
                 packets = -(-size // nic.payload_bytes)
                 entries.append((qp, g, bits, sim.geometry.latency_ps(hosts[src], hosts[dst], size), packets,
-                                len(self.paths[g]) - 1, size, sub, entropy))
+                                geo_hops[g], size, sub, entropy))
             pat_start.append(len(entries))
         e = np.array(entries, dtype=np.int64).reshape(-1, 9)
         self.e_qp, self.e_geo, e_bits, self.e_lat, self.e_packets, self.e_hops, self.e_size, self.e_sub, \
