@@ -23,11 +23,18 @@ COLLECTIVES = ["ring_allreduce", "alltoall_allreduce", "alltoall", "allgather", 
 
 
 def _random_scenario(seed: int) -> Scenario:
-    """Scenario ``seed``: the scheme cycles; fabric, jobs (one to three, staggered, several
-    iterations with compute gaps), sizes and NIC drawn from the seed."""
+    """Scenario ``seed``: the scheme cycles; fabric (leaf-spine or fat-tree), jobs (one to three,
+    staggered, several iterations with compute gaps), sizes and NIC drawn from the seed."""
     rng = random.Random(seed)
-    spines, leaves, per_leaf = rng.randint(1, 4), rng.randint(2, 4), rng.randint(2, 4)
-    hosts = leaves * per_leaf
+    lb = SCHEMES[seed % len(SCHEMES)]
+    rates = {"link_gbps": rng.choice([100, 200, 400]), "host_link_gbps": rng.choice([100, 400]),
+             "link_delay_ns": rng.choice([100, 1000])}
+    if lb["scheme"] in ("ecmp", "split") and rng.random() < 0.4:  # planned routing is leaf-spine only
+        topology, hosts = {"kind": "fat_tree", "k": 4, **rates}, 16
+    else:
+        spines, leaves, per_leaf = rng.randint(1, 4), rng.randint(2, 4), rng.randint(2, 4)
+        topology = {"kind": "leaf_spine", "spines": spines, "leaves": leaves, "hosts_per_leaf": per_leaf, **rates}
+        hosts = leaves * per_leaf
     jobs = []
     free = hosts  # jobs take hosts of their own
     for j in range(rng.choice([1, 1, 2, 3])):
@@ -42,12 +49,10 @@ def _random_scenario(seed: int) -> Scenario:
         jobs.append(job)
     return Scenario.model_validate({
         "name": f"compiled{seed}", "seed": seed,
-        "topology": {"kind": "leaf_spine", "spines": spines, "leaves": leaves, "hosts_per_leaf": per_leaf,
-                     "link_gbps": rng.choice([100, 200, 400]), "host_link_gbps": rng.choice([100, 400]),
-                     "link_delay_ns": rng.choice([100, 1000])},
+        "topology": topology,
         "nic": rng.choice([{"mtu_bytes": 4096, "header_bytes": 64}, {"mtu_bytes": 1500, "header_bytes": 48}]),
         "switch": {"latency_ns": rng.choice([0, 300])},
-        "lb": SCHEMES[seed % len(SCHEMES)],
+        "lb": lb,
         "workload": {"jobs": jobs},
     })
 
@@ -73,10 +78,20 @@ def _same(sc: Scenario, tmp_path: Path) -> dict:
     return want
 
 
-@pytest.mark.parametrize("seed", range(24))
+SEEDS = range(24)
+
+
+@pytest.mark.parametrize("seed", SEEDS)
 def test_random_scenarios_give_the_python_loops_tables(seed: int, tmp_path: Path) -> None:
     summary = _same(_random_scenario(seed), tmp_path)
     assert summary["events"] > 0
+
+
+def test_the_random_scenarios_span_both_fabrics_and_every_scheme() -> None:
+    scs = [_random_scenario(s) for s in SEEDS]
+    assert {sc.topology.kind for sc in scs} == {"leaf_spine", "fat_tree"}
+    assert len({(sc.lb.scheme, sc.lb.planner, sc.lb.plan_scope, sc.lb.subflows) for sc in scs}) == len(SCHEMES)
+    assert any(len(sc.workload.jobs) > 1 for sc in scs)
 
 
 def test_a_fabric_wide_ring_with_collisions(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
