@@ -57,13 +57,13 @@ def phase_groups(workload: Workload) -> PhaseGroups:
 class LinkLoads:
     """Bytes per (phase, switch-to-switch link), accumulated as flat arrays of (pair key, bytes)
     and summed per pair whenever the buffer outgrows the pairs summed so far (amortised: each
-    triple is summed O(log) times), so memory follows the distinct pairs, not the flows: a dict per
+    entry is summed O(log) times), so memory follows the distinct pairs, not the flows: a dict per
     phase cost ~100 B a pair and most of a large fluid run's time. Links are numbered in
     first-seen order; phase keys are ``op * steps + step``; a pair's key is
     ``phase << LINK_BITS | link``."""
 
     COMPACT_AT = 1 << 20
-    """Triples buffered before the first sum."""
+    """Entries buffered before the first sum."""
 
     LINK_BITS = 24
 
