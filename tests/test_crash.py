@@ -23,6 +23,7 @@ import pytest
 
 from pktsim.errors import InputError
 from pktsim.experiment import prepare
+from pktsim.fluid.backend import FluidSimulation
 from pktsim.scenario import load_scenario
 from pktsim.traces import SCHEMAS, FlowRow, MessageRow, PortLog, Recorder, TableWriter
 
@@ -330,6 +331,8 @@ def test_sigterm_stops_a_compiled_fluid_run(tmp_path) -> None:
     """The fluid backend's compiled loop runs in a thread of its own: SIGTERM still stops the run
     in order (the loop stops after its chunk), and the tables hold every row handed on, each
     recorded message with all its flows."""
+    tiny = load_scenario(topology="bench", workload="permutation", overrides=["workload.jobs.0.bytes=64KiB"])
+    assert FluidSimulation(prepare(tiny)).run(None)  # compiles the loop first (numba caches it for the run below)
     out = tmp_path / "run"
     proc = _start(["run", "-t", "bench", "-w", "permutation", "--backend", "fluid", "--set", "workload.jobs.0.bytes=64KiB",
                    "--set", "workload.jobs.0.iterations=20000", "-q", "--out", str(out)], tmp_path)
