@@ -257,14 +257,10 @@ class PortLog:
     def columns(self) -> dict[str, np.ndarray]:
         """Every column as a numpy view, cut to the rows all of them hold: a signal that stops the
         run while a row is being appended leaves that row partial, and it is not written."""
-        names = ("start_ps", "port_id", "max_ps", "area2", "busy_ps", "drops", "fault_drops", "marks", "paused_ps",
-                 "ps_per_byte")
-        rows = min(len(getattr(self, c)) for c in names)
-        out = {}
-        for c in names:
-            column = getattr(self, c)
-            out[c] = np.frombuffer(column, dtype=np.float64 if column.typecode == "d" else np.int64)[:rows]
-        return out
+        columns = vars(self)  # the arrays clear() makes
+        rows = min(map(len, columns.values()))
+        return {name: np.frombuffer(c, dtype=np.float64 if c.typecode == "d" else np.int64)[:rows]
+                for name, c in columns.items()}
 
 
 FLUSH_S = 2.0
