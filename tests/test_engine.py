@@ -7,7 +7,7 @@ from __future__ import annotations
 import pytest
 import simpy
 
-from pktsim.packet.engine import NORMAL, HeapEvent
+from pktsim.packet.engine import NORMAL, HeapEvent, step_events
 
 SIMPY = f"SimPy {simpy.__version__}"
 
@@ -114,3 +114,47 @@ def test_step_reads_ok_and_raises_for_a_failed_event() -> None:
     ok.at(2)
     env.step()
     contract(ok.log != [], "processes an event whose _ok is True without raising")
+
+
+def _mixed_schedule(env: simpy.Environment, log: list) -> None:
+    """Heap events and SimPy timeouts at shared times, one rescheduling itself."""
+    a, b = Probe(env, "a", log), Probe(env, "b", log)
+    a.at(5)
+    b.at(3)
+    env.timeout(3).callbacks.append(lambda e: log.append((env.now, "t3", None, None)))
+    env.timeout(5).callbacks.append(lambda e: log.append((env.now, "t5", None, None)))
+
+    def again(event: HeapEvent) -> None:
+        log.append((env.now, "c", event is c, None))
+        if env.now < 30:
+            c.schedule(env.now + 5, (again,))
+
+    c = Probe(env, "c", log)
+    c.schedule(0, (again,))
+
+
+def test_step_events_processes_what_step_would_in_the_same_order() -> None:
+    """The backend's run loop (``step_events``, ``Environment.step`` inlined) against step()."""
+    stepped, looped = [], []
+    env1, env2 = simpy.Environment(), simpy.Environment()
+    _mixed_schedule(env1, stepped)
+    _mixed_schedule(env2, looped)
+    run(env1)
+    assert step_events(env2, 3) == 3 and len(looped) == 3 and env2.now == 3  # stops after the limit
+    assert step_events(env2, 1000) == len(stepped) - 3  # fewer than the limit: the heap ran empty
+    assert looped == stepped and env2.now == env1.now == 30
+    assert step_events(env2, 10) == 0
+
+
+def test_step_events_raises_for_a_failed_event_like_step() -> None:
+    class Failed(Probe):
+        __slots__ = ("_value",)
+        _ok = False
+
+    env = simpy.Environment()
+    failed = Failed(env, "f", [])
+    failed._value = RuntimeError("boom")
+    failed.at(1)
+    with pytest.raises(RuntimeError, match="boom") as info:
+        step_events(env, 10)
+    assert info.value.__cause__ is failed._value  # a copy, chained to the event's own, as step() raises

@@ -20,10 +20,10 @@ import gc
 import time
 
 import simpy
-from simpy.core import EmptySchedule
 
 from pktsim.experiment import Backend, Experiment, Progress, ProgressCallback, Unsupported, needs_transport_model
 from pktsim.fabric.faults import DROPPING_KINDS, FaultSchedule
+from pktsim.packet.engine import step_events
 from pktsim.packet.network import Network
 from pktsim.packet.nic import Flow
 from pktsim.packet.transport import RdmaFlow
@@ -229,18 +229,13 @@ class Simulation:
         """Step the engine until no event is left; returns the number of events processed."""
         part_rows = self.scenario.traces.part_rows
         log = self.net.port_log
-        step = self.env.step
+        env = self.env
         events = 0
         while True:
-            n = 0
-            try:
-                for n in range(STEPS_PER_CHUNK):  # noqa: B007 - n counts the steps taken
-                    step()
-                n = STEPS_PER_CHUNK
-            except EmptySchedule:
-                events += n
-                break
+            n = step_events(env, STEPS_PER_CHUNK)
             events += n
+            if n < STEPS_PER_CHUNK:
+                break
             if len(log) >= part_rows:
                 self._flush_ports(recorder)
             if progress is not None:

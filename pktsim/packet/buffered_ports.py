@@ -82,16 +82,6 @@ class Wire(HeapEvent):
         """``link_loss``: the probability each arriving packet is lost (0: none)."""
         self.loss_rand: Callable[[], float] | None = None
 
-    def push(self, pkt: RdmaPacket, arrival_ps: int) -> None:
-        """Put ``pkt`` on the link, to arrive at ``arrival_ps``."""
-        pkt.t = arrival_ps
-        pkt.ingress = self
-        fifo = self.fifo
-        fifo.append(pkt)
-        if len(fifo) == 1:  # HeapEvent.schedule inlined on purpose (once per packet-hop)
-            self.callbacks = self.arrival_callbacks
-            heappush(self.heap, (arrival_ps, NORMAL, next(self.eid), self))
-
     def pop(self) -> RdmaPacket:
         """Take the head packet, which has just arrived, and make the next one the event."""
         fifo = self.fifo
@@ -231,11 +221,20 @@ class BufferedPort(EgressPort):
         b = self.b = self.b + -(-pkt.size * self.ppb_num // self.ppb_den)
         if b > self.iv_max:
             self.iv_max = b
-        self._wake(t)
+        # _wake inlined on purpose (once per packet-hop)
+        if not self.pending:
+            if t >= self.tx_end:
+                self._start(t)
+            else:
+                self._schedule_done()
 
     def kick(self) -> None:
         """The source may have something to send."""
-        now = self.now()
+        now = self.env._now
+        if self.pending and now < self.iv_end:
+            # The end of the current transmission will ask the source (once per ACK at a busy
+            # NIC): nothing to do now, and the backlog's integral is the same taken later.
+            return
         self._advance(now)
         self._wake(now)
 
@@ -264,8 +263,9 @@ class BufferedPort(EgressPort):
         """Begin serialising the next packet, if there is one the port may send. The end of its
         transmission becomes an event only if something may follow it (one event per hop when
         packets do not queue)."""
-        if self.ctrl:
-            pkt = self.ctrl.popleft()
+        ctrl = self.ctrl
+        if ctrl:
+            pkt = ctrl.popleft()
         elif self.paused:
             return
         elif self.data:
@@ -284,14 +284,29 @@ class BufferedPort(EgressPort):
             return
         done = self.tx_end = now + -(-pkt.size * self.ppb_num // self.ppb_den)
         self.packets += 1
-        self.wire.push(pkt, done + self.delay_ps)
-        if self.ctrl or (not self.paused and (self.data or self.source is not None)):
-            self._schedule_done()
+        # Onto the wire (its head's arrival is the wire's event), then the end of this transmission
+        # as the port's event if something may follow: both inlined on purpose (once per packet-hop)
+        wire = self.wire
+        arrival = pkt.t = done + self.delay_ps
+        pkt.ingress = wire
+        fifo = wire.fifo
+        fifo.append(pkt)
+        if len(fifo) == 1:
+            wire.callbacks = wire.arrival_callbacks
+            heappush(wire.heap, (arrival, NORMAL, next(wire.eid), wire))
+        if ctrl or (not self.paused and (self.data or self.source is not None)):
+            self.pending = True
+            self.callbacks = self.done_callbacks
+            heappush(self.heap, (done, NORMAL, next(self.eid), self))
 
     def _tx_done(self, _event: BufferedPort) -> None:
         self.pending = False
-        now = self.now()
-        self._advance(now)
+        now = self.env._now
+        if self.source is not None or now >= self.iv_end:
+            self._advance(now)
+        # else (a switch's port, no interval ends): the backlog is the same before and after the
+        # next packet starts, and the link transmits on without a gap, so its integral from
+        # last_t is the same taken at the next touch, over the new packet's tx_end.
         self._start(now)
 
     # -- faults (once per fault; a healthy port never runs these) ---------------------------------
@@ -365,10 +380,36 @@ class BufferedPort(EgressPort):
     # -- occupancy log ----------------------------------------------------------------------------
 
     def _advance(self, t: int) -> None:
-        """Integrate the backlog from ``last_t`` to ``t``, closing sampling intervals on the way."""
+        """Integrate the backlog from ``last_t`` to ``t``, closing sampling intervals on the way.
+
+        The common case (no interval ends by ``t``) is :meth:`_integrate` inlined on purpose: it
+        runs at every touch of the port, several times per packet-hop."""
         last = self.last_t
         if t == last:
             return
+        if t >= self.iv_end:
+            self._advance_intervals(t)
+            return
+        b = self.b
+        if b:  # a backlog drains while the link transmits (until tx_end), then stands still
+            dt = t - last
+            tx = self.tx_end - last
+            if tx > 0:
+                if tx > dt:
+                    tx = dt
+                rest = self.b = b - tx
+                self.iv_busy += tx
+                self.iv_area2 += (2 * b - tx) * tx + 2 * rest * (dt - tx)
+            else:
+                self.iv_area2 += 2 * b * dt
+        if self.paused:
+            self.iv_paused += t - last
+            self.paused_ps += t - last
+        self.last_t = t
+
+    def _advance_intervals(self, t: int) -> None:
+        """:meth:`_advance` across the end of at least one sampling interval."""
+        last = self.last_t
         while t >= self.iv_end:
             end = self.iv_end
             self._integrate(last, end - last)

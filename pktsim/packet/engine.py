@@ -7,19 +7,23 @@ SimPy event and push themselves onto SimPy's heap exactly as ``Environment.sched
 packet-hop costs one heap entry and nothing else. What that takes from SimPy is stated once, in
 :class:`HeapEvent`, and checked against the installed SimPy by ``tests/test_engine.py``.
 
-Everything else uses SimPy's public API (``env.timeout``, ``env.now``, ``env.step``).
+The run loop, :func:`step_events`, is ``Environment.step`` inlined: the same pop, the same
+callbacks, the same failure check, without a call per event (about a tenth of a packet run's time
+went to that call).
+
+Everything else uses SimPy's public API (``env.timeout``, ``env.now``).
 """
 
 from __future__ import annotations
 
-from heapq import heappush
+from heapq import heappop, heappush
 from itertools import count
 from typing import Callable
 
 import simpy
 from simpy.core import NORMAL
 
-__all__ = ["NORMAL", "HeapEvent"]
+__all__ = ["NORMAL", "HeapEvent", "step_events"]
 
 Callbacks = tuple[Callable[["HeapEvent"], None], ...]
 
@@ -68,3 +72,27 @@ class HeapEvent:
         """Fire at time ``t`` (ps, at least now), calling each of ``callbacks`` with this object."""
         self.callbacks = callbacks
         heappush(self.heap, (t, NORMAL, next(self.eid), self))
+
+
+def step_events(env: simpy.Environment, limit: int) -> int:
+    """Process up to ``limit`` events, as ``limit`` calls of ``env.step()`` would; returns how many
+    were processed (fewer only when the heap ran empty).
+
+    Inlined on purpose (the simulator's outermost loop): ``Environment.step`` pops the earliest
+    entry, sets the time, takes and clears the callbacks, calls each with the event, and raises if
+    the event failed and nobody defused it (the contract :class:`HeapEvent` states). The packet
+    backend never stops the simulation from a callback (``StopSimulation``), so that branch of
+    ``step`` has no counterpart here."""
+    heap = env._queue
+    for n in range(limit):
+        if not heap:
+            return n
+        env._now, _, _, event = heappop(heap)
+        callbacks, event.callbacks = event.callbacks, None
+        for callback in callbacks:
+            callback(event)
+        if not event._ok and not hasattr(event, "_defused"):
+            exc = type(event._value)(*event._value.args)
+            exc.__cause__ = event._value
+            raise exc
+    return limit

@@ -146,9 +146,11 @@ class Network:
     def _buffered_port(self, port_id: int, a: str, b: str, scenario: Scenario) -> BufferedPort:
         f = self.fabric
         at_switch = f.is_switch(a)
+        buffer = self.buffers.get(a)
         port = BufferedPort(
             self.env, port_id, a, b, f.link_gbps(a, b), f.link_delay_ns(a, b), scenario.traces.queue_interval_ns,
-            self.port_log, f.goes_down(a, b), self.buffers.get(a), scenario.switch.ecn if at_switch else None,
+            self.port_log, f.goes_down(a, b), None if buffer is None or buffer.transparent else buffer,
+            scenario.switch.ecn if at_switch else None,
             stable_hash("ecn", scenario.seed, a, b),
             switch_latency_ns=scenario.switch.latency_ns if f.is_switch(b) else 0,
         )

@@ -32,6 +32,12 @@ class SwitchBuffer:
         self.over_headroom = 0
         """Packets admitted to an ingress beyond xoff + headroom (zero when PFC is sized right)."""
 
+    @property
+    def transparent(self) -> bool:
+        """True when the buffer admits every packet and sends no pause: unlimited, no per-port
+        limit, no PFC. Its ports then skip it (two calls per packet-hop saved)."""
+        return self.capacity == float("inf") and self.port_limit == float("inf") and not self.pfc
+
     def admit(self, port: BufferedPort, pkt: RdmaPacket) -> bool:
         size = pkt.size
         if self.used + size > self.capacity:
