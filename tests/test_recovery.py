@@ -336,3 +336,34 @@ def test_a_dropped_last_packet_is_recovered_by_the_probe_well_before_the_rto() -
     assert recovered_at - dropped_at <= 3 * r.srtt + 2 * US < rto / 10
     fixed, f_dropped, f_recovered = drop_one(260, nic__reorder_adaptive="false")
     assert f_recovered - f_dropped >= rto - 20 * US
+
+
+class CountingLosses(NoCongestionControl):
+    def __init__(self) -> None:
+        self.losses = 0
+
+    def on_loss(self) -> None:
+        self.losses += 1
+
+
+def test_the_congestion_control_hears_of_a_loss_once_per_recovery() -> None:
+    """RACK's detections tell the congestion control once when they start a loss recovery (TCP
+    cuts its window once per window of losses), not per PSN marked, and again only after the
+    recovery has ended."""
+    sr, qp = connection(psn_end=12)
+    qp.cc = cc = CountingLosses()
+    for psn in range(5):
+        send(sr, qp, psn, psn * US)
+    qp.rack.reordering_seen = True
+    sr.on_selective_ack(qp, 3, 13 * US)  # PSN 0 lost: recovery until PSN 4 is acknowledged
+    assert list(qp.lost) == [0] and cc.losses == 1
+    sr.detect_losses(qp, 100 * US)  # PSNs 1 and 2 as well, in the same recovery
+    assert list(qp.lost) == [0, 1, 2] and cc.losses == 1
+    qp.lost.clear(), qp.lost_set.clear()
+    qp.snd_una = 5  # everything up to PSN 4 acknowledged: the recovery ends
+    sr.on_cumulative_ack(qp, 0, 5, 101 * US)
+    assert qp.rack.rec_point is None
+    for psn in range(5, 10):
+        send(sr, qp, psn, 101 * US + psn * US)
+    sr.on_selective_ack(qp, 8, 125 * US)  # PSN 5 lost: a second recovery
+    assert 5 in qp.lost and cc.losses == 2

@@ -399,7 +399,7 @@ class BufferedPort(EgressPort):
                     tx = dt
                 rest = self.b = b - tx
                 self.iv_busy += tx
-                self.iv_area2 += (2 * b - tx) * tx + 2 * rest * (dt - tx)
+                self.iv_area2 += 2 * dt * rest + tx * tx  # = (2b - tx) tx + 2 rest (dt - tx)
             else:
                 self.iv_area2 += 2 * b * dt
         if self.paused:

@@ -79,7 +79,8 @@ class CongestionControl:
         """A congestion notification packet arrives now."""
 
     def on_loss(self) -> None:
-        """A loss was detected (NACK or timeout)."""
+        """A loss was detected: a NACK, a timeout, or selective repeat entering loss recovery
+        (once per recovery)."""
 
 
 CONGESTION_CONTROLS: Registry[type[CongestionControl]] = Registry("congestion control")
@@ -231,5 +232,5 @@ class Dctcp(CongestionControl):
             self.window_end = snd_nxt
 
     def on_loss(self) -> None:
-        """A loss (NACK or timeout): halve the window, as TCP does."""
+        """A loss (a NACK, a timeout, a selective-repeat recovery): halve the window, as TCP does."""
         self.cwnd = max(float(self.mss), self.cwnd / 2)

@@ -555,6 +555,9 @@ class SelectiveRepeat(Acknowledged):
                 r.rec_point = qp.snd_max
                 r.tlp_end = None
                 qp.tlp_deadline = None
+                # the congestion control hears of it once per recovery, as TCP reduces once per
+                # window of losses (RFC 6675, RFC 8985 9.3); a timeout's recovery was told already
+                qp.cc.on_loss()
         return next_due
 
     # -- tail loss probe (RFC 8985 7) ---------------------------------------------------------------
