@@ -218,7 +218,8 @@ class BufferedPort(EgressPort):
                     self.marks += 1
             self.data.append(pkt)
             self.data_bytes += size
-        b = self.b = self.b + -(-pkt.size * self.ppb_num // self.ppb_den)
+        ser = pkt.ser = -(-pkt.size * self.ppb_num // self.ppb_den)
+        b = self.b = self.b + ser
         if b > self.iv_max:
             self.iv_max = b
         # _wake inlined on purpose (once per packet-hop)
@@ -277,12 +278,13 @@ class BufferedPort(EgressPort):
             pkt = self.source(now)
             if pkt is None:
                 return
-            b = self.b = self.b + -(-pkt.size * self.ppb_num // self.ppb_den)
+            pkt.ser = -(-pkt.size * self.ppb_num // self.ppb_den)
+            b = self.b = self.b + pkt.ser
             if b > self.iv_max:
                 self.iv_max = b
         else:
             return
-        done = self.tx_end = now + -(-pkt.size * self.ppb_num // self.ppb_den)
+        done = self.tx_end = now + pkt.ser
         self.packets += 1
         # Onto the wire (its head's arrival is the wire's event), then the end of this transmission
         # as the port's event if something may follow: both inlined on purpose (once per packet-hop)
@@ -332,14 +334,13 @@ class BufferedPort(EgressPort):
         self.__class__ = _down_class(type(self))  # what the accounting below triggers finds it down
         ctrl, data = self.ctrl, self.data
         self.ctrl, self.data, self.data_bytes = deque(), deque(), 0
-        num, den = self.ppb_num, self.ppb_den
         for pkt in self.wire.doom():
             self.fault_drop(pkt)
         for pkt in ctrl:
-            self.b -= -(-pkt.size * num // den)
+            self.b -= pkt.ser
             self.fault_drop(pkt)
         for pkt in data:
-            self.b -= -(-pkt.size * num // den)
+            self.b -= pkt.ser
             if self.buffer is not None:
                 self.buffer.release(pkt)
             self.fault_drop(pkt)
@@ -362,10 +363,10 @@ class BufferedPort(EgressPort):
         b = self.tx_end - now
         if b < 0:
             b = 0
-        for pkt in self.ctrl:
-            b += -(-pkt.size * num // den)
-        for pkt in self.data:
-            b += -(-pkt.size * num // den)
+        for queue in (self.ctrl, self.data):
+            for pkt in queue:
+                pkt.ser = -(-pkt.size * num // den)
+                b += pkt.ser
         self.b = b
         if b > self.iv_max:
             self.iv_max = b

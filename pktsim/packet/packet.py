@@ -42,14 +42,16 @@ class RdmaPacket(Packet):
     pair (for ACKs: the one acknowledged), ``psn`` its packet sequence number (for ACKs and NACKs:
     the next sequence number expected), ``sack`` the out-of-order sequence number a selective ACK
     reports (-1: none), ``ecn`` the congestion-experienced mark, ``echo`` the ECN-marked payload
-    bytes an ACK reports, ``ingress`` the link that brought it into the current switch (for PFC).
+    bytes an ACK reports, ``ingress`` the link that brought it into the current switch (for PFC),
+    ``ser`` its serialisation time (ps) at the port it waits in, set when it joins that port (so
+    the port computes it once, and again only if ``link_degrade`` changes the rate).
 
     With an entropy policy (``lb.scheme: reps``, :mod:`pktsim.packet.reps`) ``ev`` is a data
     packet's entropy, and an ACK's or NACK's the entropy of the data packet that triggered it, with
     ``ev_marked`` whether that one arrived ECN-marked. Other schemes never set nor read them (no
     work per packet; two more slots, 16 bytes per packet object)."""
 
-    __slots__ = ("kind", "qp", "psn", "sack", "ecn", "echo", "ingress", "ev", "ev_marked")
+    __slots__ = ("kind", "qp", "psn", "sack", "ecn", "echo", "ingress", "ser", "ev", "ev_marked")
 
     def __init__(
         self, flow: Flow | None, seq: int, size: int, payload: int, dst: int, key: int, record: list | None,
