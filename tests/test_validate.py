@@ -208,3 +208,18 @@ def test_export_workload_errors(tmp_path: Path, capsys) -> None:
     assert existing.read_text() == "keep"
     assert main(["export-workload", *INCAST]) == 2
     assert "the following arguments are required: --out" in capsys.readouterr().err
+
+
+def test_export_workload_stopped_while_writing_leaves_no_file(tmp_path: Path, monkeypatch) -> None:
+    """A signal (Ctrl-C: KeyboardInterrupt) while the Parquet file is written leaves neither the file
+    nor its temporary: the half-written bytes never sit under the name asked for."""
+    out = tmp_path / "dag.parquet"
+    write_table = pq.write_table
+
+    def interrupted(table, where, **kwargs):
+        write_table(table.slice(0, 1), where, **kwargs)  # some bytes are on disk, then the signal
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(pq, "write_table", interrupted)
+    assert main(["export-workload", *INCAST, "--out", str(out)]) == 130  # 128 + SIGINT
+    assert list(tmp_path.iterdir()) == []

@@ -11,6 +11,7 @@ then spreads over every equal-cost path).
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pyarrow as pa
@@ -45,8 +46,15 @@ def workload_table(experiment: Experiment) -> pa.Table:
 
 
 def write_workload(experiment: Experiment, out: Path) -> pa.Table:
-    """Write :func:`workload_table` to ``out`` (a new Parquet file); returns the table."""
+    """Write :func:`workload_table` to ``out`` (a new Parquet file); returns the table. The file is
+    written under a temporary name and renamed into place, so an error or a signal while writing
+    leaves no half file at ``out``."""
     table = workload_table(experiment)
     out.parent.mkdir(parents=True, exist_ok=True)
-    pq.write_table(table, out)
+    tmp = out.with_name(f".{out.name}.tmp")
+    try:
+        pq.write_table(table, tmp)
+        os.replace(tmp, out)
+    finally:
+        tmp.unlink(missing_ok=True)
     return table
