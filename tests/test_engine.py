@@ -92,17 +92,24 @@ def test_a_heap_event_can_be_scheduled_again_from_its_own_callback() -> None:
     contract(env._queue is queue, "keeps one heap list for the environment's life")
 
 
-def test_step_reads_ok_and_raises_for_a_failed_event() -> None:
-    """HeapEvent's ``_ok = True`` is what keeps step() from treating it as failed."""
+class Failed(Probe):
+    """A heap event that has failed with ``RuntimeError("boom")``."""
 
-    class Failed(Probe):
-        __slots__ = ("_value",)
-        _ok = False
+    __slots__ = ("_value",)
+    _ok = False
 
-    env = simpy.Environment()
+
+def failed_at(env: simpy.Environment, t: int) -> Failed:
     failed = Failed(env, "f", [])
     failed._value = RuntimeError("boom")
-    failed.at(1)
+    failed.at(t)
+    return failed
+
+
+def test_step_reads_ok_and_raises_for_a_failed_event() -> None:
+    """HeapEvent's ``_ok = True`` is what keeps step() from treating it as failed."""
+    env = simpy.Environment()
+    failed_at(env, 1)
     try:
         env.step()
         raised = None
@@ -147,14 +154,8 @@ def test_step_events_processes_what_step_would_in_the_same_order() -> None:
 
 
 def test_step_events_raises_for_a_failed_event_like_step() -> None:
-    class Failed(Probe):
-        __slots__ = ("_value",)
-        _ok = False
-
     env = simpy.Environment()
-    failed = Failed(env, "f", [])
-    failed._value = RuntimeError("boom")
-    failed.at(1)
+    failed = failed_at(env, 1)
     with pytest.raises(RuntimeError, match="boom") as info:
         step_events(env, 10)
     assert info.value.__cause__ is failed._value  # a copy, chained to the event's own, as step() raises
