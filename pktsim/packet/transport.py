@@ -35,7 +35,6 @@ one per NIC, named by ``nic.transport``) through their interfaces only.
 from __future__ import annotations
 
 from collections import deque
-from heapq import heappush
 from typing import TYPE_CHECKING, Callable
 
 import simpy
@@ -43,7 +42,6 @@ import simpy
 from pktsim.fabric.hashing import flow_key
 from pktsim.packet.buffered_ports import BufferedPort, Wire
 from pktsim.packet.cc import CONGESTION_CONTROLS, CcParams, CongestionControl
-from pktsim.packet.engine import NORMAL
 from pktsim.packet.nic import Flow, NicBase, QueuePair
 from pktsim.packet.packet import CNP, DATA, NACK, RdmaPacket
 from pktsim.packet.recovery import LOSS_RECOVERIES
@@ -319,12 +317,7 @@ class RdmaNic(NicBase):
 
     def on_arrival(self, wire: Wire) -> None:
         """The head packet of ``wire`` (the link from the ToR) has arrived."""
-        # Wire.pop inlined on purpose (once per packet received)
-        fifo = wire.fifo
-        pkt = fifo.popleft()
-        if fifo:
-            wire.callbacks = wire.arrival_callbacks
-            heappush(wire.heap, (fifo[0].t, NORMAL, next(wire.eid), wire))
+        pkt = wire.pop()
         kind = pkt.kind
         if kind == DATA:
             self._on_data(pkt)
