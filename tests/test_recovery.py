@@ -367,3 +367,69 @@ def test_the_congestion_control_hears_of_a_loss_once_per_recovery() -> None:
         send(sr, qp, psn, 101 * US + psn * US)
     sr.on_selective_ack(qp, 8, 125 * US)  # PSN 5 lost: a second recovery
     assert 5 in qp.lost and cc.losses == 2
+
+
+def test_the_fixed_window_tells_the_congestion_control_once_per_recovery_too() -> None:
+    """``nic.reorder_adaptive: false``: the PSNs a detection finds overdue start one loss recovery,
+    which lasts until everything sent by then is acknowledged; the congestion control hears of it
+    once, as with RACK."""
+    nic = SimpleNamespace(spec=NicSpec(transport="sr", reorder_adaptive=False), rto_ps=1000 * US,
+                          schedule_timer=lambda qp: None, arm=lambda qp, t: None)
+    sr = SelectiveRepeat(nic)
+    qp = SimpleNamespace(rack=sr.open(), sacked=set(), lost=deque(), lost_set=set(), sent_at={}, snd_una=0,
+                         snd_nxt=0, snd_max=0, psn_end=10, rto_deadline=None, reo_deadline=None,
+                         rack_high=0, rack_rtt=0, recover=None, cc=CountingLosses())
+    assert qp.rack is None
+    for psn in range(5):
+        send(sr, qp, psn, psn * US)
+    sr.on_selective_ack(qp, 3, 13 * US)  # PSN 3's round trip: 10 us; overdue 10 + 20 us after sending
+    assert not qp.lost and qp.reo_deadline == 30 * US
+    assert sr.detect_losses(qp, 40 * US) is None
+    assert list(qp.lost) == [0, 1, 2] and qp.cc.losses == 1 and qp.recover == 5
+    qp.lost.clear(), qp.lost_set.clear()
+    for psn in range(3):
+        send(sr, qp, psn, 40 * US)  # resent
+    qp.sacked.add(4)
+    sr.on_selective_ack(qp, 4, 41 * US)
+    assert sr.detect_losses(qp, 100 * US) is None  # PSNs 0-2 resent at 40 us: lost again, same recovery
+    assert list(qp.lost) == [0, 1, 2] and qp.cc.losses == 1
+    qp.lost.clear(), qp.lost_set.clear()
+    qp.snd_una = 5
+    sr.on_cumulative_ack(qp, 0, 5, 101 * US)
+    assert qp.recover is None  # the recovery ends with PSN 4 acknowledged
+    for psn in range(5, 10):
+        send(sr, qp, psn, 100 * US + psn * US)
+    sr.on_selective_ack(qp, 8, 130 * US)
+    sr.detect_losses(qp, 200 * US)
+    assert list(qp.lost) == [5, 6, 7] and qp.cc.losses == 2
+
+
+@pytest.mark.parametrize("dsack", [False, True])
+def test_a_probe_that_repaired_a_loss_tells_the_congestion_control(dsack: bool) -> None:
+    """RFC 8985 7.4: PSN 4, the last one, is lost; the probe resends it and is acknowledged. The
+    episode ends at the first ACK beyond PSN 4 (the next message's): with no DSACK for the probe
+    by then, the probe repaired a loss and the congestion control hears of it; a DSACK for the
+    probe (the original was only late) ends the episode without it."""
+    sr, qp = connection(psn_end=5)
+    qp.cc = cc = CountingLosses()
+    r = qp.rack
+    for psn in range(5):
+        send(sr, qp, psn, psn * US)
+    qp.snd_una = 4
+    sr.on_cumulative_ack(qp, 0, 4, 13 * US)
+    sr.on_probe_timeout(qp, 40 * US)
+    assert list(qp.lost) == [4] and (r.tlp_psn, r.tlp_end) == (4, 5)
+    qp.lost.clear(), qp.lost_set.clear()
+    send(sr, qp, 4, 40 * US)
+    qp.snd_una = 5
+    sr.on_cumulative_ack(qp, 4, 5, 50 * US)  # the probe (or the late original) is in
+    assert r.tlp_end == 5 and cc.losses == 0  # a DSACK may still come
+    if dsack:
+        sr.on_dsack(qp, 4, 51 * US)
+    qp.psn_end = 8
+    for psn in range(5, 8):
+        send(sr, qp, psn, 60 * US)
+    qp.snd_una = 8
+    sr.on_cumulative_ack(qp, 5, 8, 70 * US)
+    assert r.tlp_end is None and (cc.losses, r.repairs) == ((0, 0) if dsack else (1, 1))
+    assert r.rec_point is None  # a repaired loss starts no recovery

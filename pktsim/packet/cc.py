@@ -79,8 +79,8 @@ class CongestionControl:
         """A congestion notification packet arrives now."""
 
     def on_loss(self) -> None:
-        """A loss was detected: a NACK, a timeout, or selective repeat entering loss recovery
-        (once per recovery)."""
+        """A loss was detected: a NACK, a timeout, selective repeat entering loss recovery (once
+        per recovery), or a resent loss probe found to have repaired a loss."""
 
 
 CONGESTION_CONTROLS: Registry[type[CongestionControl]] = Registry("congestion control")

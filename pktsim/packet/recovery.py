@@ -235,7 +235,7 @@ class Rack:
 
     __slots__ = ("p", "order", "resent", "min_rtt", "srtt", "xmit", "rtt", "fack", "reordering_seen",
                  "mult", "persist", "dsack_round", "rec_point", "tlp_end", "tlp_psn", "dsacks", "probes",
-                 "losses")
+                 "repairs", "losses")
 
     def __init__(self, params: RackParams) -> None:
         self.p = params
@@ -254,10 +254,11 @@ class Rack:
         self.persist = 0          # loss recoveries left before mult reverts to 1 (RACK.reo_wnd_persist)
         self.dsack_round: int | None = None  # mult grows at most once until snd_una reaches this
         self.rec_point: int | None = None    # in loss recovery until snd_una reaches this
-        self.tlp_end: int | None = None      # a probe is outstanding until snd_una reaches this
+        self.tlp_end: int | None = None      # a probe's episode lasts until an ACK goes beyond this
         self.tlp_psn = -1                    # ... the PSN it resent (-1: it sent new data)
         self.dsacks = 0           # duplicates reported (spurious copies the sender learnt of)
         self.probes = 0           # loss probes sent
+        self.repairs = 0          # ... of which resent a packet that had been lost (no DSACK came)
         self.losses = 0           # RACK detections (each queues one or more PSNs)
 
     def unit(self) -> float:
@@ -405,6 +406,8 @@ class SelectiveRepeat(Acknowledged):
             for psn in range(una, cum):
                 sent_at.pop(psn, None)
                 sacked.discard(psn)
+            if qp.recover is not None and cum >= qp.recover:
+                qp.recover = None  # the fixed rule's loss recovery has ended
         else:
             # RACK's sample is the most recently sent of the PSNs this ACK delivers (those not
             # selectively acknowledged before); a PSN sent once and delivered below the highest
@@ -441,8 +444,8 @@ class SelectiveRepeat(Acknowledged):
             if exiting:
                 r.rec_point = None
             r.update_reo_wnd(False, cum, qp.snd_max, exiting)
-            if r.tlp_end is not None and cum >= r.tlp_end:
-                r.tlp_end = None  # the probe is acknowledged: another may follow
+            if r.tlp_end is not None:
+                self.end_probe_episode(qp, r, cum)
             qp.reo_deadline = self.detect_losses(qp, now_ps)
             self.arm_probe(qp, r, now_ps)
             self.nic.schedule_timer(qp)
@@ -493,7 +496,9 @@ class SelectiveRepeat(Acknowledged):
                 qp.lost.append(psn)
                 qp.lost_set.add(psn)
         r = qp.rack
-        if r is not None:
+        if r is None:
+            qp.recover = qp.snd_max  # RTO recovery (the timeout has told the congestion control)
+        else:
             r.rec_point = qp.snd_max  # RTO recovery
             r.tlp_end = None
             qp.tlp_deadline = None
@@ -514,6 +519,7 @@ class SelectiveRepeat(Acknowledged):
         if r is None:
             next_due = None
             slack = qp.rack_rtt + self.reorder_ps
+            marked = False
             for p in range(qp.snd_una, qp.rack_high):
                 if p in sacked or p in lost_set or p not in sent_at:
                     continue
@@ -521,8 +527,12 @@ class SelectiveRepeat(Acknowledged):
                 if due <= now_ps:
                     qp.lost.append(p)
                     lost_set.add(p)
+                    marked = True
                 elif next_due is None or due < next_due:
                     next_due = due
+            if marked and qp.recover is None:  # once per recovery, as below
+                qp.recover = qp.snd_max
+                qp.cc.on_loss()
             return next_due
         xmit = r.xmit
         if xmit < 0:
@@ -561,6 +571,21 @@ class SelectiveRepeat(Acknowledged):
         return next_due
 
     # -- tail loss probe (RFC 8985 7) ---------------------------------------------------------------
+
+    def end_probe_episode(self, qp: RdmaQueuePair, r: Rack, cum: int) -> None:
+        """A cumulative ACK up to ``cum`` during a probe's episode (RFC 8985 7.4). A probe of new
+        data ends once acknowledged. A resent probe's episode ends at the first ACK beyond
+        everything sent before it (``tlp_end``) with no DSACK for the probe received by then
+        (:meth:`on_dsack` ends it as spurious): the probe repaired a loss, which the congestion
+        control hears of as of a loss recovery's (Linux's ``tcp_process_tlp_ack`` likewise). A
+        loss recovery or a timeout started in the meantime ends the episode, having told it."""
+        if r.tlp_psn < 0:
+            if cum >= r.tlp_end:
+                r.tlp_end = None  # another probe may follow
+        elif cum > r.tlp_end:
+            r.tlp_end = None
+            r.repairs += 1
+            qp.cc.on_loss()
 
     def arm_probe(self, qp: RdmaQueuePair, r: Rack, now_ps: int) -> None:
         """(Re)start the probe timeout if a probe may be sent (RFC 8985 7.2): data outstanding, no

@@ -98,7 +98,7 @@ class RdmaQueuePair(QueuePair):
 
     __slots__ = ("nic", "src", "rev_key", "segs", "psn_end", "snd_nxt", "snd_una", "snd_max", "active",
                  "cc", "next_send_ps", "rto_deadline", "reo_deadline", "tlp_deadline", "timer_at", "timer_gen", "lost",
-                 "lost_set", "sacked", "sent_at", "rack_high", "rack_rtt", "rack", "probe", "rx", "timeouts",
+                 "lost_set", "sacked", "sent_at", "rack_high", "rack_rtt", "recover", "rack", "probe", "rx", "timeouts",
                  "ents")
 
     def __init__(self, nic: RdmaNic, key: tuple, dst: int, entropy: int) -> None:
@@ -125,6 +125,7 @@ class RdmaQueuePair(QueuePair):
         self.sent_at: dict[int, int] = {}   # sr: last send time of each outstanding PSN
         self.rack_high = 0                  # sr: highest PSN selectively acknowledged ...
         self.rack_rtt = 0                   # ... and the round trip that acknowledgement measured
+        self.recover: int | None = None     # sr, fixed window: in loss recovery until snd_una reaches it
         self.rack = nic.recovery.open()     # sr: RACK-TLP's state (None: fixed reordering window)
         self.probe = False                  # sr: the loss probe may send one new packet past the window
         self.rx = Responder()
