@@ -14,7 +14,7 @@ import numpy as np
 
 from pktsim import __version__
 from pktsim.scenario import Scenario
-from pktsim.units import PS_PER_NS, ps_to_ns
+from pktsim.units import PS_PER_NS, format_ns, ps_to_ns
 from pktsim.workload.execution import DagExecution
 
 
@@ -48,6 +48,9 @@ class RunSummary(Mapping):
     version: str = __version__
     out: str | None = None
     """The run directory, once written there."""
+
+    def __post_init__(self) -> None:
+        self.warnings = [*self.warnings, *late_faults(self.jobs, self.faults)]
 
     @property
     def events_per_packet_hop(self) -> float | None:
@@ -83,6 +86,17 @@ class RunSummary(Mapping):
 
     def __len__(self) -> int:
         return len(self.to_json())
+
+
+def late_faults(jobs: list[dict], faults: list[dict]) -> list[str]:
+    """A warning for each fault set at or after the end of the last job (a fault's absolute time
+    is checked against no run length beforehand, which only the run knows): it changed nothing
+    the jobs did, though the ``faults`` table still lists the fabric's reaction."""
+    if not jobs or not faults:
+        return []
+    end_ns = max(j["end_ns"] for j in jobs)
+    return [f"fault {f['fault_id']} ({f['kind']} {f['target']} at {format_ns(f['at_ns'])}) comes after the "
+            f"last job ended ({format_ns(end_ns)}): it changed nothing" for f in faults if f["at_ns"] >= end_ns]
 
 
 def job_results(scenario: Scenario, execution: DagExecution,
