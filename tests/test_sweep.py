@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import multiprocessing
 import os
 import random
 import shlex
@@ -22,6 +23,7 @@ import yaml
 from pktsim import __version__
 from pktsim.cli import main
 from pktsim.errors import InputError
+from pktsim.experiments.executors import LocalProcesses
 from pktsim.experiments.sweep import metrics, read_table
 from pktsim.experiments.sweep_spec import read_sweep, reload, set_text
 from pktsim.scenario import load_scenario
@@ -285,3 +287,23 @@ def test_shipped_sweep_presets_resolve(preset: str, tmp_path: Path) -> None:
     sweep = read_sweep(data, text, source, root, tmp_path)
     assert sweep.points and all(p.error is None for p in sweep.points)
     assert len({p.hash for p in sweep.points}) == len(sweep.points)
+
+
+def _nap(seconds: float) -> float:
+    time.sleep(seconds)
+    return seconds
+
+
+def test_local_processes_stopped_early_abandon_the_running_points() -> None:
+    """A sweep stopped while points run (SIGTERM to pktsim alone, from ``timeout`` or Slurm) closes
+    its executor: the running points' workers are terminated, not waited for (the interpreter
+    would otherwise join them on exit, an hour later for an hour-long point)."""
+    executor = LocalProcesses(2)
+    results = executor.results(_nap, [0, 600, 600])
+    assert next(results) == (0, 0)
+    assert len(multiprocessing.active_children()) >= 2
+    executor.close()
+    deadline = time.monotonic() + 10
+    while multiprocessing.active_children() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not multiprocessing.active_children()

@@ -57,11 +57,25 @@ class LocalProcesses:
         futures = {self._pool.submit(fn, task): i for i, task in enumerate(tasks)}
         for future in as_completed(futures):
             yield futures[future], _outcome(future)
+        self._pool.shutdown()  # every task is done: the workers exit at once
+        self._pool = None
 
     def close(self) -> None:
-        if self._pool is not None:  # stopped early: the queued tasks are dropped, not waited for
-            self._pool.shutdown(wait=False, cancel_futures=True)
-            self._pool = None
+        """Stopped early (a signal, an error): the queued tasks are dropped and the running ones
+        abandoned, their workers terminated. Without that a SIGTERM sent to this process alone
+        (``timeout``, Slurm) would wait for the running points, which may take hours, since the
+        interpreter joins the pool's workers when it exits."""
+        pool, self._pool = self._pool, None
+        if pool is None:
+            return
+        terminate = getattr(pool, "terminate_workers", None)  # Python >= 3.14: all of this
+        if terminate is not None:
+            terminate()
+            return
+        workers = list(pool._processes.values())  # shutdown forgets them
+        pool.shutdown(wait=False, cancel_futures=True)
+        for process in workers:
+            process.terminate()
 
 
 def _outcome(future: Any) -> Any:
