@@ -511,15 +511,15 @@ class _ProgressBar:
             from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn, TimeElapsedColumn
 
             self.bar = Progress(
-                TextColumn("[bold]simulating"), BarColumn(), TaskProgressColumn(),
+                TextColumn("[bold]{task.fields[stage]}"), BarColumn(), TaskProgressColumn(),
                 TextColumn("{task.fields[msgs]} messages done, {task.fields[sim]} simulated"),
                 TimeElapsedColumn(), transient=True,
             )
             self.bar.start()
-            self.task = self.bar.add_task("run", total=p.packets_total, msgs="", sim="")
+            self.task = self.bar.add_task("run", total=p.packets_total, msgs="", sim="", stage="")
         self.bar.update(
             self.task, completed=p.packets_delivered, msgs=f"{p.messages_done:,}/{p.messages_total:,}",
-            sim=format_ns(p.sim_time_ns),
+            sim=format_ns(p.sim_time_ns), stage=p.stage,
         )
 
     def __exit__(self, *exc) -> None:

@@ -126,6 +126,9 @@ class Progress:
     messages_total: int
     sim_time_ns: int
     events: int
+    stage: str = "simulating"
+    """What the run is doing, for the display (``compiling``: numba is compiling the fluid loop,
+    about 20 s the first time after an install, or loading it from its cache)."""
 
 
 ProgressCallback = Callable[[Progress], None]

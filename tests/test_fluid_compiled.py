@@ -4,6 +4,7 @@ tables, row for row, and the same summary, on random scenarios of every scheme i
 from __future__ import annotations
 
 import random
+import time
 from pathlib import Path
 
 import pyarrow.dataset as pads
@@ -120,3 +121,35 @@ def test_the_runs_it_does_not_cover_keep_the_python_loop() -> None:
         assert not FluidSimulation(prepare(sc)).compiled, lb
     sc = load_scenario(topology="bench", workload="permutation")
     assert FluidSimulation(prepare(sc)).compiled
+
+
+class _FirstCallSlow:
+    """``advance`` as a fresh process meets it: nothing compiled yet, and a first call that takes
+    a while (numba compiling the loop)."""
+
+    signatures: list = []
+
+    def __init__(self, advance) -> None:
+        self.advance, self.calls = advance, 0
+
+    def __call__(self, *args):
+        self.calls += 1
+        if self.calls == 1:
+            time.sleep(0.5)
+        return self.advance(*args)
+
+
+def test_the_progress_says_compiling_until_the_loop_has_run_once(monkeypatch) -> None:
+    """The first compiled run after an install spends about 20 s in numba before the loop's first
+    chunk: the progress reports say so (stage ``compiling``) instead of standing still, and say
+    ``simulating`` from the first chunk on."""
+    from pktsim.fluid import compiled
+
+    monkeypatch.setattr(compiled, "advance", _FirstCallSlow(compiled.advance))
+    sc = load_scenario(topology="bench", workload="permutation", overrides=["workload.jobs.0.bytes=64KiB"])
+    sim = FluidSimulation(prepare(sc))
+    assert sim.compiled
+    stages = []
+    sim.run(progress=lambda p: stages.append(p.stage))
+    n = stages.count("compiling")  # reported every 0.2 s while waiting for the first chunk, and only then
+    assert n >= 2 and stages[:n] == ["compiling"] * n

@@ -859,11 +859,11 @@ class FluidSimulation:
                 if progress is not None and events % PROGRESS_EVERY == 0:
                     progress(self._progress(events))
 
-    def _progress(self, events: int) -> Progress:
+    def _progress(self, events: int, stage: str = "simulating") -> Progress:
         return Progress(
             packets_delivered=self.packets_received, packets_total=self.experiment.packets_total,
             messages_done=self.dag.messages_done, messages_total=len(self.workload.messages),
-            sim_time_ns=ps_to_ns(self.now), events=events,
+            sim_time_ns=ps_to_ns(self.now), events=events, stage=stage,
         )
 
     def _recompute(self) -> bool:

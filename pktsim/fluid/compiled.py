@@ -622,6 +622,7 @@ class CompiledLoop:
         the same however the two threads interleave."""
         snapshots: queue.Queue[tuple[np.ndarray, float, bool]] = queue.Queue()
         stop = threading.Event()
+        compiling = not advance.signatures  # numba compiles the loop (or loads it) at its first call
 
         def chunks() -> None:
             finished = False
@@ -638,7 +639,10 @@ class CompiledLoop:
                     except queue.Empty:
                         if loop.done():
                             loop.result()  # the loop's error, if it raised one
+                        if compiling and progress is not None:
+                            progress(self.sim._progress(0, "compiling"))
                         continue
+                    compiling = False
                     self._update_counters(ints, now)
                     self._hand_on(ints, final=finished)
                     if finished:
