@@ -157,6 +157,13 @@ CASES = [
     ("ranks-after-leaves", ["--set", "topology.leaves=2"], {}, "--set topology.leaves", "workload.jobs[0].ranks",
      "16 ranks but the topology has 8 hosts"),
     ("planned-fat-tree", ["-t", "fat_tree_k4", "--lb", "planned"], {}, "--lb", "lb.scheme", "leaf_spine"),
+    # a field the scheme does not read is refused, not ignored
+    ("subflows-ecmp", ["--set", "lb.subflows=4"], {}, "--set lb.subflows", "lb.subflows",
+     "only used with lb.scheme: split or planned (scheme is ecmp)"),
+    ("choices-flowlet", ["s.yaml"], {"s.yaml": "lb: {scheme: flowlet, adaptive_choices: 2}\n"}, "s.yaml",
+     "lb.adaptive_choices", "only used with lb.scheme: adaptive (scheme is flowlet)"),
+    ("gap-spray", ["--lb", "spray", "--set", "lb.flowlet_gap_ns=5us"], {}, "--lb", "lb.flowlet_gap_ns",
+     "only used with lb.scheme: flowlet (scheme is spray)"),
     ("preset-file", ["-t", "bad"], {"topologies/bad.yaml": "spines: 4\nleaves: -2\n"}, "topologies/bad.yaml",
      "topology.leaves", "greater than or equal to 1"),
     ("preset-in-file", ["s.yaml"], {"s.yaml": "topology: bad\n", "topologies/bad.yaml": "link_gbps: 5 parsecs\n"},

@@ -22,9 +22,10 @@ from conftest import HEADER, MTU, PAYLOAD, PS_PER_NS, fat_tree, leaf_spine, make
 
 from pktsim.analysis.ideal import Route, message_bound_ps, message_fct_ps, route
 from pktsim.experiment import prepare
+from pktsim.fabric.selectors import fields_read
 from pktsim.fluid.backend import FluidSimulation
 from pktsim.packet.backend import Simulation
-from pktsim.scenario import Scenario, load_scenario
+from pktsim.scenario import LbSpec, Scenario, load_scenario
 from pktsim.traces import Recorder
 from pktsim.units import ps_to_ns
 
@@ -100,10 +101,11 @@ def _random_scenario(seed: int) -> Scenario:
            "channels": rng.choice([1, 1, 2])}
     if collective == "ring_allreduce":
         job["slices"] = rng.choice([1, 2, 3])
+    latency_ns, subflows = rng.choice([0, 0, 300]), rng.randint(1, 8)  # subflows: if the scheme cuts messages
     return Scenario.model_validate({
         "name": f"bound{seed}", "seed": seed, "topology": topo, "nic": {"mtu_bytes": mtu, "header_bytes": header},
-        "switch": {"latency_ns": rng.choice([0, 0, 300])},
-        "lb": {"scheme": scheme, "subflows": rng.randint(1, 8)},
+        "switch": {"latency_ns": latency_ns},
+        "lb": {"scheme": scheme, **({"subflows": subflows} if "subflows" in fields_read(scheme, LbSpec()) else {})},
         "workload": {"jobs": [job]},
     })
 

@@ -88,6 +88,27 @@ SCHEMES: Registry[Callable[[LbSpec], LoadBalancing]] = Registry("load-balancing 
 """``lb.scheme`` -> what the scheme asks of NICs, switches and the planner (see the table above)."""
 
 
+class _Reads:
+    """An ``lb`` that notes which of its fields are read."""
+
+    def __init__(self, lb: LbSpec) -> None:
+        self._lb = lb
+        self.names: set[str] = set()
+
+    def __getattr__(self, name: str):
+        self.names.add(name)
+        return getattr(self._lb, name)
+
+
+def fields_read(scheme: str, lb: LbSpec) -> set[str]:
+    """The ``lb`` fields the entry of ``scheme`` in :data:`SCHEMES` reads (it is built once from
+    ``lb`` to find out): so the scenario can refuse a field set for a scheme that ignores it,
+    without a second list of which scheme takes which field."""
+    reads = _Reads(lb)
+    SCHEMES[scheme](reads)
+    return reads.names
+
+
 class HashSelect:
     """The salted hash, computed for every packet (for keys that change per packet: spraying).
     The packet switch computes it inlined (:meth:`pktsim.packet.switch.Switch.on_arrival`, with

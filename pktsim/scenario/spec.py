@@ -18,7 +18,7 @@ from pydantic import (
 )
 
 from pktsim.fabric.pfc import pfc_headroom_bytes
-from pktsim.fabric.selectors import SCHEMES
+from pktsim.fabric.selectors import SCHEMES, fields_read
 from pktsim.fabric.topology import TOPOLOGY_KINDS
 from pktsim.packet.cc import CONGESTION_CONTROLS
 from pktsim.packet.recovery import LOSS_RECOVERIES
@@ -563,6 +563,14 @@ class LbSpec(_Strict):
         if self.replan_ns != type(self).model_fields["replan_ns"].default and self.plan_scope != "connection":
             raise _FieldError(("lb", "replan_ns"), f"only used with lb.plan_scope: connection (plan_scope is "
                               f"{self.plan_scope})", involves=(("lb", "plan_scope"),))
+        readers: dict[str, list[str]] = {}  # the fields some scheme's entry reads -> those schemes
+        for scheme in SCHEMES:
+            for name in fields_read(scheme, self):
+                readers.setdefault(name, []).append(scheme)
+        for name, schemes in readers.items():
+            if self.scheme not in schemes and getattr(self, name) != type(self).model_fields[name].default:
+                raise _FieldError(("lb", name), f"only used with lb.scheme: {' or '.join(schemes)} "
+                                  f"(scheme is {self.scheme})", involves=(("lb", "scheme"),))
         if self.scheme != "reps" and self.reps_buffer is not None:
             raise _FieldError(("lb", "reps_buffer"), f"only used with lb.scheme: reps (scheme is {self.scheme})",
                               involves=(("lb", "scheme"),))
