@@ -97,7 +97,7 @@ def test_ps_to_ns_array_is_ps_to_ns() -> None:
 
 @pytest.fixture(scope="module")
 def experiment():
-    sc = load_scenario(topology="bench", workload="ring_allreduce_random", lb="ecmp", seed=5,
+    sc = load_scenario(topology="bench", workload="ring_allreduce_random", lb="split", seed=5,
                        overrides=["workload.jobs.0.ranks=16", "workload.jobs.0.bytes=64KiB", "lb.subflows=2"])
     return prepare(sc)
 

@@ -312,7 +312,8 @@ def _random_case(rng: random.Random, contended: bool) -> tuple[Scenario, Scenari
     else:  # two ranks on two leaves: the flows never share a directed link
         job = {"name": "job0", "collective": "ring_allreduce", "ranks": 2, "placement": ["h0", f"h{2 * leaves - 1}"]}
     job.update(bytes=rng.choice([32_000, 100_000, 250_000]), iterations=rng.choice([1, 2]), compute_gap_ns=2_000)
-    sc = make_scenario(leaf_spine(spines, leaves, 2), [job], lb=lb, subflows=2, seed=rng.randrange(100))
+    sc = make_scenario(leaf_spine(spines, leaves, 2), [job], lb=lb, subflows=2 if lb in ("split", "planned") else 1,
+                       seed=rng.randrange(100))
     makespan = FluidSimulation(prepare(sc)).run().sim_time_ns
     at = rng.randrange(0, int(0.8 * makespan))
     if rng.random() < 0.25:
