@@ -563,12 +563,10 @@ class LbSpec(_Strict):
         if self.replan_ns != type(self).model_fields["replan_ns"].default and self.plan_scope != "connection":
             raise _FieldError(("lb", "replan_ns"), f"only used with lb.plan_scope: connection (plan_scope is "
                               f"{self.plan_scope})", involves=(("lb", "plan_scope"),))
-        readers: dict[str, list[str]] = {}  # the fields some scheme's entry reads -> those schemes
-        for scheme in SCHEMES:
-            for name in fields_read(scheme, self):
-                readers.setdefault(name, []).append(scheme)
-        for name, schemes in readers.items():
-            if self.scheme not in schemes and getattr(self, name) != type(self).model_fields[name].default:
+        reads = {scheme: fields_read(scheme, self) for scheme in SCHEMES}
+        for name, spec in type(self).model_fields.items():  # in field order: the same error every run
+            schemes = [scheme for scheme, names in reads.items() if name in names]
+            if schemes and self.scheme not in schemes and getattr(self, name) != spec.default:
                 raise _FieldError(("lb", name), f"only used with lb.scheme: {' or '.join(schemes)} "
                                   f"(scheme is {self.scheme})", involves=(("lb", "scheme"),))
         if self.scheme != "reps" and self.reps_buffer is not None:
