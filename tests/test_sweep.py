@@ -299,7 +299,7 @@ def test_local_processes_stopped_early_abandon_the_running_points() -> None:
     its executor: the running points' workers are terminated, not waited for (the interpreter
     would otherwise join them on exit, an hour later for an hour-long point)."""
     executor = LocalProcesses(2)
-    results = executor.results(_nap, [0, 600, 600])
+    results = executor.results(_nap, [0, 60, 60])
     assert next(results) == (0, 0)
     assert len(multiprocessing.active_children()) >= 2
     executor.close()
