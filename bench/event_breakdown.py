@@ -6,8 +6,8 @@ count and the count per packet-hop, on the benchmark scenario (bench/bench_core.
     python bench/event_breakdown.py --profile ideal         # the ideal fabric: 1.000 per hop
 
 It replaces the backend's run loop (``step_events``) by one that looks at each event before it
-fires, so it runs slower than a plain run; the counts are exact. The transport model's target is at most 1.2 events per
-packet-hop: this shows which kinds stand between it and that.
+fires, so it runs slower than a plain run; the counts are exact. The transport model's target is
+at most 1.2 events per packet-hop: this shows which kinds stand between it and that.
 """
 
 from __future__ import annotations

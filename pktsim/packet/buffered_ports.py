@@ -359,13 +359,12 @@ class BufferedPort(EgressPort):
         now = self.now()
         self._advance(now)
         self._set_rate_fields(gbps)
-        num, den = self.ppb_num, self.ppb_den
         b = self.tx_end - now
         if b < 0:
             b = 0
         for queue in (self.ctrl, self.data):
             for pkt in queue:
-                pkt.ser = -(-pkt.size * num // den)
+                pkt.ser = self.serialisation_ps(pkt.size)
                 b += pkt.ser
         self.b = b
         if b > self.iv_max:
